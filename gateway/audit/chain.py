@@ -1,0 +1,210 @@
+"""The audit trail: FHIR AuditEvents in a SHA-256 hash chain.
+
+Each entry's hash covers its sequence number, its body and the previous
+entry's hash, so changing, reordering or deleting a row breaks the chain at
+that row. Appends lock the single head row, so they serialise across
+processes. Periodic seals sign the head with the gateway key; anyone with the
+public key can check a seal, and with it that nothing before it was altered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.auth.keys import SigningKey, verify_detached
+from gateway.store.models import AuditHeadRow, AuditRow, AuditSealRow
+from gateway.store.repository import fhir_instant, now_utc
+
+GENESIS = "0" * 64
+AUDIT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
+DICOM = "http://dicom.nema.org/resources/ontology/DCM"
+INTERACTION = "http://hl7.org/fhir/restful-interaction"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+CLIENT_SYSTEM = "https://pathway.scot/Id/client"
+# FHIR AuditEvent.action for each interaction
+ACTIONS = {
+    "create": "C",
+    "read": "R",
+    "vread": "R",
+    "search-type": "E",
+    "history-instance": "R",
+    "update": "U",
+    "patch": "U",
+    "delete": "D",
+    "transaction": "E",
+    "operation": "E",
+    "disclose": "R",
+    "ingest": "C",
+}
+OUTCOMES = {"success": "0", "minor-failure": "4", "serious-failure": "8"}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked: the client system, its organisation, optionally the person it acts for."""
+
+    client_id: str
+    organization: str  # "system|value"
+    acting_for: str | None = None
+    user: str | None = None
+
+
+def _hash(seq: int, prev_hash: str, body: bytes) -> str:
+    return hashlib.sha256(f"{seq}:{prev_hash}:".encode() + body).hexdigest()
+
+
+def audit_event(
+    interaction: str,
+    actor: Actor | None,
+    *,
+    outcome: str = "success",
+    detail: str | None = None,
+    purpose: str | None = None,
+    entities: list[str] = (),  # type: ignore[assignment]
+    patient: str | None = None,
+    subtype: dict[str, str] | None = None,
+    recorded: datetime | None = None,
+) -> dict[str, Any]:
+    """Build the AuditEvent body for one access or disclosure."""
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {"system": AUDIT_TYPE, "code": "rest", "display": "RESTful Operation"},
+        "subtype": [subtype or {"system": INTERACTION, "code": interaction}],
+        "action": ACTIONS.get(interaction, "E"),
+        "recorded": fhir_instant(recorded or now_utc()),
+        "outcome": OUTCOMES[outcome],
+        "agent": [],
+        "source": {"observer": {"display": "Pathway gateway"}},
+    }
+    if detail:
+        event["outcomeDesc"] = detail
+    if purpose:
+        event["purposeOfEvent"] = [{"coding": [{"system": ACT_REASON, "code": purpose}]}]
+    if actor is not None:
+        system, _, value = actor.organization.partition("|")
+        event["agent"].append(
+            {
+                "who": {"identifier": {"system": CLIENT_SYSTEM, "value": actor.client_id}},
+                "requestor": True,
+            }
+        )
+        event["agent"].append({"who": {"identifier": {"system": system, "value": value}}, "requestor": False})
+        if actor.acting_for:
+            event["agent"].append({"who": {"reference": actor.acting_for}, "requestor": False})
+        if actor.user:
+            event["agent"][0]["altId"] = actor.user
+    else:
+        event["agent"].append({"who": {"display": "Pathway gateway"}, "requestor": True})
+    refs = ([patient] if patient else []) + [e for e in entities if e != patient]
+    if refs:
+        event["entity"] = [
+            {"what": {"reference": ref}, **({"role": _PATIENT_ROLE} if ref == patient else {})} for ref in refs
+        ]
+    return event
+
+
+_PATIENT_ROLE = {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}
+
+
+def append(session: Session, event: dict[str, Any], *, patient: str | None = None, client_id: str | None = None) -> int:
+    """Add an entry at the end of the chain inside the caller's transaction; returns its seq."""
+    head = session.execute(select(AuditHeadRow).where(AuditHeadRow.id == 1).with_for_update()).scalar_one()
+    seq = head.seq + 1
+    event["id"] = str(seq)
+    body = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    digest = _hash(seq, head.hash, body)
+    session.add(
+        AuditRow(
+            seq=seq,
+            recorded=now_utc(),
+            patient=patient,
+            client_id=client_id,
+            action=event["subtype"][0]["code"],
+            body=body,
+            prev_hash=head.hash,
+            hash=digest,
+        )
+    )
+    head.seq, head.hash = seq, digest
+    session.flush()
+    return seq
+
+
+def _rows(session: Session, batch: int = 2000) -> Iterator[AuditRow]:
+    last = 0
+    while True:
+        rows = session.scalars(select(AuditRow).where(AuditRow.seq > last).order_by(AuditRow.seq).limit(batch)).all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        last = rows[-1].seq
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of a chain check: entries checked and the first broken link."""
+
+    checked: int
+    head_seq: int
+    broken: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+def verify(session: Session, signing_key: SigningKey | None = None) -> ChainReport:
+    """Walk the chain from the start and report the first link that does not hold."""
+    prev_seq, prev_hash, checked = 0, GENESIS, 0
+    head = session.get(AuditHeadRow, 1)
+    for row in _rows(session):
+        if row.seq != prev_seq + 1:
+            return ChainReport(checked, head.seq, f"audit entry {prev_seq + 1} is missing (entry {row.seq} follows {prev_seq})")
+        if row.prev_hash != prev_hash:
+            return ChainReport(checked, head.seq, f"audit entry {row.seq} does not link to entry {prev_seq} (reordered or replaced)")
+        if _hash(row.seq, row.prev_hash, row.body) != row.hash:
+            return ChainReport(checked, head.seq, f"audit entry {row.seq} was changed: its content does not match its hash")
+        prev_seq, prev_hash, checked = row.seq, row.hash, checked + 1
+    if head.seq != prev_seq or head.hash != prev_hash:
+        return ChainReport(checked, head.seq, f"audit entries {prev_seq + 1} to {head.seq} are missing (chain head is {head.seq})")
+    if signing_key is not None:
+        problem = _check_seals(session, signing_key.jwks())
+        if problem:
+            return ChainReport(checked, head.seq, problem)
+    return ChainReport(checked, head.seq, None)
+
+
+def seal(session: Session, signing_key: SigningKey) -> AuditSealRow | None:
+    """Sign the current chain head, unless it is already sealed."""
+    head = session.get(AuditHeadRow, 1)
+    if head.seq == 0 or session.get(AuditSealRow, head.seq) is not None:
+        return None
+    moment = now_utc()
+    payload = _seal_payload(head.seq, head.hash, fhir_instant(moment))
+    row = AuditSealRow(seq=head.seq, hash=head.hash, signed_at=moment, jws=signing_key.sign_detached(payload))
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _seal_payload(seq: int, digest: str, signed_at: str) -> bytes:
+    return orjson.dumps({"seq": seq, "hash": digest, "signed_at": signed_at}, option=orjson.OPT_SORT_KEYS)
+
+
+def _check_seals(session: Session, jwks: dict[str, Any]) -> str | None:
+    for sealed in session.scalars(select(AuditSealRow).order_by(AuditSealRow.seq)):
+        payload = _seal_payload(sealed.seq, sealed.hash, fhir_instant(sealed.signed_at))
+        if not verify_detached(sealed.jws, payload, jwks):
+            return f"audit seal at entry {sealed.seq} has a bad signature"
+        entry = session.get(AuditRow, sealed.seq)
+        if entry is None or entry.hash != sealed.hash:
+            return f"audit entry {sealed.seq} does not match the signed seal of the chain head"
+    return None

@@ -1,0 +1,190 @@
+"""OAuth2 client credentials with JWT client assertions (RFC 7523, SMART Backend Services).
+
+A partner signs a short-lived assertion with its private key (RS384 or ES384);
+the gateway checks it against the client's registered public keys, spends its
+``jti`` once, and answers with an access token it signs itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway.auth.keys import SigningKey
+from gateway.auth.scopes import grantable
+from gateway.store.models import ClientRow, UsedAssertionRow
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_ALGORITHMS = ["RS384", "ES384"]
+CLOCK_SKEW = 30
+
+
+class AuthError(Exception):
+    """Authentication failed; ``error`` is the OAuth2 error code."""
+
+    def __init__(self, message: str, error: str = "invalid_client") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the client, its organisation, granted scopes and roles."""
+
+    client_id: str
+    organization: str  # "system|value"
+    scopes: frozenset[str]
+    roles: frozenset[str]
+    kind: str
+    expires: int
+
+    @property
+    def org_identifier(self) -> dict[str, str]:
+        system, _, value = self.organization.partition("|")
+        return {"system": system, "value": value}
+
+
+def _claims_problem(claims: dict[str, Any], client_id: str, audiences: set[str], max_lifetime: int) -> str | None:
+    now = time.time()
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        return "assertion iss and sub must both be the client id"
+    aud = claims.get("aud")
+    aud_values = set(aud) if isinstance(aud, list) else {aud}
+    if not aud_values & audiences:
+        return f"assertion aud must be the token URL ({sorted(audiences)[0]})"
+    exp = claims.get("exp")
+    if not isinstance(exp, (int, float)):
+        return "assertion has no exp"
+    if exp < now - CLOCK_SKEW:
+        return "assertion has expired"
+    if exp > now + max_lifetime + CLOCK_SKEW:
+        return f"assertion exp is more than {max_lifetime} seconds ahead"
+    nbf, iat = claims.get("nbf"), claims.get("iat")
+    if isinstance(nbf, (int, float)) and nbf > now + CLOCK_SKEW:
+        return "assertion is not valid yet (nbf)"
+    if isinstance(iat, (int, float)) and iat > now + CLOCK_SKEW:
+        return "assertion was issued in the future (iat)"
+    if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+        return "assertion has no jti"
+    return None
+
+
+def _unverified_issuer(assertion: str) -> str:
+    try:
+        payload = assertion.split(".")[1]
+        padded = payload + "=" * (-len(payload) % 4)
+        return str(orjson.loads(base64.urlsafe_b64decode(padded)).get("iss", ""))
+    except (IndexError, ValueError, orjson.JSONDecodeError, AttributeError):
+        raise AuthError("client assertion is not a JWT") from None
+
+
+def authenticate_client(
+    session: Session,
+    *,
+    assertion_type: str | None,
+    assertion: str | None,
+    client_id: str | None,
+    audiences: set[str],
+    max_lifetime: int,
+) -> ClientRow:
+    """Check a client assertion and spend its jti; returns the client."""
+    if assertion_type != ASSERTION_TYPE or not assertion:
+        raise AuthError(f"client_assertion_type must be {ASSERTION_TYPE} with a client_assertion")
+    claimed = client_id or _unverified_issuer(assertion)
+    client = session.get(ClientRow, claimed) if claimed else None
+    if client is None or not client.active:
+        raise AuthError("unknown or disabled client")
+    keys = orjson.loads(client.jwks)
+    if not keys.get("keys"):
+        raise AuthError("client has no registered public key")
+    try:
+        token = jwt.decode(assertion, KeySet.import_key_set(keys), algorithms=ASSERTION_ALGORITHMS)
+    except (JoseError, ValueError, KeyError, TypeError) as exc:
+        raise AuthError(f"client assertion signature not accepted: {exc.__class__.__name__}") from None
+    claims = dict(token.claims)
+    problem = _claims_problem(claims, client.id, audiences, max_lifetime)
+    if problem:
+        raise AuthError(problem)
+    expires = datetime.fromtimestamp(float(claims["exp"]) + CLOCK_SKEW, timezone.utc)
+    try:
+        with session.begin_nested():
+            session.add(UsedAssertionRow(client_id=client.id, jti=claims["jti"][:200], expires=expires))
+    except IntegrityError:
+        raise AuthError("assertion jti has already been used") from None
+    return client
+
+
+def issue_access_token(
+    signing_key: SigningKey, client: ClientRow, requested_scope: str | None, issuer: str, lifetime: int
+) -> dict[str, Any]:
+    """An access token response for an authenticated client."""
+    allowed = client.scopes.split()
+    scopes = grantable(allowed, requested_scope.split() if requested_scope else allowed)
+    if not scopes:
+        raise AuthError("none of the requested scopes is allowed for this client", "invalid_scope")
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "sub": client.id,
+        "aud": issuer,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": secrets.token_urlsafe(12),
+        "scope": " ".join(scopes),
+        "org": client.organization,
+        "roles": client.roles,
+        "kind": client.kind,
+    }
+    return {
+        "access_token": signing_key.sign_jwt(claims),
+        "token_type": "bearer",
+        "expires_in": lifetime,
+        "scope": claims["scope"],
+    }
+
+
+class AccessTokens:
+    """Verifies the gateway's own access tokens, remembering recent good ones."""
+
+    def __init__(self, signing_key: SigningKey, size: int = 4096) -> None:
+        self.signing_key = signing_key
+        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        self._size = size
+
+    def verify(self, token: str) -> Principal:
+        now = time.time()
+        principal = self._cache.get(token)
+        if principal is None:
+            try:
+                claims = self.signing_key.verify_jwt(token)
+            except (JoseError, ValueError, KeyError, TypeError):
+                raise AuthError("access token is not valid", "invalid_token") from None
+            if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("sub"), str):
+                raise AuthError("access token is not valid", "invalid_token")
+            principal = Principal(
+                claims["sub"],
+                str(claims.get("org", "")),
+                frozenset(str(claims.get("scope", "")).split()),
+                frozenset(str(claims.get("roles", "")).split()),
+                str(claims.get("kind", "system")),
+                claims["exp"],
+            )
+            self._cache[token] = principal
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        if principal.expires < now:
+            self._cache.pop(token, None)
+            raise AuthError("access token has expired", "invalid_token")
+        return principal

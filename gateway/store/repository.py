@@ -1,0 +1,325 @@
+"""Versioned FHIR resource storage over SQLAlchemy.
+
+Every write adds a version row and replaces the current row and its search
+tokens, inside the caller's transaction. Updates are conditional on the
+version the writer last saw, so two concurrent writers cannot both win.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, exists, select, update
+from sqlalchemy.orm import Session
+
+from gateway.store.crypto import Keyring
+from gateway.store.indexing import index_entries, patient_of
+from gateway.store.models import ResourceRow, ResourceVersionRow, SearchTokenRow
+
+CATEGORY_SYSTEM = "https://pathway.scot/CodeSystem/data-category"
+CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+# Categories whose resources are encrypted at rest whatever their confidentiality.
+SENSITIVE_CATEGORIES = frozenset(
+    {
+        "substance-use",
+        "prescribing",
+        "mental-health",
+        "sexual-health",
+        "domestic-abuse",
+        "justice",
+        "social-care",
+        "child-protection",
+        "physical-health",
+        "reviews",
+        "contact-details",
+    }
+)
+
+
+class NotFound(LookupError):
+    """No such resource (or version)."""
+
+
+class Gone(LookupError):
+    """The resource existed and was deleted."""
+
+
+class VersionConflict(Exception):
+    """The writer's ``If-Match`` version is not the current one."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"version {expected} is not current (current is {current})")
+        self.expected, self.current = expected, current
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One version of a resource as stored, with its labels unpacked."""
+
+    type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    patient: str | None
+    custodian: str
+    security: frozenset[str]
+    categories: frozenset[str]
+    raw: bytes
+
+    @property
+    def reference(self) -> str:
+        return f"{self.type}/{self.id}"
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        return orjson.loads(self.raw)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def fhir_instant(moment: datetime) -> str:
+    """An instant as FHIR writes it (UTC, milliseconds)."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def labels_of(resource: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]]:
+    """(security codes, data categories) from ``meta``."""
+    meta = resource.get("meta", {})
+    security = frozenset(c["code"] for c in meta.get("security", ()) if "code" in c)
+    categories = frozenset(
+        t["code"] for t in meta.get("tag", ()) if t.get("system") == CATEGORY_SYSTEM and "code" in t
+    )
+    return security, categories
+
+
+def needs_encryption(security: frozenset[str], categories: frozenset[str]) -> bool:
+    return bool(security & {"R", "V"} or categories & SENSITIVE_CATEGORIES or security - {"N"})
+
+
+class Repository:
+    """Resource reads and writes within one database session."""
+
+    def __init__(self, session: Session, keyring: Keyring) -> None:
+        self.session = session
+        self.keyring = keyring
+
+    # --- reading -----------------------------------------------------------------
+
+    def _unpack(self, row: ResourceRow | ResourceVersionRow) -> Stored:
+        raw = row.body
+        if row.key_id:
+            raw = self.keyring.decrypt(row.key_id, raw, _associated(row.type, row.id, row.version_id))
+        return Stored(
+            row.type,
+            row.id,
+            row.version_id,
+            row.last_updated,
+            row.deleted,
+            row.patient,
+            row.custodian,
+            frozenset(row.security.split()),
+            frozenset(row.categories.split()),
+            raw,
+        )
+
+    def current(self, type_: str, id_: str) -> Stored | None:
+        """The current version, deleted or not; None when it never existed."""
+        row = self.session.get(ResourceRow, (type_, id_))
+        return self._unpack(row) if row is not None else None
+
+    def read(self, type_: str, id_: str) -> Stored:
+        """The current version; raises NotFound or Gone."""
+        stored = self.current(type_, id_)
+        if stored is None:
+            raise NotFound(f"{type_}/{id_} is not known")
+        if stored.deleted:
+            raise Gone(f"{type_}/{id_} was deleted")
+        return stored
+
+    def vread(self, type_: str, id_: str, version_id: int) -> Stored:
+        row = self.session.get(ResourceVersionRow, (type_, id_, version_id))
+        if row is None:
+            raise NotFound(f"{type_}/{id_} has no version {version_id}")
+        return self._unpack(row)
+
+    def history(self, type_: str, id_: str) -> list[Stored]:
+        """All versions, newest first."""
+        rows = self.session.scalars(
+            select(ResourceVersionRow)
+            .where(ResourceVersionRow.type == type_, ResourceVersionRow.id == id_)
+            .order_by(ResourceVersionRow.version_id.desc())
+        ).all()
+        if not rows:
+            raise NotFound(f"{type_}/{id_} is not known")
+        return [self._unpack(r) for r in rows]
+
+    def search(
+        self,
+        type_: str,
+        criteria: Sequence[tuple[str, Sequence[str]]] = (),
+        *,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        patient: str | None = None,
+        custodians: Iterable[str] | None = None,
+        offset: int = 0,
+        batch: int = 100,
+    ) -> Iterator[tuple[int, Stored]]:
+        """Current, undeleted resources matching every criterion (any of its values),
+        newest first, with their position in that order (for paging)."""
+        query = select(ResourceRow).where(ResourceRow.type == type_, ResourceRow.deleted.is_(False))
+        for param, values in criteria:
+            token_values = list(values) + [self.keyring.blind(v) for v in values]
+            query = query.where(
+                exists().where(
+                    and_(
+                        SearchTokenRow.type == ResourceRow.type,
+                        SearchTokenRow.id == ResourceRow.id,
+                        SearchTokenRow.param == param,
+                        SearchTokenRow.value.in_(token_values),
+                    )
+                )
+            )
+        if updated_after is not None:
+            query = query.where(ResourceRow.last_updated > updated_after)
+        if updated_before is not None:
+            query = query.where(ResourceRow.last_updated < updated_before)
+        if patient is not None:
+            query = query.where(ResourceRow.patient == patient)
+        if custodians is not None:
+            query = query.where(ResourceRow.custodian.in_(list(custodians)))
+        query = query.order_by(ResourceRow.last_updated.desc(), ResourceRow.id)
+        position = offset
+        while True:
+            rows = self.session.scalars(query.offset(position).limit(batch)).all()
+            for row in rows:
+                yield position, self._unpack(row)
+                position += 1
+            if len(rows) < batch:
+                return
+
+    # --- writing -----------------------------------------------------------------
+
+    def create(self, resource: dict[str, Any], custodian: str) -> Stored:
+        """Store a new resource under a fresh id (or the one it carries, if unused)."""
+        resource_id = resource.get("id") or str(uuid.uuid4())
+        if self.session.get(ResourceRow, (resource["resourceType"], resource_id)) is not None:
+            raise VersionConflict(0, self.read(resource["resourceType"], resource_id).version_id)
+        resource["id"] = resource_id
+        return self._write(resource, custodian, previous=None)
+
+    def update(self, resource: dict[str, Any], custodian: str, if_match: int | None = None) -> Stored:
+        """Store a new version; creates the resource when its id is new.
+
+        ``if_match`` is the version the writer based its change on; when it is
+        not current, VersionConflict is raised and nothing is written.
+        """
+        previous = self.session.get(ResourceRow, (resource["resourceType"], resource["id"]))
+        if previous is None:
+            if if_match is not None:
+                raise NotFound(f"{resource['resourceType']}/{resource['id']} is not known")
+            return self._write(resource, custodian, previous=None)
+        if if_match is not None and if_match != previous.version_id:
+            raise VersionConflict(if_match, previous.version_id)
+        return self._write(resource, previous.custodian, previous=previous)
+
+    def delete(self, type_: str, id_: str, if_match: int | None = None) -> Stored:
+        """Mark deleted with a new version (history is kept)."""
+        previous = self.session.get(ResourceRow, (type_, id_))
+        if previous is None:
+            raise NotFound(f"{type_}/{id_} is not known")
+        if if_match is not None and if_match != previous.version_id:
+            raise VersionConflict(if_match, previous.version_id)
+        if previous.deleted:
+            return self._unpack(previous)
+        body = self._unpack(previous).resource
+        return self._write(body, previous.custodian, previous=previous, deleted=True)
+
+    def _write(
+        self,
+        resource: dict[str, Any],
+        custodian: str,
+        previous: ResourceRow | None,
+        deleted: bool = False,
+    ) -> Stored:
+        type_, id_ = resource["resourceType"], resource["id"]
+        version_id = previous.version_id + 1 if previous is not None else 1
+        moment = now_utc()
+        meta = resource.setdefault("meta", {})
+        meta["versionId"] = str(version_id)
+        meta["lastUpdated"] = fhir_instant(moment)
+        security, categories = labels_of(resource)
+        raw = orjson.dumps(resource)
+        key_id: str | None = None
+        body = raw
+        if needs_encryption(security, categories):
+            key_id, body = self.keyring.encrypt(raw, _associated(type_, id_, version_id))
+        columns = dict(
+            version_id=version_id,
+            last_updated=moment,
+            deleted=deleted,
+            patient=patient_of(resource),
+            custodian=custodian,
+            security=" ".join(sorted(security)),
+            categories=" ".join(sorted(categories)),
+            key_id=key_id,
+            body=body,
+        )
+        if previous is None:
+            self.session.add(ResourceRow(type=type_, id=id_, **columns))
+        else:
+            # Conditional on the version read: a concurrent writer makes this match nothing.
+            changed = self.session.execute(
+                update(ResourceRow)
+                .where(
+                    ResourceRow.type == type_,
+                    ResourceRow.id == id_,
+                    ResourceRow.version_id == previous.version_id,
+                )
+                .values(**columns)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if changed != 1:
+                raise VersionConflict(previous.version_id, previous.version_id + 1)
+            self.session.expire(previous)
+        self.session.add(ResourceVersionRow(type=type_, id=id_, **columns))
+        self._reindex(type_, id_, () if deleted else index_entries(resource))
+        self.session.flush()
+        return Stored(
+            type_, id_, version_id, moment, deleted, columns["patient"], custodian, security, categories, raw
+        )
+
+    def _reindex(self, type_: str, id_: str, entries: Iterable[tuple[str, str, bool]]) -> None:
+        self.session.execute(delete(SearchTokenRow).where(SearchTokenRow.type == type_, SearchTokenRow.id == id_))
+        seen: set[tuple[str, str]] = set()
+        for param, value, is_identifier in entries:
+            stored_value = self.keyring.blind(value) if is_identifier else value[:300]
+            if (param, stored_value) not in seen:
+                seen.add((param, stored_value))
+                self.session.add(SearchTokenRow(type=type_, id=id_, param=param, value=stored_value))
+
+    def reencrypt_all(self) -> int:
+        """Re-seal every encrypted row (current and history) under the active key."""
+        count = 0
+        for model in (ResourceRow, ResourceVersionRow):
+            for row in self.session.scalars(select(model).where(model.key_id.is_not(None))):
+                if row.key_id == self.keyring.active:
+                    continue
+                associated = _associated(row.type, row.id, row.version_id)
+                plain = self.keyring.decrypt(row.key_id, row.body, associated)
+                row.key_id, row.body = self.keyring.encrypt(plain, associated)
+                count += 1
+        self.session.flush()
+        return count
+
+
+def _associated(type_: str, id_: str, version_id: int) -> bytes:
+    return f"{type_}/{id_}/_history/{version_id}".encode()
