@@ -35,7 +35,6 @@ TOKEN_PARAMS: dict[str, str] = {
 }
 URI_PARAMS: dict[str, str] = {"questionnaire": "questionnaire"}
 PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
-SUPPORTED_PARAMS = frozenset(REFERENCE_PARAMS) | frozenset(TOKEN_PARAMS) | frozenset(URI_PARAMS)
 
 
 def _as_list(value: Any) -> list[Any]:

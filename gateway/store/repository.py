@@ -145,7 +145,11 @@ class Repository:
         return stored
 
     def vread(self, type_: str, id_: str, version_id: int) -> Stored:
-        row = self.session.get(ResourceVersionRow, (type_, id_, version_id))
+        row = self.session.scalars(
+            select(ResourceVersionRow).where(
+                ResourceVersionRow.type == type_, ResourceVersionRow.id == id_, ResourceVersionRow.version_id == version_id
+            )
+        ).first()
         if row is None:
             raise NotFound(f"{type_}/{id_} has no version {version_id}")
         return self._unpack(row)

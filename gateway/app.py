@@ -1,0 +1,80 @@
+"""The FastAPI application: ``create_app`` wires the gateway's parts together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.auth.routes import router as auth_router
+from gateway.fhir.access import AccessPolicy, CustodianPolicy
+from gateway.fhir.outcomes import FhirError, error_response, fhir_error_handler
+from gateway.fhir.routes import router as fhir_router
+from gateway.fhir.service import FhirService
+from gateway.ops import Metrics, RequestMiddleware, router as ops_router
+from gateway.runtime import Gateway
+from gateway.settings import Settings
+from mappings.labels import label_resource
+
+log = logging.getLogger("pathway")
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return error_response(FhirError(400, f"{where}: {first.get('msg')}", "invalid", where or None))
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+    return error_response(FhirError(exc.status_code, str(exc.detail), code, headers=dict(exc.headers or {})))
+
+
+async def _database_error(_request: Request, exc: Exception) -> Response:
+    log.error("database unavailable", exc_info=exc)
+    return error_response(
+        FhirError(503, "the database is unavailable; nothing was changed, try again shortly", "transient", headers={"Retry-After": "5"})
+    )
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(FhirError(500, "internal error; nothing was changed", "exception"))
+
+
+def create_app(settings: Settings | None = None, *, gateway: Gateway | None = None, policy: AccessPolicy | None = None) -> FastAPI:
+    """Build the gateway application (migrating the database when it starts its own gateway)."""
+    gateway = gateway or Gateway.start(settings or Settings.from_env())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        gateway.close()
+
+    app = FastAPI(
+        title="Pathway",
+        version="0.1.0",
+        description="Information-sharing gateway for drug and alcohol recovery services (FHIR R4).",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.state.metrics = Metrics()
+    app.state.fhir = FhirService(gateway, policy or CustodianPolicy(), label_resource)
+    app.add_exception_handler(FhirError, fhir_error_handler)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.include_router(ops_router)
+    app.include_router(auth_router)
+    app.include_router(fhir_router)
+    app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,187 @@
+"""The ``pathway`` command line (DESIGN §7)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+
+from gateway.settings import Settings
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _gateway(settings: Settings | None = None):  # type: ignore[no-untyped-def]
+    from gateway.runtime import Gateway
+
+    return Gateway.start(settings or Settings.from_env())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    serve(Settings.from_env(), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import build_demo
+    from gateway.server import serve
+
+    settings = Settings.from_env()
+    summary = build_demo(settings, Path(args.out), port=args.port)
+    _print_json(summary)
+    if not args.no_serve:
+        print(f"Pathway demo at http://127.0.0.1:{args.port}  (FHIR base /fhir, console /console, credentials in {args.out}/clients)")
+        serve(settings, host="127.0.0.1", port=args.port)
+    return 0
+
+
+def cmd_conf_load(args: argparse.Namespace) -> int:
+    from gateway.conf import ConfError, load_conf
+    from gateway.directory import import_conf
+
+    try:
+        conf = load_conf(Path(args.dir))
+    except ConfError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    gateway = _gateway()
+    try:
+        _print_json(import_conf(gateway, conf, Path(args.dir)))
+    finally:
+        gateway.close()
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from gateway.auth.clients import credentials, new_client_key, register_client
+
+    system, sep, value = args.org.partition("|")
+    if not sep or not system or not value:
+        print("--org must be SYSTEM|VALUE, e.g. https://pathway.scot/Id/partner|rehab-tayview-house", file=sys.stderr)
+        return 2
+    key = new_client_key()
+    gateway = _gateway()
+    try:
+        with gateway.transaction() as session:
+            client = register_client(
+                session, args.client, args.org, args.scopes.split(), kind=args.kind, public_keys=[key.public_jwk]
+            )
+            doc = credentials(client, key, args.base_url.rstrip("/"))
+    except ValueError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    finally:
+        gateway.close()
+    out = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+    if args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(out)
+        path.chmod(0o600)
+        print(f"client {args.client} registered; credentials in {path}")
+    else:
+        sys.stdout.write(out.decode() + "\n")
+    return 0
+
+
+def cmd_keys_rotate_data(_args: argparse.Namespace) -> int:
+    from gateway.store.crypto import save_keyring
+
+    gateway = _gateway()
+    try:
+        rotated = gateway.keyring.rotated()
+        gateway.keyring = rotated
+        with gateway.transaction() as session:
+            count = gateway.repository(session).reencrypt_all()
+        # Save only after the rows are re-sealed: a failure leaves the old keyring in force.
+        save_keyring(gateway.settings.secrets_dir, rotated)
+    finally:
+        gateway.close()
+    _print_json({"active_key": rotated.active, "reencrypted": count})
+    return 0
+
+
+def cmd_audit_verify(_args: argparse.Namespace) -> int:
+    from gateway.audit.chain import verify
+
+    gateway = _gateway()
+    try:
+        with gateway.sessions() as session:
+            report = verify(session, gateway.signing_key)
+    finally:
+        gateway.close()
+    if report.ok:
+        print(f"audit chain intact: {report.checked} entries, head {report.head_seq}")
+        return 0
+    print(f"audit chain broken: {report.broken}")
+    return 1
+
+
+def cmd_audit_seal(_args: argparse.Namespace) -> int:
+    from gateway.audit.chain import seal
+
+    gateway = _gateway()
+    try:
+        with gateway.transaction() as session:
+            sealed = seal(session, gateway.signing_key)
+    finally:
+        gateway.close()
+    print(f"sealed chain head {sealed.seq}" if sealed else "chain head already sealed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pathway", description="Pathway information-sharing gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=cmd_serve)
+
+    demo = commands.add_parser("demo", help="fresh database with the demo partnership, then serve")
+    demo.add_argument("--out", default=".pathway-demo")
+    demo.add_argument("--no-serve", action="store_true")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(run=cmd_demo)
+
+    conf = commands.add_parser("conf", help="configuration").add_subparsers(dest="conf_command", required=True)
+    load = conf.add_parser("load", help="validate and import conf/ into the database")
+    load.add_argument("dir", nargs="?", default="conf")
+    load.set_defaults(run=cmd_conf_load)
+
+    keys = commands.add_parser("keys", help="client and data keys").add_subparsers(dest="keys_command", required=True)
+    new = keys.add_parser("new", help="make a client key pair and register the client")
+    new.add_argument("client")
+    new.add_argument("--org", required=True, help="SYSTEM|VALUE of the client's organisation")
+    new.add_argument("--scopes", required=True)
+    new.add_argument("--kind", default="system", choices=["system", "portal"])
+    new.add_argument("--base-url", default="http://127.0.0.1:8000")
+    new.add_argument("--out")
+    new.set_defaults(run=cmd_keys_new)
+    rotate = keys.add_parser("rotate-data", help="new data key; re-encrypt stored resources")
+    rotate.set_defaults(run=cmd_keys_rotate_data)
+
+    audit = commands.add_parser("audit", help="audit trail").add_subparsers(dest="audit_command", required=True)
+    audit.add_parser("verify", help="check the hash chain and seals").set_defaults(run=cmd_audit_verify)
+    audit.add_parser("seal", help="sign the current chain head").set_defaults(run=cmd_audit_seal)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run: Command = args.run
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

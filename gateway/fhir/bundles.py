@@ -1,0 +1,69 @@
+"""Bundles Pathway answers with: search sets, histories, transaction responses."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+from gateway.fhir.outcomes import operation_outcome, withheld_warning
+from gateway.store.repository import Stored, fhir_instant, now_utc
+
+
+def full_url(base: str, resource: dict[str, Any]) -> str:
+    return f"{base}/fhir/{resource['resourceType']}/{resource['id']}"
+
+
+def searchset(
+    base: str,
+    resource_type: str,
+    resources: list[dict[str, Any]],
+    params: list[tuple[str, str]],
+    next_offset: int | None,
+    withheld: bool,
+) -> dict[str, Any]:
+    """A searchset page. No ``total``: a count would tell of what was withheld."""
+    own = [(k, v) for k, v in params if k != "_offset"]
+    links = [{"relation": "self", "url": f"{base}/fhir/{resource_type}?{urlencode(params)}"}]
+    if next_offset is not None:
+        links.append({"relation": "next", "url": f"{base}/fhir/{resource_type}?{urlencode(own + [('_offset', next_offset)])}"})
+    entries: list[dict[str, Any]] = [
+        {"fullUrl": full_url(base, r), "resource": r, "search": {"mode": "match"}} for r in resources
+    ]
+    if withheld:
+        entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid4()}",
+                "resource": operation_outcome([withheld_warning()]),
+                "search": {"mode": "outcome"},
+            }
+        )
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": fhir_instant(now_utc())},
+        "type": "searchset",
+        "link": links,
+        "entry": entries,
+    }
+
+
+def history(base: str, versions: list[Stored], resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """A history Bundle of the versions the caller may see (newest first)."""
+    entries = []
+    for stored, resource in zip(versions, resources):
+        method = "DELETE" if stored.deleted else "POST" if stored.version_id == 1 else "PUT"
+        url = f"{stored.type}/{stored.id}" if method != "POST" else stored.type
+        entries.append(
+            {
+                "fullUrl": full_url(base, resource),
+                "resource": resource,
+                "request": {"method": method, "url": url},
+                "response": {"status": "200", "lastModified": fhir_instant(stored.last_updated), "etag": etag(stored.version_id)},
+            }
+        )
+    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "history", "entry": entries}
+
+
+def etag(version_id: int) -> str:
+    return f'W/"{version_id}"'

@@ -1,0 +1,105 @@
+"""The CapabilityStatement: exactly what this server supports, derived from the code."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from gateway.store.indexing import REFERENCE_PARAMS, TOKEN_PARAMS, URI_PARAMS
+
+# The resource types the FHIR API serves (DESIGN §7), plus those ingest produces.
+SUPPORTED_TYPES = (
+    "Patient",
+    "RelatedPerson",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Condition",
+    "Observation",
+    "MedicationStatement",
+    "MedicationRequest",
+    "Encounter",
+    "EpisodeOfCare",
+    "CarePlan",
+    "ServiceRequest",
+    "Task",
+    "QuestionnaireResponse",
+    "Communication",
+    "Consent",
+    "Flag",
+    "AllergyIntolerance",
+    "MedicationDispense",
+    "Provenance",
+)
+INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"]
+
+
+@lru_cache(maxsize=None)
+def _elements(resource_type: str) -> frozenset[str]:
+    return frozenset(f.alias or name for name, f in get_fhir_model_class(resource_type).model_fields.items())
+
+
+def search_params(resource_type: str) -> list[dict[str, str]]:
+    """The search parameters that apply to a type (those whose elements it has)."""
+    elements = _elements(resource_type)
+    params = [{"name": "_lastUpdated", "type": "date"}, {"name": "_count", "type": "number"}]
+    for name, sources in REFERENCE_PARAMS.items():
+        if elements.intersection(sources) or (name == "patient" and resource_type == "Patient"):
+            params.append({"name": name, "type": "reference"})
+    params += [{"name": n, "type": "token"} for n, e in TOKEN_PARAMS.items() if e in elements]
+    params += [{"name": n, "type": "uri"} for n, e in URI_PARAMS.items() if e in elements]
+    return params
+
+
+@lru_cache(maxsize=None)
+def search_param_names(resource_type: str) -> frozenset[str]:
+    return frozenset(p["name"] for p in search_params(resource_type))
+
+
+def capability_statement(base: str) -> dict[str, Any]:
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-22",
+        "kind": "instance",
+        "software": {"name": "Pathway", "version": "0.1.0"},
+        "implementation": {"description": "Pathway information-sharing gateway", "url": f"{base}/fhir"},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "service": [
+                        {
+                            "coding": [
+                                {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}
+                            ]
+                        }
+                    ],
+                    "extension": [
+                        {
+                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "extension": [{"url": "token", "valueUri": f"{base}/oauth/token"}],
+                        }
+                    ],
+                },
+                "resource": [
+                    {
+                        "type": t,
+                        "versioning": "versioned-update",
+                        "readHistory": True,
+                        "updateCreate": True,
+                        "conditionalUpdate": False,
+                        "interaction": [{"code": code} for code in INTERACTIONS],
+                        "searchParam": search_params(t),
+                    }
+                    for t in SUPPORTED_TYPES
+                ],
+                "interaction": [{"code": "transaction"}],
+            }
+        ],
+    }

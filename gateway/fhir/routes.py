@@ -1,0 +1,140 @@
+"""The FHIR REST API under ``/fhir``: thin routes over :class:`FhirService`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from gateway.deps import base_url, caller, json_body, require_scope
+from gateway.fhir import bundles
+from gateway.fhir.access import Caller
+from gateway.fhir.capability import capability_statement
+from gateway.fhir.outcomes import FHIR_JSON, fhir_response
+from gateway.fhir.service import FhirService, parse_if_match
+from gateway.store.repository import Stored
+
+router = APIRouter(prefix="/fhir", tags=["FHIR"])
+RESOURCE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {FHIR_JSON: {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}},
+    }
+}
+PATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+    }
+}
+
+
+def service(request: Request) -> FhirService:
+    return request.app.state.fhir
+
+
+def _written(stored: Stored, base: str, status: int) -> Response:
+    return fhir_response(
+        stored.raw,
+        status,
+        {
+            "Location": f"{base}/fhir/{stored.type}/{stored.id}/_history/{stored.version_id}",
+            "ETag": bundles.etag(stored.version_id),
+            "Last-Modified": stored.last_updated.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        },
+    )
+
+
+@router.get("/metadata", summary="CapabilityStatement")
+def metadata(request: Request) -> Response:
+    return fhir_response(capability_statement(base_url(request)))
+
+
+@router.post("", summary="Transaction Bundle", openapi_extra=RESOURCE_BODY)
+def transaction(
+    request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller), fhir: FhirService = Depends(service)
+) -> Response:
+    for entry in body.get("entry", []) if isinstance(body, dict) else []:
+        resource_type = str((entry.get("request") or {}).get("url", "")).split("/")[0]
+        require_scope(who.principal, resource_type or "Bundle", "write")
+    return fhir_response(fhir.transaction(who, body, base_url(request)))
+
+
+@router.get("/{resource_type}", summary="Search")
+def search(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+    require_scope(who.principal, resource_type, "read")
+    return fhir_response(fhir.search(who, resource_type, list(request.query_params.multi_items()), base_url(request)))
+
+
+@router.post("/{resource_type}", status_code=201, summary="Create", openapi_extra=RESOURCE_BODY)
+def create(
+    request: Request,
+    resource_type: str,
+    body: Any = Depends(json_body),
+    who: Caller = Depends(caller),
+    fhir: FhirService = Depends(service),
+) -> Response:
+    require_scope(who.principal, resource_type, "write")
+    return _written(fhir.create(who, body, resource_type), base_url(request), 201)
+
+
+@router.get("/{resource_type}/{resource_id}", summary="Read")
+def read(resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+    require_scope(who.principal, resource_type, "read")
+    resource = fhir.read(who, resource_type, resource_id)
+    return fhir_response(resource, headers={"ETag": bundles.etag(int(resource["meta"]["versionId"]))})
+
+
+@router.put("/{resource_type}/{resource_id}", summary="Update", openapi_extra=RESOURCE_BODY)
+def update(
+    request: Request,
+    resource_type: str,
+    resource_id: str,
+    body: Any = Depends(json_body),
+    who: Caller = Depends(caller),
+    fhir: FhirService = Depends(service),
+) -> Response:
+    require_scope(who.principal, resource_type, "write")
+    stored = fhir.update(who, body, resource_type, resource_id, parse_if_match(request.headers.get("if-match")))
+    return _written(stored, base_url(request), 201 if stored.version_id == 1 else 200)
+
+
+@router.patch("/{resource_type}/{resource_id}", summary="JSON Patch", openapi_extra=PATCH_BODY)
+def patch(
+    request: Request,
+    resource_type: str,
+    resource_id: str,
+    body: Any = Depends(json_body),
+    who: Caller = Depends(caller),
+    fhir: FhirService = Depends(service),
+) -> Response:
+    require_scope(who.principal, resource_type, "write")
+    stored = fhir.patch(who, resource_type, resource_id, body, parse_if_match(request.headers.get("if-match")))
+    return _written(stored, base_url(request), 200)
+
+
+@router.delete("/{resource_type}/{resource_id}", status_code=204, summary="Delete")
+def delete(
+    request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
+) -> Response:
+    require_scope(who.principal, resource_type, "write")
+    fhir.delete(who, resource_type, resource_id, parse_if_match(request.headers.get("if-match")))
+    return Response(status_code=204)
+
+
+@router.get("/{resource_type}/{resource_id}/_history", summary="History of a resource")
+def history(
+    request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
+) -> Response:
+    require_scope(who.principal, resource_type, "read")
+    return fhir_response(fhir.history(who, resource_type, resource_id, base_url(request)))
+
+
+@router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="Read a version")
+def vread(
+    resource_type: str, resource_id: str, version_id: int, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
+) -> Response:
+    require_scope(who.principal, resource_type, "read")
+    resource = fhir.vread(who, resource_type, resource_id, version_id)
+    return fhir_response(resource, headers={"ETag": bundles.etag(version_id)})

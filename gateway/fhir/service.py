@@ -1,0 +1,448 @@
+"""FHIR interactions as plain functions over the store: what the routes call.
+
+Each interaction runs in one transaction together with its AuditEvent, so a
+change is never stored without its audit entry, nor audited without being
+stored. Refused or failed interactions are audited too, in their own
+transaction after the rollback.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jsonpatch
+from sqlalchemy.orm import Session
+
+from gateway.audit.chain import Actor, append, audit_event
+from gateway.fhir import bundles
+from gateway.fhir.access import DIRECTORY_TYPES, AccessPolicy, Caller
+from gateway.fhir.capability import SUPPORTED_TYPES, search_param_names
+from gateway.fhir.outcomes import FhirError
+from gateway.fhir.search import parse_search
+from gateway.fhir.validation import validate_resource
+from gateway.runtime import Gateway
+from gateway.store.indexing import patient_of
+from gateway.store.models import ClientRow
+from gateway.store.repository import Gone, NotFound, Repository, Stored, VersionConflict
+from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
+
+Labeller = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class WriteContext:
+    """What a write hook may use: the transaction, the caller and a way to store more."""
+
+    session: Session
+    repo: Repository
+    caller: Caller
+    service: "FhirService"
+    written: list[Stored] = field(default_factory=list)
+
+    def store(self, resource: dict[str, Any], custodian: str | None = None, if_match: int | None = None) -> Stored:
+        """Label and store a resource the pathway derives, in this transaction, running hooks."""
+        return self.service.write(self, resource, custodian=custodian, if_match=if_match)
+
+
+class WriteHook(Protocol):
+    """Business rules that run inside a write's transaction (e.g. the pathway workflow)."""
+
+    def before_write(self, ctx: WriteContext, resource: dict[str, Any], previous: Stored | None) -> None: ...
+
+    def after_write(self, ctx: WriteContext, stored: Stored, previous: Stored | None) -> None: ...
+
+
+class FhirService:
+    """Create, read, update, patch, delete, search, history and transactions."""
+
+    def __init__(self, gateway: Gateway, policy: AccessPolicy, labeller: Labeller) -> None:
+        self.gateway = gateway
+        self.policy = policy
+        self.labeller = labeller
+        self.hooks: list[WriteHook] = []
+
+    # --- plumbing ----------------------------------------------------------------
+
+    def _actor(self, caller: Caller) -> Actor:
+        return Actor(caller.principal.client_id, caller.organization, caller.acting_for)
+
+    def _audit(
+        self,
+        session: Session,
+        caller: Caller,
+        interaction: str,
+        refs: list[str],
+        patient: str | None,
+        outcome: str = "success",
+        detail: str | None = None,
+    ) -> None:
+        event = audit_event(
+            interaction,
+            self._actor(caller),
+            outcome=outcome,
+            detail=detail,
+            purpose=caller.purpose,
+            entities=refs[:100],
+            patient=patient,
+        )
+        append(session, event, patient=patient, client_id=caller.principal.client_id)
+
+    def _run(self, caller: Caller, interaction: str, target: str | None, work: Callable[[Session, Repository], Any]) -> Any:
+        """Run ``work`` in a transaction; audit a refusal or failure after rolling back."""
+        try:
+            with self.gateway.transaction() as session:
+                client = session.get(ClientRow, caller.principal.client_id)
+                if client is None or not client.active:
+                    raise FhirError(401, "the client behind this token is no longer registered", "security")
+                return work(session, self.gateway.repository(session))
+        except FhirError as error:
+            if error.status != 401:
+                with self.gateway.transaction() as session:
+                    self._audit(
+                        session,
+                        caller,
+                        interaction,
+                        [target] if target else [],
+                        None,
+                        outcome="minor-failure",
+                        detail=error.issues[0]["diagnostics"],
+                    )
+            raise
+
+    def _visible_one(self, session: Session, caller: Caller, stored: Stored) -> dict[str, Any]:
+        visible = self.policy.visible(session, caller, [stored])
+        resource = visible.resources[0]
+        if resource is None:
+            raise FhirError(404, f"{stored.reference} is not known", "not-found")
+        return resource
+
+    def _check_type(self, resource_type: str) -> None:
+        if resource_type not in SUPPORTED_TYPES:
+            raise FhirError(404, f"resource type {resource_type} is not supported here", "not-supported")
+
+    # --- writes --------------------------------------------------------------------
+
+    def write(
+        self, ctx: WriteContext, resource: dict[str, Any], *, custodian: str | None = None, if_match: int | None = None
+    ) -> Stored:
+        """Validate, label, check and store one resource within ``ctx``'s transaction."""
+        self._check_type(resource["resourceType"])
+        current = ctx.repo.current(resource["resourceType"], resource["id"]) if resource.get("id") else None
+        previous = current if current is not None and not current.deleted else None
+        refusal = self.policy.write_refusal(ctx.session, ctx.caller, previous, resource)
+        if refusal:
+            raise FhirError(403, refusal, "forbidden")
+        _check_person_identifiers(resource)
+        for hook in self.hooks:
+            hook.before_write(ctx, resource, previous)
+        self.labeller(resource)
+        try:
+            if current is None:
+                stored = ctx.repo.create(resource, custodian or ctx.caller.organization)
+            else:
+                stored = ctx.repo.update(resource, custodian or ctx.caller.organization, if_match=if_match)
+        except VersionConflict as conflict:
+            raise FhirError(
+                412 if if_match is not None else 409,
+                f"{resource['resourceType']}/{resource['id']}: {conflict}",
+                "conflict",
+            ) from None
+        except NotFound as missing:
+            raise FhirError(404, str(missing), "not-found") from None
+        ctx.written.append(stored)
+        for hook in self.hooks:
+            hook.after_write(ctx, stored, previous)
+        return stored
+
+    def _audit_writes(self, ctx: WriteContext, interaction: str) -> None:
+        patients = {s.patient for s in ctx.written if s.patient}
+        self._audit(
+            ctx.session,
+            ctx.caller,
+            interaction,
+            [f"{s.reference}/_history/{s.version_id}" for s in ctx.written],
+            next(iter(patients)) if len(patients) == 1 else None,
+        )
+
+    def create(self, caller: Caller, resource: Any, resource_type: str) -> Stored:
+        validate_resource(resource, resource_type)
+        resource.pop("id", None)
+
+        def work(session: Session, repo: Repository) -> Stored:
+            ctx = WriteContext(session, repo, caller, self)
+            stored = self.write(ctx, resource)
+            self._audit_writes(ctx, "create")
+            return stored
+
+        return self._run(caller, "create", resource_type, work)
+
+    def update(self, caller: Caller, resource: Any, resource_type: str, resource_id: str, if_match: int | None) -> Stored:
+        validate_resource(resource, resource_type)
+        if resource.get("id") != resource_id:
+            raise FhirError(400, f"resource id {resource.get('id')!r} does not match the URL id {resource_id!r}", "invalid", f"{resource_type}.id")
+
+        def work(session: Session, repo: Repository) -> Stored:
+            previous = repo.current(resource_type, resource_id)
+            if previous is not None and not previous.deleted:
+                self._visible_one(session, caller, previous)
+            ctx = WriteContext(session, repo, caller, self)
+            stored = self.write(ctx, resource, if_match=if_match)
+            self._audit_writes(ctx, "update")
+            return stored
+
+        return self._run(caller, "update", f"{resource_type}/{resource_id}", work)
+
+    def patch(self, caller: Caller, resource_type: str, resource_id: str, operations: Any, if_match: int | None) -> Stored:
+        if not isinstance(operations, list):
+            raise FhirError(400, "PATCH body must be a JSON Patch array (application/json-patch+json)", "structure")
+
+        def work(session: Session, repo: Repository) -> Stored:
+            current = self._read_visible(session, repo, caller, resource_type, resource_id)
+            if if_match is not None and if_match != int(current["meta"]["versionId"]):
+                raise FhirError(412, f"{resource_type}/{resource_id}: version {if_match} is not current (current is {current['meta']['versionId']})", "conflict")
+            try:
+                patched = jsonpatch.apply_patch(current, operations)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+                raise FhirError(422, f"JSON Patch could not be applied: {exc}", "processing") from None
+            if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
+                raise FhirError(422, "JSON Patch may not change resourceType or id", "processing")
+            validate_resource(patched, resource_type)
+            ctx = WriteContext(session, repo, caller, self)
+            stored = self.write(ctx, patched, if_match=int(current["meta"]["versionId"]))
+            self._audit_writes(ctx, "patch")
+            return stored
+
+        return self._run(caller, "patch", f"{resource_type}/{resource_id}", work)
+
+    def delete(self, caller: Caller, resource_type: str, resource_id: str, if_match: int | None) -> None:
+        self._check_type(resource_type)
+
+        def work(session: Session, repo: Repository) -> None:
+            previous = repo.current(resource_type, resource_id)
+            if previous is None or previous.deleted:
+                return None
+            self._visible_one(session, caller, previous)
+            refusal = self.policy.write_refusal(session, caller, previous, previous.resource)
+            if refusal:
+                raise FhirError(403, refusal, "forbidden")
+            try:
+                stored = repo.delete(resource_type, resource_id, if_match)
+            except VersionConflict as conflict:
+                raise FhirError(412, f"{resource_type}/{resource_id}: {conflict}", "conflict") from None
+            self._audit(session, caller, "delete", [stored.reference], stored.patient)
+            return None
+
+        self._run(caller, "delete", f"{resource_type}/{resource_id}", work)
+
+    # --- reads ---------------------------------------------------------------------
+
+    def _read_visible(self, session: Session, repo: Repository, caller: Caller, resource_type: str, resource_id: str) -> dict[str, Any]:
+        self._check_type(resource_type)
+        try:
+            stored = repo.read(resource_type, resource_id)
+        except NotFound as missing:
+            raise FhirError(404, str(missing), "not-found") from None
+        except Gone as gone:
+            raise FhirError(410, str(gone), "deleted") from None
+        return self._visible_one(session, caller, stored)
+
+    def read(self, caller: Caller, resource_type: str, resource_id: str) -> dict[str, Any]:
+        def work(session: Session, repo: Repository) -> dict[str, Any]:
+            resource = self._read_visible(session, repo, caller, resource_type, resource_id)
+            if resource_type not in DIRECTORY_TYPES:
+                self._audit(session, caller, "read", [f"{resource_type}/{resource_id}"], patient_of(resource))
+            return resource
+
+        return self._run(caller, "read", f"{resource_type}/{resource_id}", work)
+
+    def vread(self, caller: Caller, resource_type: str, resource_id: str, version_id: int) -> dict[str, Any]:
+        self._check_type(resource_type)
+
+        def work(session: Session, repo: Repository) -> dict[str, Any]:
+            try:
+                stored = repo.vread(resource_type, resource_id, version_id)
+            except NotFound as missing:
+                raise FhirError(404, str(missing), "not-found") from None
+            resource = self._visible_one(session, caller, stored)
+            self._audit(session, caller, "vread", [f"{resource_type}/{resource_id}/_history/{version_id}"], stored.patient)
+            return resource
+
+        return self._run(caller, "vread", f"{resource_type}/{resource_id}", work)
+
+    def history(self, caller: Caller, resource_type: str, resource_id: str, base: str) -> dict[str, Any]:
+        self._check_type(resource_type)
+
+        def work(session: Session, repo: Repository) -> dict[str, Any]:
+            try:
+                versions = repo.history(resource_type, resource_id)
+            except NotFound as missing:
+                raise FhirError(404, str(missing), "not-found") from None
+            visible = self.policy.visible(session, caller, versions)
+            shown = [(s, r) for s, r in zip(versions, visible.resources) if r is not None]
+            if not shown:
+                raise FhirError(404, f"{resource_type}/{resource_id} is not known", "not-found")
+            self._audit(session, caller, "history-instance", [f"{resource_type}/{resource_id}"], versions[0].patient)
+            return bundles.history(base, [s for s, _ in shown], [r for _, r in shown])
+
+        return self._run(caller, "history-instance", f"{resource_type}/{resource_id}", work)
+
+    def search(self, caller: Caller, resource_type: str, params: list[tuple[str, str]], base: str) -> dict[str, Any]:
+        self._check_type(resource_type)
+        query = parse_search(resource_type, params, search_param_names(resource_type))
+
+        def work(session: Session, repo: Repository) -> dict[str, Any]:
+            rows = repo.search(
+                resource_type,
+                query.criteria,
+                updated_after=query.updated_after,
+                updated_before=query.updated_before,
+                patient=query.patient,
+                custodians=self.policy.search_custodians(caller, resource_type),
+                offset=query.offset,
+            )
+            page, withheld, next_offset = self._page(session, caller, rows, query.count)
+            if resource_type not in DIRECTORY_TYPES:
+                patients = {patient_of(r) for r in page} - {None}
+                self._audit(
+                    session,
+                    caller,
+                    "search-type",
+                    [f"{r['resourceType']}/{r['id']}" for r in page],
+                    next(iter(patients)) if len(patients) == 1 else query.patient,
+                )
+            return bundles.searchset(base, resource_type, page, params, next_offset, withheld)
+
+        return self._run(caller, "search-type", resource_type, work)
+
+    def _page(
+        self, session: Session, caller: Caller, rows: Iterator[tuple[int, Stored]], count: int
+    ) -> tuple[list[dict[str, Any]], bool, int | None]:
+        """Fill a page with what the caller may see, checking rows in chunks."""
+        page: list[dict[str, Any]] = []
+        withheld = False
+        if count == 0:
+            return page, False, None
+        chunk: list[tuple[int, Stored]] = []
+
+        def flush() -> int | None:
+            nonlocal withheld
+            visible = self.policy.visible(session, caller, [s for _, s in chunk])
+            withheld = withheld or visible.withheld
+            for (position, _), resource in zip(chunk, visible.resources):
+                if resource is None:
+                    continue
+                if len(page) == count:
+                    return position
+                page.append(resource)
+            chunk.clear()
+            return None
+
+        for item in rows:
+            chunk.append(item)
+            if len(chunk) >= count + 1:
+                stop = flush()
+                if stop is not None:
+                    return page, withheld, stop
+        return page, withheld, flush() if chunk else None
+
+    # --- transactions --------------------------------------------------------------
+
+    def transaction(self, caller: Caller, bundle: Any, base: str) -> dict[str, Any]:
+        """Apply a transaction Bundle all-or-nothing."""
+        validate_resource(bundle, "Bundle")
+        if bundle.get("type") != "transaction":
+            raise FhirError(400, "only Bundles of type transaction are accepted here", "not-supported", "Bundle.type")
+        entries = bundle.get("entry", [])
+        targets = _assign_ids(entries)
+
+        def work(session: Session, repo: Repository) -> dict[str, Any]:
+            ctx = WriteContext(session, repo, caller, self)
+            responses = []
+            for index, entry in enumerate(entries):
+                try:
+                    responses.append(self._transaction_entry(ctx, entry, targets))
+                except FhirError as error:
+                    error.issues[0]["diagnostics"] = f"Bundle.entry[{index}]: {error.issues[0]['diagnostics']}"
+                    raise
+            self._audit_writes(ctx, "transaction")
+            return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "transaction-response", "entry": responses}
+
+        return self._run(caller, "transaction", None, work)
+
+    def _transaction_entry(self, ctx: WriteContext, entry: dict[str, Any], targets: dict[str, str]) -> dict[str, Any]:
+        request = entry.get("request") or {}
+        method, url = request.get("method"), str(request.get("url", ""))
+        if method == "DELETE":
+            resource_type, _, resource_id = url.partition("/")
+            previous = ctx.repo.current(resource_type, resource_id)
+            if previous is not None and not previous.deleted:
+                refusal = self.policy.write_refusal(ctx.session, ctx.caller, previous, previous.resource)
+                if refusal or self.policy.visible(ctx.session, ctx.caller, [previous]).resources[0] is None:
+                    raise FhirError(403, refusal or f"{url} may not be deleted by this caller", "forbidden")
+                ctx.repo.delete(resource_type, resource_id)
+            return {"response": {"status": "204 No Content"}}
+        resource = _resolve_references(entry.get("resource"), targets)
+        if method not in ("POST", "PUT") or not isinstance(resource, dict):
+            raise FhirError(400, "each entry needs request.method POST, PUT or DELETE and (except DELETE) a resource", "structure")
+        validate_resource(resource, url.split("/")[0] or None)
+        if_match = parse_if_match(request.get("ifMatch"))
+        if method == "PUT":
+            previous = ctx.repo.current(resource["resourceType"], resource.get("id", ""))
+            if previous is not None and not previous.deleted:
+                self._visible_one(ctx.session, ctx.caller, previous)
+        stored = self.write(ctx, resource, if_match=if_match)
+        status = "201 Created" if stored.version_id == 1 else "200 OK"
+        return {
+            "response": {
+                "status": status,
+                "location": f"{stored.type}/{stored.id}/_history/{stored.version_id}",
+                "etag": bundles.etag(stored.version_id),
+            }
+        }
+
+
+def _check_person_identifiers(resource: dict[str, Any]) -> None:
+    """A CHI on a Patient must be a real one for this person (DESIGN §3)."""
+    if resource["resourceType"] != "Patient":
+        return
+    for index, identifier in enumerate(resource.get("identifier", [])):
+        if identifier.get("system") in (CHI_SYSTEM, CHI_OID) and identifier.get("value"):
+            problem = chi_problem(identifier["value"], resource.get("birthDate"), resource.get("gender"))
+            if problem:
+                raise FhirError(422, problem, "value", f"Patient.identifier[{index}].value")
+
+
+def parse_if_match(value: Any) -> int | None:
+    """The version in an ``If-Match`` ETag (``W/"3"``, ``"3"`` or ``3``)."""
+    if value in (None, ""):
+        return None
+    text = str(value).removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise FhirError(400, f"If-Match {value!r} is not a version ETag like W/\"3\"", "value")
+    return int(text)
+
+
+def _assign_ids(entries: list[dict[str, Any]]) -> dict[str, str]:
+    """Give each POST entry a server id; map its fullUrl (``urn:uuid:...``) to the new reference."""
+    targets: dict[str, str] = {}
+    for entry in entries:
+        resource = entry.get("resource")
+        if (entry.get("request") or {}).get("method") == "POST" and isinstance(resource, dict):
+            resource["id"] = str(uuid.uuid4())
+            if entry.get("fullUrl"):
+                targets[entry["fullUrl"]] = f"{resource.get('resourceType')}/{resource['id']}"
+    return targets
+
+
+def _resolve_references(value: Any, targets: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (targets.get(v, v) if k == "reference" and isinstance(v, str) else _resolve_references(v, targets))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_resolve_references(v, targets) for v in value]
+    return value

@@ -1,0 +1,56 @@
+"""Running the gateway: uvicorn plus the background duties of a gateway process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.audit.chain import seal
+from gateway.ops import configure_logging
+from gateway.runtime import Gateway
+from gateway.settings import Settings
+
+log = logging.getLogger("pathway")
+SEAL_INTERVAL_SECONDS = 60.0
+
+
+class BackgroundDuties:
+    """Periodic work each gateway process shares: sealing the audit chain head."""
+
+    def __init__(self, gateway: Gateway, interval: float = SEAL_INTERVAL_SECONDS) -> None:
+        self.gateway, self.interval = gateway, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pathway-duties", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self.gateway.transaction() as session:
+                    seal(session, self.gateway.signing_key)
+            except Exception:  # noqa: BLE001 - a failed round is logged and retried next interval
+                log.exception("audit seal failed")
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve the gateway until interrupted."""
+    configure_logging()
+    gateway = Gateway.start(settings)
+    app = create_app(gateway=gateway)
+    duties = BackgroundDuties(gateway)
+    if settings.run_workers:
+        duties.start()
+    try:
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
+    finally:
+        if settings.run_workers:
+            duties.stop()

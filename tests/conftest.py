@@ -1,0 +1,129 @@
+"""Shared fixtures: a real database (SQLite file, or PostgreSQL when
+PATHWAY_TEST_DATABASE_URL names a server), a real gateway on 127.0.0.1 and
+partner clients with real keys."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, text
+
+from gateway.app import create_app
+from gateway.auth.clients import credentials, new_client_key, register_client
+from gateway.client import PathwayClient
+from gateway.runtime import Gateway
+from gateway.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+PARTNER = "https://pathway.scot/Id/partner"
+ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
+HSCP = f"{ODS}|S037"
+FACILITY = f"{PARTNER}|rehab-tayview-house"
+ALL_SCOPES = ["system/*.read", "system/*.write"]
+
+
+def _postgres_admin_url() -> str | None:
+    url = os.environ.get("PATHWAY_TEST_DATABASE_URL", "")
+    return url if url.startswith("postgresql") else None
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    admin_url = _postgres_admin_url()
+    if admin_url is None:
+        yield f"sqlite:///{tmp_path / 'pathway.db'}"
+        return
+    name = f"pathway_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    base, _, _ = admin_url.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, secrets_dir=tmp_path / "secrets", conf_dir=REPO / "conf", run_workers=False)
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[Gateway]:
+    started = Gateway.start(settings)
+    yield started
+    started.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """The gateway app served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app, port: int) -> None:  # type: ignore[no-untyped-def]
+        self.app = app
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start within 10 s")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def app(gateway: Gateway):  # type: ignore[no-untyped-def]
+    return create_app(gateway=gateway)
+
+
+@pytest.fixture
+def server(app) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    with LiveServer(app, free_port()) as live:
+        yield live
+
+
+ClientFactory = Callable[..., PathwayClient]
+
+
+@pytest.fixture
+def make_client(gateway: Gateway, server: LiveServer) -> Iterator[ClientFactory]:
+    """Register a client with a fresh key pair and return a PathwayClient for it."""
+    made: list[PathwayClient] = []
+
+    def make(client_id: str, organization: str = HSCP, scopes: list[str] = ALL_SCOPES, kind: str = "system", roles: list[str] = ()) -> PathwayClient:  # type: ignore[assignment]
+        key = new_client_key()
+        with gateway.transaction() as session:
+            client = register_client(session, client_id, organization, scopes, kind=kind, roles=list(roles), public_keys=[key.public_jwk])
+            creds = credentials(client, key, server.url)
+        made.append(PathwayClient(creds))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
