@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -36,7 +37,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str | None = None) -> None:
+    """JSON logs on stderr at ``level`` (default: PATHWAY_LOG_LEVEL, else INFO)."""
+    level = level or os.environ.get("PATHWAY_LOG_LEVEL", "INFO")
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("pathway")

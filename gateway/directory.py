@@ -1,0 +1,127 @@
+"""Importing ``conf/`` into the database: the partner directory, clients, agreements.
+
+The database is the source of truth once imported; importing the same files
+again changes nothing, and a changed entry becomes a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gateway.audit.chain import append, audit_event
+from gateway.auth.clients import register_client
+from gateway.conf import Conf, ConfError
+from gateway.runtime import Gateway
+from gateway.store.models import AgreementRow, ConfDocumentRow
+from gateway.store.repository import Repository, now_utc
+from mappings.identifiers import ODS_SYSTEM, PARTNER_SYSTEM
+
+DIRECTORY_CUSTODIAN = "https://pathway.scot/Id/partner|pathway"
+CONF_FILES = ("partners.yaml", "agreements.yaml", "pathway.yaml")
+
+
+def _without_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}
+
+
+def store_if_changed(repo: Repository, resource: dict[str, Any], custodian: str) -> bool:
+    """Store ``resource`` as a new version unless it equals the current one; True if written."""
+    current = repo.current(resource["resourceType"], resource["id"])
+    if current is not None and not current.deleted and _without_meta(current.resource) == _without_meta(resource):
+        return False
+    repo.update(resource, custodian)
+    return True
+
+
+def primary_identifier(identifiers: list[Any]) -> str:
+    """The identifier an organisation acts under: its ODS code, else its partner id."""
+    pairs = [(i.system, i.value) for i in identifiers]
+    system, value = next((p for p in pairs if p[0] == ODS_SYSTEM), None) or next(p for p in pairs if p[0] == PARTNER_SYSTEM)
+    return f"{system}|{value}"
+
+
+def _import_document(session: Session, name: str, raw: bytes) -> bool:
+    digest = hashlib.sha256(raw).hexdigest()
+    latest = session.scalars(
+        select(ConfDocumentRow).where(ConfDocumentRow.name == name).order_by(ConfDocumentRow.version.desc())
+    ).first()
+    if latest is not None and latest.sha256 == digest:
+        return False
+    version = (latest.version + 1) if latest else 1
+    session.add(ConfDocumentRow(name=name, version=version, sha256=digest, body=raw.decode(), loaded=now_utc()))
+    return True
+
+
+def _import_agreement(session: Session, agreement: dict[str, Any]) -> bool:
+    body = orjson.dumps(agreement, option=orjson.OPT_SORT_KEYS).decode()
+    row = session.get(AgreementRow, (agreement["id"], agreement["version"]))
+    if row is not None:
+        if row.body != body:
+            raise ConfError(
+                f"agreements.yaml: agreement {agreement['id']} version {agreement['version']} is already loaded "
+                "with different content; give the changed agreement a new version"
+            )
+        return False
+    session.add(AgreementRow(id=agreement["id"], version=agreement["version"], status=agreement["status"], body=body, loaded=now_utc()))
+    return True
+
+
+def current_agreements(session: Session) -> list[dict[str, Any]]:
+    """The highest version of every agreement, as DESIGN §6.1 dicts."""
+    newest = (
+        select(AgreementRow.id, func.max(AgreementRow.version).label("version")).group_by(AgreementRow.id).subquery()
+    )
+    rows = session.scalars(
+        select(AgreementRow).join(newest, (AgreementRow.id == newest.c.id) & (AgreementRow.version == newest.c.version))
+    )
+    return [orjson.loads(r.body) for r in rows]
+
+
+def import_conf(gateway: Gateway, conf: Conf, conf_dir: Path) -> dict[str, int]:
+    """Import a validated configuration in one transaction; returns what changed."""
+    changed = {"organizations": 0, "practitioners": 0, "clients": 0, "agreements": 0, "documents": 0}
+    with gateway.transaction() as session:
+        repo = gateway.repository(session)
+        for organization in conf.organizations:
+            changed["organizations"] += store_if_changed(repo, organization.to_fhir(), DIRECTORY_CUSTODIAN)
+            org_ref = primary_identifier(organization.identifiers)
+            for client in organization.clients:
+                register_client(
+                    session,
+                    client.id,
+                    org_ref,
+                    list(client.scopes),
+                    kind=client.kind,
+                    roles=list(client.roles),
+                    public_keys=list((client.jwks or {}).get("keys", [])),
+                )
+                changed["clients"] += 1
+        for person in conf.people:
+            for resource in person.to_fhir():
+                changed["practitioners"] += store_if_changed(repo, resource, DIRECTORY_CUSTODIAN)
+        for agreement in conf.agreements:
+            changed["agreements"] += _import_agreement(session, agreement.model_dump(mode="json"))
+        for name in CONF_FILES:
+            path = conf_dir / name
+            if path.exists():
+                changed["documents"] += _import_document(session, name, path.read_bytes())
+        event = audit_event("operation", None, detail=f"configuration imported from {conf_dir}: {changed}")
+        append(session, event)
+    return changed
+
+
+def conf_document(session: Session, name: str) -> dict[str, Any]:
+    """The newest imported version of a configuration document (e.g. ``pathway.yaml``), parsed."""
+    row = session.scalars(
+        select(ConfDocumentRow).where(ConfDocumentRow.name == name).order_by(ConfDocumentRow.version.desc())
+    ).first()
+    if row is None:
+        raise LookupError(f"{name} has not been imported; run `pathway conf load`")
+    return yaml.safe_load(row.body) or {}
