@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 from sqlalchemy.orm import Session
 
 from gateway.auth.tokens import Principal
+from gateway.store.models import ResourceRow
 from gateway.store.repository import Stored
 
 DIRECTORY_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole"})
@@ -55,18 +57,72 @@ class AccessPolicy(Protocol):
         """Custodians a search may be narrowed to in the database, or None for no narrowing."""
 
 
+# Workflow resources are shared with the organisations they name, whoever holds them.
+WORKFLOW_PARTICIPANTS: dict[str, tuple[str, ...]] = {
+    "Task": ("owner", "requester"),
+    "ServiceRequest": ("requester", "performer"),
+    "Communication": ("recipient", "sender"),
+}
+# Of those, the ones a named organisation may also update (the workflow hooks
+# then decide which changes each party may make).
+WORKFLOW_WRITABLE = frozenset({"Task"})
+
+
+class Participants:
+    """Resolves the organisations a workflow resource names to their identifiers."""
+
+    def __init__(self) -> None:
+        self._organizations: dict[str, frozenset[str]] = {}
+
+    def _identifiers(self, session: Session, reference: dict[str, Any]) -> frozenset[str]:
+        if "identifier" in reference and reference["identifier"].get("system"):
+            return frozenset({f"{reference['identifier']['system']}|{reference['identifier'].get('value')}"})
+        ref = reference.get("reference", "")
+        if not ref.startswith("Organization/"):
+            return frozenset()
+        cached = self._organizations.get(ref)
+        if cached is None:
+            row = session.get(ResourceRow, ("Organization", ref.split("/", 1)[1]))
+            body = orjson.loads(row.body) if row is not None and row.key_id is None else {}
+            cached = frozenset(f"{i.get('system')}|{i.get('value')}" for i in body.get("identifier", []))
+            self._organizations[ref] = cached
+        return cached
+
+    def names(self, session: Session, resource_type: str, resource: dict[str, Any], organization: str) -> bool:
+        """Whether the resource names ``organization`` in one of its workflow roles."""
+        for element in WORKFLOW_PARTICIPANTS.get(resource_type, ()):
+            value = resource.get(element)
+            for reference in value if isinstance(value, list) else [value] if value else []:
+                if isinstance(reference, dict) and organization in self._identifiers(session, reference):
+                    return True
+        return False
+
+
 class CustodianPolicy:
-    """An organisation sees and changes only what it holds; the directory is open."""
+    """An organisation sees and changes what it holds and the workflow resources that
+    name it; the directory is open to all."""
+
+    def __init__(self) -> None:
+        self.participants = Participants()
 
     def write_refusal(self, session: Session, caller: Caller, previous: Stored | None, resource: dict[str, Any]) -> str | None:
-        if previous is not None and previous.custodian != caller.organization:
-            return f"{previous.reference} is held by another organisation"
-        return None
+        if previous is None or previous.custodian == caller.organization:
+            return None
+        if previous.type in WORKFLOW_WRITABLE and self.participants.names(session, previous.type, previous.resource, caller.organization):
+            return None
+        return f"{previous.reference} is held by another organisation"
 
-    def visible(self, session: Session, caller: Caller, stored: Sequence[Stored]) -> Visible:
-        return Visible(
-            [s.resource if s.type in DIRECTORY_TYPES or s.custodian == caller.organization else None for s in stored]
+    def _shown(self, session: Session, caller: Caller, stored: Stored) -> bool:
+        return (
+            stored.type in DIRECTORY_TYPES
+            or stored.custodian == caller.organization
+            or self.participants.names(session, stored.type, stored.resource, caller.organization)
         )
 
+    def visible(self, session: Session, caller: Caller, stored: Sequence[Stored]) -> Visible:
+        return Visible([s.resource if self._shown(session, caller, s) else None for s in stored])
+
     def search_custodians(self, caller: Caller, resource_type: str) -> list[str] | None:
-        return None if resource_type in DIRECTORY_TYPES else [caller.organization]
+        if resource_type in DIRECTORY_TYPES or resource_type in WORKFLOW_PARTICIPANTS:
+            return None
+        return [caller.organization]
