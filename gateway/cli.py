@@ -139,6 +139,14 @@ def cmd_audit_seal(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_assertion(args: argparse.Namespace) -> int:
+    from gateway.client import client_assertion
+
+    creds = orjson.loads(Path(args.credentials).read_bytes())
+    print(client_assertion(creds["client_id"], creds["token_url"], creds["private_key_pem"], creds["kid"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pathway", description="Pathway information-sharing gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(run=cmd_keys_new)
     rotate = keys.add_parser("rotate-data", help="new data key; re-encrypt stored resources")
     rotate.set_defaults(run=cmd_keys_rotate_data)
+
+    assertion = commands.add_parser("assertion", help="print a signed client assertion for a credentials file")
+    assertion.add_argument("credentials")
+    assertion.set_defaults(run=cmd_assertion)
 
     audit = commands.add_parser("audit", help="audit trail").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="check the hash chain and seals").set_defaults(run=cmd_audit_verify)

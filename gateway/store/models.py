@@ -163,3 +163,40 @@ class ConfDocumentRow(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
     loaded: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DisclosureRow(Base):
+    """One disclosure of a person's data to another party: the ledger IG officers answer from."""
+
+    __tablename__ = "disclosure"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    patient: Mapped[str] = mapped_column(String(80), index=True)
+    recipient: Mapped[str] = mapped_column(String(200))
+    acting_for: Mapped[str | None] = mapped_column(String(100))
+    client_id: Mapped[str | None] = mapped_column(String(100))
+    purpose: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(20))
+    resources: Mapped[str] = mapped_column(Text)
+    agreements: Mapped[str] = mapped_column(Text, default="[]")
+    consents: Mapped[str] = mapped_column(Text, default="[]")
+    break_glass: Mapped[str | None] = mapped_column(String(64))
+
+
+class BreakGlassRow(Base):
+    """A time-boxed emergency override, queued for information-governance review."""
+
+    __tablename__ = "break_glass"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(100), index=True)
+    organization: Mapped[str] = mapped_column(String(200))
+    user: Mapped[str] = mapped_column(String(200))
+    patient: Mapped[str] = mapped_column(String(80), index=True)
+    basis: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text)
+    started: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends: Mapped[datetime] = mapped_column(UTCDateTime())
+    review_status: Mapped[str] = mapped_column(String(20), default="pending")
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    review_note: Mapped[str | None] = mapped_column(Text)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

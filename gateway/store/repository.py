@@ -167,7 +167,7 @@ class Repository:
 
     def search(
         self,
-        type_: str,
+        type_: str | None,
         criteria: Sequence[tuple[str, Sequence[str]]] = (),
         *,
         updated_after: datetime | None = None,
@@ -177,9 +177,12 @@ class Repository:
         offset: int = 0,
         batch: int = 100,
     ) -> Iterator[tuple[int, Stored]]:
-        """Current, undeleted resources matching every criterion (any of its values),
-        newest first, with their position in that order (for paging)."""
-        query = select(ResourceRow).where(ResourceRow.type == type_, ResourceRow.deleted.is_(False))
+        """Current, undeleted resources (of one type, or any when ``type_`` is None) matching
+        every criterion (any of its values), newest first, with their position in that
+        order (for paging)."""
+        query = select(ResourceRow).where(ResourceRow.deleted.is_(False))
+        if type_ is not None:
+            query = query.where(ResourceRow.type == type_)
         for param, values in criteria:
             token_values = list(values) + [self.keyring.blind(v) for v in values]
             query = query.where(

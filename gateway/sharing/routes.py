@@ -1,0 +1,149 @@
+"""Consent operations over HTTP: decide, simulate, break-glass, and the disclosure ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import select
+
+import consent
+from gateway.audit.chain import append, audit_event
+from gateway.auth.tokens import Principal
+from gateway.deps import caller, get_gateway, json_body, principal, require_special_scope
+from gateway.fhir.access import Caller
+from gateway.fhir.outcomes import FhirError, fhir_response, operation_outcome, withheld_warning
+from gateway.sharing import break_glass
+from gateway.sharing.policy import ConsentPolicy
+from gateway.store.models import DisclosureRow
+from gateway.store.repository import Repository
+
+router = APIRouter(tags=["Consent and information governance"])
+JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+
+def _policy(request: Request) -> ConsentPolicy:
+    policy = request.app.state.fhir.policy
+    if not isinstance(policy, ConsentPolicy):
+        raise FhirError(501, "consent decisions need the consent policy", "not-supported")
+    return policy
+
+
+def require_ig(who: Principal) -> None:
+    if "ig-officer" not in who.roles:
+        raise FhirError(403, "only information-governance officers may do this", "forbidden")
+
+
+def resolve_patient(repo: Repository, identifiers: list[dict[str, str]]) -> str | None:
+    """The Patient reference for a request's person identifiers, if known here."""
+    for identifier in identifiers:
+        if identifier.get("system") == "reference":
+            return identifier.get("value")
+        value = f"{identifier.get('system')}|{identifier.get('value')}"
+        for _, stored in repo.search("Patient", [("identifier", [value])], batch=2):
+            return stored.reference
+    return None
+
+
+@router.post("/consent/$decide", summary="Decide a disclosure request (DESIGN §8)", openapi_extra=JSON_BODY)
+def decide(request: Request, body: Any = Depends(json_body), who: Principal = Depends(principal)) -> Response:
+    require_special_scope(who, "consent.decide")
+    if not isinstance(body, dict):
+        raise FhirError(400, "body must be a decision request object", "structure")
+    gateway = get_gateway(request)
+    policy = _policy(request)
+    with gateway.transaction() as session:
+        repo = gateway.repository(session)
+        patient = resolve_patient(repo, body.get("patient") or [])
+        consents = [s.resource for _, s in repo.search("Consent", patient=patient)] if patient else []
+        agreements = policy.current_agreements(session)[1] if body.get("holder") else None
+        decision = consent.decide(body, consents, agreements)
+        event = audit_event("operation", None, patient=patient, purpose=body.get("purpose") if isinstance(body.get("purpose"), str) else None, detail=f"consent decision {decision['decision']} asked by {who.client_id}")
+        append(session, event, patient=patient, client_id=who.client_id)
+    return Response(orjson.dumps(decision), media_type="application/json")
+
+
+@router.get("/consent/$simulate", summary="What a recipient would receive about a person today")
+def simulate(
+    request: Request,
+    patient: str = Query(..., description="Patient/{id}"),
+    recipient: str = Query(..., description="organisation SYSTEM|VALUE, or RelatedPerson/{id} for a carer"),
+    purpose: str = Query(...),
+    organization: str | None = Query(None, description="for a carer: the portal's organisation SYSTEM|VALUE"),
+    who: Principal = Depends(principal),
+) -> Response:
+    require_ig(who)
+    gateway = get_gateway(request)
+    policy = _policy(request)
+    if recipient.startswith("RelatedPerson/"):
+        if not organization:
+            raise FhirError(400, "a carer recipient needs the organisation of the portal they use", "required", "organization")
+        acting_for, org = recipient, organization
+    else:
+        acting_for, org = None, recipient
+    subject = Caller(Principal(f"simulated:{recipient}", org, frozenset(), frozenset(), "portal" if acting_for else "system", 0), purpose, acting_for)
+    with gateway.transaction() as session:
+        repo = gateway.repository(session)
+        stored = [s for _, s in repo.search(None, patient=patient)]
+        visible = policy.visible(session, subject, stored, record=False)
+        shown = [r for r in visible.resources if r is not None]
+        event = audit_event("operation", None, patient=patient, purpose=purpose, detail=f"simulation of {recipient} by {who.client_id}")
+        append(session, event, patient=patient, client_id=who.client_id)
+    entries = [{"resource": r} for r in shown]
+    if visible.withheld:
+        entries.append({"resource": operation_outcome([withheld_warning()])})
+    return fhir_response({"resourceType": "Bundle", "type": "collection", "entry": entries})
+
+
+@router.post("/consent/$break-glass", summary="Emergency override (ETREAT), time-boxed and reviewed", openapi_extra=JSON_BODY)
+def start_break_glass(request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller)) -> Response:
+    require_special_scope(who.principal, "break-glass")
+    if not isinstance(body, dict):
+        raise FhirError(400, "body must be an object with patient, user, reason, basis and hours", "structure")
+    hours = body.get("hours", 24)
+    if not isinstance(hours, (int, float)):
+        raise FhirError(422, "hours must be a number", "value", "hours")
+    gateway = get_gateway(request)
+    with gateway.transaction() as session:
+        grant = break_glass.start(
+            session,
+            who,
+            patient=str(body.get("patient", "")),
+            user=str(body.get("user", "")),
+            reason=str(body.get("reason", "")),
+            basis=str(body.get("basis", "")),
+            hours=float(hours),
+        )
+    return Response(
+        orjson.dumps({"id": grant.id, "patient": grant.patient, "ends": grant.ends.isoformat(), "review": "queued for IG review"}),
+        status_code=201,
+        media_type="application/json",
+    )
+
+
+@router.get("/disclosures", summary="The disclosure ledger for a person (IG officers)")
+def disclosures(request: Request, patient: str = Query(...), who: Principal = Depends(principal)) -> Response:
+    require_ig(who)
+    gateway = get_gateway(request)
+    with gateway.transaction() as session:
+        rows = session.scalars(select(DisclosureRow).where(DisclosureRow.patient == patient).order_by(DisclosureRow.at)).all()
+        ledger = [ledger_entry(r) for r in rows]
+        append(session, audit_event("operation", None, patient=patient, detail=f"disclosure ledger read by {who.client_id}"), patient=patient, client_id=who.client_id)
+    return Response(orjson.dumps({"patient": patient, "disclosures": ledger}), media_type="application/json")
+
+
+def ledger_entry(row: DisclosureRow) -> dict[str, Any]:
+    return {
+        "at": row.at.isoformat(),
+        "recipient": row.recipient,
+        "acting_for": row.acting_for,
+        "client": row.client_id,
+        "purpose": row.purpose,
+        "channel": row.channel,
+        "resources": orjson.loads(row.resources),
+        "agreements": orjson.loads(row.agreements),
+        "consents": orjson.loads(row.consents),
+        "break_glass": row.break_glass,
+    }
