@@ -51,6 +51,26 @@ def upgrade() -> None:
     sa.Column('jws', sa.Text(), nullable=False),
     sa.PrimaryKeyConstraint('seq')
     )
+    op.create_table('break_glass',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('client_id', sa.String(length=100), nullable=False),
+    sa.Column('organization', sa.String(length=200), nullable=False),
+    sa.Column('user', sa.String(length=200), nullable=False),
+    sa.Column('patient', sa.String(length=80), nullable=False),
+    sa.Column('basis', sa.String(length=40), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('started', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('ends', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('review_status', sa.String(length=20), nullable=False),
+    sa.Column('reviewer', sa.String(length=200), nullable=True),
+    sa.Column('review_note', sa.Text(), nullable=True),
+    sa.Column('reviewed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('break_glass', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_break_glass_client_id'), ['client_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_break_glass_patient'), ['patient'], unique=False)
+
     op.create_table('client',
     sa.Column('id', sa.String(length=100), nullable=False),
     sa.Column('organization', sa.String(length=200), nullable=False),
@@ -70,6 +90,25 @@ def upgrade() -> None:
     sa.Column('loaded', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', 'version')
     )
+    op.create_table('disclosure',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('patient', sa.String(length=80), nullable=False),
+    sa.Column('recipient', sa.String(length=200), nullable=False),
+    sa.Column('acting_for', sa.String(length=100), nullable=True),
+    sa.Column('client_id', sa.String(length=100), nullable=True),
+    sa.Column('purpose', sa.String(length=40), nullable=False),
+    sa.Column('channel', sa.String(length=20), nullable=False),
+    sa.Column('resources', sa.Text(), nullable=False),
+    sa.Column('agreements', sa.Text(), nullable=False),
+    sa.Column('consents', sa.Text(), nullable=False),
+    sa.Column('break_glass', sa.String(length=64), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('disclosure', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_disclosure_at'), ['at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_disclosure_patient'), ['patient'], unique=False)
+
     op.create_table('resource',
     sa.Column('type', sa.String(length=40), nullable=False),
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -140,8 +179,18 @@ def downgrade() -> None:
         batch_op.drop_index('ix_resource_patient')
 
     op.drop_table('resource')
+    with op.batch_alter_table('disclosure', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_disclosure_patient'))
+        batch_op.drop_index(batch_op.f('ix_disclosure_at'))
+
+    op.drop_table('disclosure')
     op.drop_table('conf_document')
     op.drop_table('client')
+    with op.batch_alter_table('break_glass', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_break_glass_patient'))
+        batch_op.drop_index(batch_op.f('ix_break_glass_client_id'))
+
+    op.drop_table('break_glass')
     op.drop_table('audit_seal')
     op.drop_table('audit_head')
     with op.batch_alter_table('audit_event', schema=None) as batch_op:
