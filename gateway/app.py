@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.audit.writer import AuditUnavailable
 from gateway.auth.routes import router as auth_router
 from gateway.fhir.access import AccessPolicy, CustodianPolicy
 from gateway.fhir.outcomes import FhirError, error_response, fhir_error_handler
@@ -45,6 +46,11 @@ async def _database_error(_request: Request, exc: Exception) -> Response:
     )
 
 
+async def _audit_unavailable(_request: Request, exc: Exception) -> Response:
+    log.error("audit trail unavailable", exc_info=exc)
+    return error_response(FhirError(503, "the audit trail is unavailable, so nothing can be read now; try again shortly", "transient", headers={"Retry-After": "5"}))
+
+
 async def _unexpected_error(_request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc)
     return error_response(FhirError(500, "internal error; nothing was changed", "exception"))
@@ -72,6 +78,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(AuditUnavailable, _audit_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(ops_router)
     app.include_router(auth_router)

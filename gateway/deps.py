@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the gateway, the authenticated caller, request bodies."""
+"""FastAPI dependencies: the gateway, the authenticated caller, request bodies.
+
+They are coroutines (they do no I/O), so FastAPI runs them on the event loop
+instead of handing each to a worker thread.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ def base_url(request: Request) -> str:
     return (configured or str(request.base_url)).rstrip("/")
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     """The caller behind the bearer token; 401 with an OperationOutcome otherwise."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -42,9 +46,9 @@ def principal(request: Request) -> Principal:
         ) from None
 
 
-def caller(request: Request) -> Caller:
+async def caller(request: Request) -> Caller:
     """The principal with the purpose and person it asks for (headers, else defaults)."""
-    who = principal(request)
+    who = await principal(request)
     purpose = request.headers.get(PURPOSE_HEADER) or DEFAULT_PURPOSE.get(who.kind, "TREAT")
     acting_for = request.headers.get(ACTING_FOR_HEADER)
     if acting_for is not None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.audit.writer import AuditWriter
 from gateway.auth.keys import SigningKey, load_signing_key
 from gateway.auth.tokens import AccessTokens
 from gateway.settings import Settings
@@ -28,7 +30,12 @@ class Gateway:
     keyring: Keyring
     signing_key: SigningKey
     tokens: AccessTokens
-    extensions: dict[str, Any] = field(default_factory=dict)
+    write_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
+    audit: AuditWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.audit = AuditWriter(self.transaction)
+        self._read_sessions = session_factory(self.engine.execution_options(pathway_readonly=True))
 
     @classmethod
     def start(cls, settings: Settings, *, run_migrations: bool = True) -> "Gateway":
@@ -43,12 +50,23 @@ class Gateway:
             load_keyring(settings.secrets_dir),
             signing_key,
             AccessTokens(signing_key),
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext(),
         )
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session inside one transaction: committed on success, rolled back on error."""
-        with self.sessions() as session, session.begin():
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        SQLite allows one writer at a time and makes waiting writers sleep and
+        poll; queueing them on a lock in this process instead keeps latency even.
+        """
+        with self.write_lock, self.sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read-only session: a snapshot without taking the write lock."""
+        with self._read_sessions() as session, session.begin():
             yield session
 
     def repository(self, session: Session) -> Repository:

@@ -147,5 +147,6 @@ def test_token_of_a_disabled_client_stops_working(server, make_client, gateway):
         from gateway.store.models import ClientRow
 
         session.get(ClientRow, "social-work").active = False
+    time.sleep(1.1)  # the gateway re-checks a client's registration at most once a second
     response = client.get("Patient")
     assert response.status_code == 401 and "no longer registered" in response.text

@@ -10,13 +10,13 @@ public key can check a seal, and with it that nothing before it was altered.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.auth.keys import SigningKey, verify_detached
@@ -24,6 +24,11 @@ from gateway.store.models import AuditHeadRow, AuditRow, AuditSealRow
 from gateway.store.repository import fhir_instant, now_utc
 
 GENESIS = "0" * 64
+AUDIT = AuditRow.__table__
+HEAD = AuditHeadRow.__table__
+_LOCK_HEAD = select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
+_INSERT_ENTRIES = insert(AUDIT)
+_ADVANCE_HEAD = update(HEAD).where(HEAD.c.id == 1)
 AUDIT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
 INTERACTION = "http://hl7.org/fhir/restful-interaction"
@@ -114,28 +119,38 @@ def audit_event(
 _PATIENT_ROLE = {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}
 
 
-def append(session: Session, event: dict[str, Any], *, patient: str | None = None, client_id: str | None = None) -> int:
-    """Add an entry at the end of the chain inside the caller's transaction; returns its seq."""
-    head = session.execute(select(AuditHeadRow).where(AuditHeadRow.id == 1).with_for_update()).scalar_one()
-    seq = head.seq + 1
-    event["id"] = str(seq)
-    body = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
-    digest = _hash(seq, head.hash, body)
-    session.add(
-        AuditRow(
-            seq=seq,
-            recorded=now_utc(),
-            patient=patient,
-            client_id=client_id,
-            action=event["subtype"][0]["code"],
-            body=body,
-            prev_hash=head.hash,
-            hash=digest,
+def append_many(session: Session, entries: Sequence[tuple[dict[str, Any], str | None, str | None]]) -> list[int]:
+    """Add (event, patient, client id) entries at the end of the chain inside the
+    caller's transaction; returns their sequence numbers."""
+    connection = session.connection()
+    seq, digest = connection.execute(_LOCK_HEAD).one()
+    rows = []
+    recorded = now_utc()
+    for event, patient, client_id in entries:
+        seq += 1
+        event["id"] = str(seq)
+        body = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+        prev_hash, digest = digest, _hash(seq, digest, body)
+        rows.append(
+            {
+                "seq": seq,
+                "recorded": recorded,
+                "patient": patient,
+                "client_id": client_id,
+                "action": event["subtype"][0]["code"],
+                "body": body,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
         )
-    )
-    head.seq, head.hash = seq, digest
-    session.flush()
-    return seq
+    connection.execute(_INSERT_ENTRIES, rows)
+    connection.execute(_ADVANCE_HEAD, {"seq": seq, "hash": digest})
+    return [r["seq"] for r in rows]
+
+
+def append(session: Session, event: dict[str, Any], *, patient: str | None = None, client_id: str | None = None) -> int:
+    """Add one entry at the end of the chain inside the caller's transaction; returns its seq."""
+    return append_many(session, [(event, patient, client_id)])[0]
 
 
 def _rows(session: Session, batch: int = 2000) -> Iterator[AuditRow]:

@@ -50,8 +50,9 @@ class AccessPolicy(Protocol):
     def write_refusal(self, session: Session, caller: Caller, previous: Stored | None, resource: dict[str, Any]) -> str | None:
         """Why this caller may not write this resource, or None when it may."""
 
-    def visible(self, session: Session, caller: Caller, stored: Sequence[Stored]) -> Visible:
-        """What this caller may see of each resource (possibly redacted), aligned with ``stored``."""
+    def visible(self, session: Session, caller: Caller, stored: Sequence[Stored], channel: str = "api") -> Visible:
+        """What this caller may see of each resource (possibly redacted), aligned with
+        ``stored``, with the disclosure-ledger rows the caller should record if it shows them."""
 
     def search_custodians(self, caller: Caller, resource_type: str) -> list[str] | None:
         """Custodians a search may be narrowed to in the database, or None for no narrowing."""
@@ -119,7 +120,7 @@ class CustodianPolicy:
             or self.participants.names(session, stored.type, stored.resource, caller.organization)
         )
 
-    def visible(self, session: Session, caller: Caller, stored: Sequence[Stored]) -> Visible:
+    def visible(self, session: Session, caller: Caller, stored: Sequence[Stored], channel: str = "api") -> Visible:
         return Visible([s.resource if self._shown(session, caller, s) else None for s in stored])
 
     def search_custodians(self, caller: Caller, resource_type: str) -> list[str] | None:

@@ -1,4 +1,10 @@
-"""The FHIR REST API under ``/fhir``: thin routes over :class:`FhirService`."""
+"""The FHIR REST API under ``/fhir``: thin routes over :class:`FhirService`.
+
+The routes are coroutines that call the store directly: each request's
+database work is short and runs to completion without yielding, so running it
+on the event loop saves a thread hand-off per request (measured here as the
+largest cost per request). Reads await only their audit entry's group commit.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ PATCH_BODY = {
 }
 
 
-def service(request: Request) -> FhirService:
+async def service(request: Request) -> FhirService:
     return request.app.state.fhir
 
 
@@ -47,12 +53,12 @@ def _written(stored: Stored, base: str, status: int) -> Response:
 
 
 @router.get("/metadata", summary="CapabilityStatement")
-def metadata(request: Request) -> Response:
+async def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(base_url(request)))
 
 
 @router.post("", summary="Transaction Bundle", openapi_extra=RESOURCE_BODY)
-def transaction(
+async def transaction(
     request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
     for entry in body.get("entry", []) if isinstance(body, dict) else []:
@@ -62,13 +68,13 @@ def transaction(
 
 
 @router.get("/{resource_type}", summary="Search")
-def search(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+async def search(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
     require_scope(who.principal, resource_type, "read")
-    return fhir_response(fhir.search(who, resource_type, list(request.query_params.multi_items()), base_url(request)))
+    return fhir_response(await fhir.search(who, resource_type, list(request.query_params.multi_items()), base_url(request)))
 
 
 @router.post("/{resource_type}", status_code=201, summary="Create", openapi_extra=RESOURCE_BODY)
-def create(
+async def create(
     request: Request,
     resource_type: str,
     body: Any = Depends(json_body),
@@ -80,14 +86,14 @@ def create(
 
 
 @router.get("/{resource_type}/{resource_id}", summary="Read")
-def read(resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+async def read(resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
     require_scope(who.principal, resource_type, "read")
-    resource = fhir.read(who, resource_type, resource_id)
+    resource = await fhir.read(who, resource_type, resource_id)
     return fhir_response(resource, headers={"ETag": bundles.etag(int(resource["meta"]["versionId"]))})
 
 
 @router.put("/{resource_type}/{resource_id}", summary="Update", openapi_extra=RESOURCE_BODY)
-def update(
+async def update(
     request: Request,
     resource_type: str,
     resource_id: str,
@@ -101,7 +107,7 @@ def update(
 
 
 @router.patch("/{resource_type}/{resource_id}", summary="JSON Patch", openapi_extra=PATCH_BODY)
-def patch(
+async def patch(
     request: Request,
     resource_type: str,
     resource_id: str,
@@ -115,7 +121,7 @@ def patch(
 
 
 @router.delete("/{resource_type}/{resource_id}", status_code=204, summary="Delete")
-def delete(
+async def delete(
     request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
     require_scope(who.principal, resource_type, "write")
@@ -124,17 +130,17 @@ def delete(
 
 
 @router.get("/{resource_type}/{resource_id}/_history", summary="History of a resource")
-def history(
+async def history(
     request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
     require_scope(who.principal, resource_type, "read")
-    return fhir_response(fhir.history(who, resource_type, resource_id, base_url(request)))
+    return fhir_response(await fhir.history(who, resource_type, resource_id, base_url(request)))
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="Read a version")
-def vread(
+async def vread(
     resource_type: str, resource_id: str, version_id: int, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
     require_scope(who.principal, resource_type, "read")
-    resource = fhir.vread(who, resource_type, resource_id, version_id)
+    resource = await fhir.vread(who, resource_type, resource_id, version_id)
     return fhir_response(resource, headers={"ETag": bundles.etag(version_id)})

@@ -8,12 +8,15 @@ transaction after the rollback.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jsonpatch
+import orjson
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
@@ -30,6 +33,20 @@ from gateway.store.repository import Gone, NotFound, Repository, Stored, Version
 from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
 
 Labeller = Callable[[dict[str, Any]], dict[str, Any]]
+CLIENT = ClientRow.__table__
+CLIENT_RECHECK_SECONDS = 1.0
+_CLIENT_ACTIVE = select(CLIENT.c.active).where(CLIENT.c.id == bindparam("id"))
+
+
+@dataclass
+class Seen:
+    """A read's answer and what its audit entry must record."""
+
+    result: Any
+    refs: list[str]
+    patient: str | None
+    disclosures: list[dict[str, Any]] = field(default_factory=list)
+    audited: bool = True
 
 
 @dataclass
@@ -63,61 +80,82 @@ class FhirService:
         self.policy = policy
         self.labeller = labeller
         self.hooks: list[WriteHook] = []
+        self._clients_checked: dict[str, float] = {}
 
     # --- plumbing ----------------------------------------------------------------
 
-    def _actor(self, caller: Caller) -> Actor:
-        return Actor(caller.principal.client_id, caller.organization, caller.acting_for)
-
-    def _audit(
+    def _event(
         self,
-        session: Session,
         caller: Caller,
         interaction: str,
         refs: list[str],
         patient: str | None,
         outcome: str = "success",
         detail: str | None = None,
-    ) -> None:
-        event = audit_event(
+    ) -> dict[str, Any]:
+        return audit_event(
             interaction,
-            self._actor(caller),
+            Actor(caller.principal.client_id, caller.organization, caller.acting_for),
             outcome=outcome,
             detail=detail,
             purpose=caller.purpose,
             entities=refs[:100],
             patient=patient,
         )
-        append(session, event, patient=patient, client_id=caller.principal.client_id)
+
+    def _audit(self, session: Session, caller: Caller, interaction: str, refs: list[str], patient: str | None) -> None:
+        """Audit a change inside its own transaction."""
+        append(session, self._event(caller, interaction, refs, patient), patient=patient, client_id=caller.principal.client_id)
+
+    def _check_client(self, session: Session, caller: Caller) -> None:
+        """Refuse a token whose client was disabled or removed (noticed within a second)."""
+        client_id = caller.principal.client_id
+        now = time.monotonic()
+        checked = self._clients_checked.get(client_id)
+        if checked is not None and now - checked < CLIENT_RECHECK_SECONDS:
+            return
+        if not session.connection().execute(_CLIENT_ACTIVE, {"id": client_id}).scalar():
+            self._clients_checked.pop(client_id, None)
+            raise FhirError(401, "the client behind this token is no longer registered", "security")
+        self._clients_checked[client_id] = now
+
+    def _refusal_event(self, caller: Caller, interaction: str, target: str | None, error: FhirError) -> dict[str, Any]:
+        return self._event(caller, interaction, [target] if target else [], None, "minor-failure", error.issues[0]["diagnostics"])
 
     def _run(self, caller: Caller, interaction: str, target: str | None, work: Callable[[Session, Repository], Any]) -> Any:
-        """Run ``work`` in a transaction; audit a refusal or failure after rolling back."""
+        """Run a change in one transaction with its audit entry; a refusal is audited
+        in a transaction of its own after the rollback."""
         try:
             with self.gateway.transaction() as session:
-                client = session.get(ClientRow, caller.principal.client_id)
-                if client is None or not client.active:
-                    raise FhirError(401, "the client behind this token is no longer registered", "security")
+                self._check_client(session, caller)
                 return work(session, self.gateway.repository(session))
         except FhirError as error:
             if error.status != 401:
                 with self.gateway.transaction() as session:
-                    self._audit(
-                        session,
-                        caller,
-                        interaction,
-                        [target] if target else [],
-                        None,
-                        outcome="minor-failure",
-                        detail=error.issues[0]["diagnostics"],
-                    )
+                    append(session, self._refusal_event(caller, interaction, target, error), client_id=caller.principal.client_id)
             raise
 
-    def _visible_one(self, session: Session, caller: Caller, stored: Stored) -> dict[str, Any]:
+    async def _read(self, caller: Caller, interaction: str, target: str | None, work: Callable[[Session, Repository], Seen]) -> Any:
+        """Run a read on a snapshot; answer only once its audit entry is committed."""
+        try:
+            with self.gateway.reading() as session:
+                self._check_client(session, caller)
+                seen = work(session, self.gateway.repository(session))
+        except FhirError as error:
+            if error.status != 401:
+                await self.gateway.audit.record(self._refusal_event(caller, interaction, target, error), client_id=caller.principal.client_id)
+            raise
+        if seen.audited:
+            event = self._event(caller, interaction, seen.refs, seen.patient)
+            await self.gateway.audit.record(event, patient=seen.patient, client_id=caller.principal.client_id, disclosures=seen.disclosures)
+        return seen.result
+
+    def _visible_one(self, session: Session, caller: Caller, stored: Stored) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         visible = self.policy.visible(session, caller, [stored])
         resource = visible.resources[0]
         if resource is None:
             raise FhirError(404, f"{stored.reference} is not known", "not-found")
-        return resource
+        return resource, visible.disclosures
 
     def _check_type(self, resource_type: str) -> None:
         if resource_type not in SUPPORTED_TYPES:
@@ -200,7 +238,7 @@ class FhirService:
             raise FhirError(400, "PATCH body must be a JSON Patch array (application/json-patch+json)", "structure")
 
         def work(session: Session, repo: Repository) -> Stored:
-            current = self._read_visible(session, repo, caller, resource_type, resource_id)
+            current, _ = self._read_visible(session, repo, caller, resource_type, resource_id)
             if if_match is not None and if_match != int(current["meta"]["versionId"]):
                 raise FhirError(412, f"{resource_type}/{resource_id}: version {if_match} is not current (current is {current['meta']['versionId']})", "conflict")
             try:
@@ -239,7 +277,9 @@ class FhirService:
 
     # --- reads ---------------------------------------------------------------------
 
-    def _read_visible(self, session: Session, repo: Repository, caller: Caller, resource_type: str, resource_id: str) -> dict[str, Any]:
+    def _read_visible(
+        self, session: Session, repo: Repository, caller: Caller, resource_type: str, resource_id: str
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         self._check_type(resource_type)
         try:
             stored = repo.read(resource_type, resource_id)
@@ -249,33 +289,31 @@ class FhirService:
             raise FhirError(410, str(gone), "deleted") from None
         return self._visible_one(session, caller, stored)
 
-    def read(self, caller: Caller, resource_type: str, resource_id: str) -> dict[str, Any]:
-        def work(session: Session, repo: Repository) -> dict[str, Any]:
-            resource = self._read_visible(session, repo, caller, resource_type, resource_id)
-            if resource_type not in DIRECTORY_TYPES:
-                self._audit(session, caller, "read", [f"{resource_type}/{resource_id}"], patient_of(resource))
-            return resource
+    async def read(self, caller: Caller, resource_type: str, resource_id: str) -> dict[str, Any]:
+        def work(session: Session, repo: Repository) -> Seen:
+            resource, disclosures = self._read_visible(session, repo, caller, resource_type, resource_id)
+            ref = f"{resource_type}/{resource_id}"
+            return Seen(resource, [ref], patient_of(resource), disclosures, resource_type not in DIRECTORY_TYPES)
 
-        return self._run(caller, "read", f"{resource_type}/{resource_id}", work)
+        return await self._read(caller, "read", f"{resource_type}/{resource_id}", work)
 
-    def vread(self, caller: Caller, resource_type: str, resource_id: str, version_id: int) -> dict[str, Any]:
+    async def vread(self, caller: Caller, resource_type: str, resource_id: str, version_id: int) -> dict[str, Any]:
         self._check_type(resource_type)
 
-        def work(session: Session, repo: Repository) -> dict[str, Any]:
+        def work(session: Session, repo: Repository) -> Seen:
             try:
                 stored = repo.vread(resource_type, resource_id, version_id)
             except NotFound as missing:
                 raise FhirError(404, str(missing), "not-found") from None
-            resource = self._visible_one(session, caller, stored)
-            self._audit(session, caller, "vread", [f"{resource_type}/{resource_id}/_history/{version_id}"], stored.patient)
-            return resource
+            resource, disclosures = self._visible_one(session, caller, stored)
+            return Seen(resource, [f"{resource_type}/{resource_id}/_history/{version_id}"], stored.patient, disclosures)
 
-        return self._run(caller, "vread", f"{resource_type}/{resource_id}", work)
+        return await self._read(caller, "vread", f"{resource_type}/{resource_id}", work)
 
-    def history(self, caller: Caller, resource_type: str, resource_id: str, base: str) -> dict[str, Any]:
+    async def history(self, caller: Caller, resource_type: str, resource_id: str, base: str) -> dict[str, Any]:
         self._check_type(resource_type)
 
-        def work(session: Session, repo: Repository) -> dict[str, Any]:
+        def work(session: Session, repo: Repository) -> Seen:
             try:
                 versions = repo.history(resource_type, resource_id)
             except NotFound as missing:
@@ -284,16 +322,16 @@ class FhirService:
             shown = [(s, r) for s, r in zip(versions, visible.resources) if r is not None]
             if not shown:
                 raise FhirError(404, f"{resource_type}/{resource_id} is not known", "not-found")
-            self._audit(session, caller, "history-instance", [f"{resource_type}/{resource_id}"], versions[0].patient)
-            return bundles.history(base, [s for s, _ in shown], [r for _, r in shown])
+            bundle = bundles.history(base, [s for s, _ in shown], [r for _, r in shown])
+            return Seen(bundle, [f"{resource_type}/{resource_id}"], versions[0].patient, visible.disclosures)
 
-        return self._run(caller, "history-instance", f"{resource_type}/{resource_id}", work)
+        return await self._read(caller, "history-instance", f"{resource_type}/{resource_id}", work)
 
-    def search(self, caller: Caller, resource_type: str, params: list[tuple[str, str]], base: str) -> dict[str, Any]:
+    async def search(self, caller: Caller, resource_type: str, params: list[tuple[str, str]], base: str) -> dict[str, Any]:
         self._check_type(resource_type)
         query = parse_search(resource_type, params, search_param_names(resource_type))
 
-        def work(session: Session, repo: Repository) -> dict[str, Any]:
+        def work(session: Session, repo: Repository) -> Seen:
             rows = repo.search(
                 resource_type,
                 query.criteria,
@@ -303,50 +341,56 @@ class FhirService:
                 custodians=self.policy.search_custodians(caller, resource_type),
                 offset=query.offset,
             )
-            page, withheld, next_offset = self._page(session, caller, rows, query.count)
-            if resource_type not in DIRECTORY_TYPES:
-                patients = {patient_of(r) for r in page} - {None}
-                self._audit(
-                    session,
-                    caller,
-                    "search-type",
-                    [f"{r['resourceType']}/{r['id']}" for r in page],
-                    next(iter(patients)) if len(patients) == 1 else query.patient,
-                )
-            return bundles.searchset(base, resource_type, page, params, next_offset, withheld)
+            page, withheld, next_offset, disclosures = self._page(session, caller, rows, query.count)
+            patients = {patient_of(r) for r in page} - {None}
+            bundle = bundles.searchset(base, resource_type, page, params, next_offset, withheld)
+            return Seen(
+                bundle,
+                [f"{r['resourceType']}/{r['id']}" for r in page],
+                next(iter(patients)) if len(patients) == 1 else query.patient,
+                disclosures,
+                resource_type not in DIRECTORY_TYPES,
+            )
 
-        return self._run(caller, "search-type", resource_type, work)
+        return await self._read(caller, "search-type", resource_type, work)
 
     def _page(
         self, session: Session, caller: Caller, rows: Iterator[tuple[int, Stored]], count: int
-    ) -> tuple[list[dict[str, Any]], bool, int | None]:
-        """Fill a page with what the caller may see, checking rows in chunks."""
+    ) -> tuple[list[dict[str, Any]], bool, int | None, list[dict[str, Any]]]:
+        """Fill a page with what the caller may see, checking rows in chunks; returns the
+        page, whether anything was withheld, the next offset and the disclosures made."""
         page: list[dict[str, Any]] = []
+        disclosures: list[dict[str, Any]] = []
         withheld = False
         if count == 0:
-            return page, False, None
+            return page, False, None, disclosures
         chunk: list[tuple[int, Stored]] = []
 
         def flush() -> int | None:
             nonlocal withheld
             visible = self.policy.visible(session, caller, [s for _, s in chunk])
             withheld = withheld or visible.withheld
-            for (position, _), resource in zip(chunk, visible.resources):
+            shown: set[str] = set()
+            stop = None
+            for (position, stored), resource in zip(chunk, visible.resources):
                 if resource is None:
                     continue
                 if len(page) == count:
-                    return position
+                    stop = position
+                    break
                 page.append(resource)
+                shown.add(f"{stored.reference}/_history/{stored.version_id}")
+            disclosures.extend(d for d in _only_shown(visible.disclosures, shown))
             chunk.clear()
-            return None
+            return stop
 
         for item in rows:
             chunk.append(item)
             if len(chunk) >= count + 1:
                 stop = flush()
                 if stop is not None:
-                    return page, withheld, stop
-        return page, withheld, flush() if chunk else None
+                    return page, withheld, stop, disclosures
+        return page, withheld, flush() if chunk else None, disclosures
 
     # --- transactions --------------------------------------------------------------
 
@@ -413,6 +457,16 @@ def _check_person_identifiers(resource: dict[str, Any]) -> None:
             problem = chi_problem(identifier["value"], resource.get("birthDate"), resource.get("gender"))
             if problem:
                 raise FhirError(422, problem, "value", f"Patient.identifier[{index}].value")
+
+
+def _only_shown(disclosures: list[dict[str, Any]], shown: set[str]) -> list[dict[str, Any]]:
+    """Ledger rows trimmed to the resources actually returned (a page may stop mid-chunk)."""
+    trimmed = []
+    for row in disclosures:
+        resources = [r for r in orjson.loads(row["resources"]) if r in shown]
+        if resources:
+            trimmed.append({**row, "resources": orjson.dumps(resources).decode()})
+    return trimmed
 
 
 def parse_if_match(value: Any) -> int | None:

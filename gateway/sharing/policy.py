@@ -21,12 +21,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import consent
+from gateway.audit.ledger import disclosure
 from gateway.directory import current_agreements as load_agreements
 from gateway.fhir.access import DIRECTORY_TYPES, Caller, Participants, Visible, WORKFLOW_PARTICIPANTS, WORKFLOW_WRITABLE
 from gateway.sharing.break_glass import active_grant
 from gateway.store.indexing import patient_of
 from gateway.store.crypto import Keyring
-from gateway.store.models import AgreementRow, DisclosureRow
+from gateway.store.models import AgreementRow
 from gateway.store.repository import Repository, Stored, now_utc
 
 CODE_ELEMENTS = ("code", "medicationCodeableConcept", "category", "type")
@@ -86,7 +87,7 @@ class ConsentPolicy:
     def search_custodians(self, caller: Caller, resource_type: str) -> list[str] | None:
         return None
 
-    def visible(self, session: Session, caller: Caller, stored: Sequence[Stored], *, record: bool = True, channel: str = "api") -> Visible:
+    def visible(self, session: Session, caller: Caller, stored: Sequence[Stored], channel: str = "api") -> Visible:
         results: list[dict[str, Any] | None] = [None] * len(stored)
         withheld = False
         disclosed: dict[str, list[tuple[Stored, dict[str, Any]]]] = {}
@@ -112,9 +113,7 @@ class ConsentPolicy:
                 disclosed.setdefault(patient, []).append((item, decision))
             else:
                 withheld = True
-        if record and disclosed:
-            self._record(session, caller, disclosed, channel)
-        return Visible(results, withheld)
+        return Visible(results, withheld, self._disclosures(caller, disclosed, channel))
 
     # --- decisions -------------------------------------------------------------------
 
@@ -209,25 +208,21 @@ class ConsentPolicy:
 
     # --- the ledger ----------------------------------------------------------------
 
-    def _record(self, session: Session, caller: Caller, disclosed: dict[str, list[tuple[Stored, dict[str, Any]]]], channel: str) -> None:
+    def _disclosures(self, caller: Caller, disclosed: dict[str, list[tuple[Stored, dict[str, Any]]]], channel: str) -> list[dict[str, Any]]:
         moment = now_utc()
-        for patient, items in disclosed.items():
-            agreements = sorted({a for _, d in items for a in d.get("agreements", [])})
-            consents = sorted({c for _, d in items for c in d.get("consents", [])})
-            grant = next((d["break_glass"] for _, d in items if "break_glass" in d), None)
-            session.add(
-                DisclosureRow(
-                    at=moment,
-                    patient=patient,
-                    recipient=caller.organization,
-                    acting_for=caller.acting_for,
-                    client_id=caller.principal.client_id,
-                    purpose=caller.purpose,
-                    channel=channel,
-                    resources=orjson.dumps([f"{s.reference}/_history/{s.version_id}" for s, _ in items]).decode(),
-                    agreements=orjson.dumps(agreements).decode(),
-                    consents=orjson.dumps(consents).decode(),
-                    break_glass=grant,
-                )
+        return [
+            disclosure(
+                at=moment,
+                patient=patient,
+                recipient=caller.organization,
+                acting_for=caller.acting_for,
+                client_id=caller.principal.client_id,
+                purpose=caller.purpose,
+                channel=channel,
+                resources=[f"{s.reference}/_history/{s.version_id}" for s, _ in items],
+                agreements=sorted({a for _, d in items for a in d.get("agreements", [])}),
+                consents=sorted({c for _, d in items for c in d.get("consents", [])}),
+                break_glass=next((d["break_glass"] for _, d in items if "break_glass" in d), None),
             )
-
+            for patient, items in disclosed.items()
+        ]

@@ -17,6 +17,7 @@ from gateway.fhir.access import Caller
 from gateway.fhir.outcomes import FhirError, fhir_response, operation_outcome, withheld_warning
 from gateway.sharing import break_glass
 from gateway.sharing.policy import ConsentPolicy
+from gateway.audit.ledger import ledger_entry
 from gateway.store.models import DisclosureRow
 from gateway.store.repository import Repository
 
@@ -87,7 +88,7 @@ def simulate(
     with gateway.transaction() as session:
         repo = gateway.repository(session)
         stored = [s for _, s in repo.search(None, patient=patient)]
-        visible = policy.visible(session, subject, stored, record=False)
+        visible = policy.visible(session, subject, stored, channel="simulation")
         shown = [r for r in visible.resources if r is not None]
         event = audit_event("operation", None, patient=patient, purpose=purpose, detail=f"simulation of {recipient} by {who.client_id}")
         append(session, event, patient=patient, client_id=who.client_id)
@@ -132,18 +133,3 @@ def disclosures(request: Request, patient: str = Query(...), who: Principal = De
         ledger = [ledger_entry(r) for r in rows]
         append(session, audit_event("operation", None, patient=patient, detail=f"disclosure ledger read by {who.client_id}"), patient=patient, client_id=who.client_id)
     return Response(orjson.dumps({"patient": patient, "disclosures": ledger}), media_type="application/json")
-
-
-def ledger_entry(row: DisclosureRow) -> dict[str, Any]:
-    return {
-        "at": row.at.isoformat(),
-        "recipient": row.recipient,
-        "acting_for": row.acting_for,
-        "client": row.client_id,
-        "purpose": row.purpose,
-        "channel": row.channel,
-        "resources": orjson.loads(row.resources),
-        "agreements": orjson.loads(row.agreements),
-        "consents": orjson.loads(row.consents),
-        "break_glass": row.break_glass,
-    }

@@ -1,0 +1,64 @@
+"""The disclosure ledger: who received what about a person, when, and on what basis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from gateway.store.models import DisclosureRow
+
+LEDGER = DisclosureRow.__table__
+
+
+def disclosure(
+    *,
+    at: Any,
+    patient: str,
+    recipient: str,
+    acting_for: str | None,
+    client_id: str | None,
+    purpose: str,
+    channel: str,
+    resources: list[str],
+    agreements: list[str],
+    consents: list[str],
+    break_glass: str | None,
+) -> dict[str, Any]:
+    """One ledger row, ready to insert."""
+    return {
+        "at": at,
+        "patient": patient,
+        "recipient": recipient,
+        "acting_for": acting_for,
+        "client_id": client_id,
+        "purpose": purpose,
+        "channel": channel,
+        "resources": orjson.dumps(resources).decode(),
+        "agreements": orjson.dumps(agreements).decode(),
+        "consents": orjson.dumps(consents).decode(),
+        "break_glass": break_glass,
+    }
+
+
+def insert_disclosures(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(LEDGER), rows)
+
+
+def ledger_entry(row: DisclosureRow) -> dict[str, Any]:
+    """A ledger row as IG officers read it."""
+    return {
+        "at": row.at.isoformat(),
+        "recipient": row.recipient,
+        "acting_for": row.acting_for,
+        "client": row.client_id,
+        "purpose": row.purpose,
+        "channel": row.channel,
+        "resources": orjson.loads(row.resources),
+        "agreements": orjson.loads(row.agreements),
+        "consents": orjson.loads(row.consents),
+        "break_glass": row.break_glass,
+    }
