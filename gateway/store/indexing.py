@@ -73,8 +73,28 @@ def _tokens(value: Any) -> Iterator[tuple[str, bool]]:
                 yield f"{value['system']}|{value['value']}", True
 
 
+def _fold(text: str) -> str:
+    return " ".join(text.lower().replace("-", " ").split())
+
+
+def demographic_keys(given: str, family: str, birth_date: str) -> tuple[str, str]:
+    """Keys for matching a person without an identifier: (given+family+birth date, family+birth date)."""
+    return f"{_fold(given)}|{_fold(family)}|{birth_date}", f"{_fold(family)}|{birth_date}"
+
+
 def index_entries(resource: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
-    """Every (param, value, is_identifier) the resource should be found by."""
+    """Every (param, value, is_identifier) the resource should be found by.
+
+    Patients are also indexed by blinded demographic keys (internal params
+    ``_person`` and ``_family-born``) so ingest can match people who arrive
+    without a CHI, without the index holding names or birth dates in clear.
+    """
+    if resource["resourceType"] == "Patient" and resource.get("birthDate"):
+        for name in resource.get("name", []):
+            for given in name.get("given", [])[:1]:
+                person, family_born = demographic_keys(given, name.get("family", ""), resource["birthDate"])
+                yield "_person", person, True
+                yield "_family-born", family_born, True
     for param, elements in REFERENCE_PARAMS.items():
         for element in elements:
             for ref in _as_list(resource.get(element)):
