@@ -90,6 +90,32 @@ def upgrade() -> None:
     sa.Column('loaded', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', 'version')
     )
+    op.create_table('delivery',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('subscription_id', sa.String(length=36), nullable=False),
+    sa.Column('event_number', sa.Integer(), nullable=False),
+    sa.Column('event', sa.String(length=40), nullable=False),
+    sa.Column('recipient', sa.String(length=200), nullable=False),
+    sa.Column('endpoint', sa.String(length=500), nullable=False),
+    sa.Column('focus', sa.String(length=120), nullable=False),
+    sa.Column('patient', sa.String(length=80), nullable=True),
+    sa.Column('purpose', sa.String(length=40), nullable=False),
+    sa.Column('acting_for', sa.String(length=100), nullable=True),
+    sa.Column('extra_refs', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('claimed_by', sa.String(length=100), nullable=True),
+    sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('delivery', schema=None) as batch_op:
+        batch_op.create_index('ix_delivery_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_delivery_patient', ['patient', 'status'], unique=False)
+
     op.create_table('disclosure',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
@@ -151,6 +177,20 @@ def upgrade() -> None:
     with op.batch_alter_table('search_token', schema=None) as batch_op:
         batch_op.create_index('ix_search_token_lookup', ['type', 'param', 'value'], unique=False)
 
+    op.create_table('subscription',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('recipient', sa.String(length=200), nullable=False),
+    sa.Column('event', sa.String(length=40), nullable=False),
+    sa.Column('endpoint', sa.String(length=500), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('events_queued', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('recipient', 'event', 'endpoint', name='uq_subscription_target')
+    )
+    with op.batch_alter_table('subscription', schema=None) as batch_op:
+        batch_op.create_index('ix_subscription_recipient_event', ['recipient', 'event'], unique=False)
+
     op.create_table('used_assertion',
     sa.Column('client_id', sa.String(length=100), nullable=False),
     sa.Column('jti', sa.String(length=200), nullable=False),
@@ -169,6 +209,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_used_assertion_expires'))
 
     op.drop_table('used_assertion')
+    with op.batch_alter_table('subscription', schema=None) as batch_op:
+        batch_op.drop_index('ix_subscription_recipient_event')
+
+    op.drop_table('subscription')
     with op.batch_alter_table('search_token', schema=None) as batch_op:
         batch_op.drop_index('ix_search_token_lookup')
 
@@ -184,6 +228,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_disclosure_at'))
 
     op.drop_table('disclosure')
+    with op.batch_alter_table('delivery', schema=None) as batch_op:
+        batch_op.drop_index('ix_delivery_patient')
+        batch_op.drop_index('ix_delivery_due')
+
+    op.drop_table('delivery')
     op.drop_table('conf_document')
     op.drop_table('client')
     with op.batch_alter_table('break_glass', schema=None) as batch_op:

@@ -1,0 +1,91 @@
+"""``pathway deliveries``: look at the outbox and replay dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from gateway.delivery.models import STATUSES
+from gateway.delivery.outbox import ReplayRefused, count, listing, replay, replay_dead
+
+_COLUMNS = ("id", "event", "recipient", "status", "attempts", "next_attempt_at", "last_error")
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    cells = [[str(row[c] if row[c] is not None else "") for c in _COLUMNS] for row in rows]
+    widths = [max([len(c)] + [min(len(r[i]), 60) for r in cells]) for i, c in enumerate(_COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths))]
+    lines += ["  ".join(v[:60].ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from gateway.cli import _gateway, _print_json
+
+    gateway = _gateway()
+    try:
+        with gateway.reading() as session:
+            rows = listing(session, args.status, args.limit)
+    finally:
+        gateway.close()
+    if args.json:
+        _print_json(rows)
+    else:
+        print(_table(rows) if rows else "no deliveries")
+    return 0
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from gateway.cli import _gateway
+
+    if bool(args.id) == bool(args.dead):
+        print("give either a delivery ID or --dead", file=sys.stderr)
+        return 2
+    gateway = _gateway()
+    try:
+        if args.id:
+            with gateway.transaction() as session:
+                replay(session, args.id)
+            print(f"delivery {args.id} queued again")
+            return 0
+        with gateway.reading() as session:
+            dead = count(session, "dead")
+        if dead == 0:
+            print("no dead deliveries")
+            return 0
+        if not args.yes and not _confirm(f"{dead} dead deliveries will be queued again. Go on?"):
+            print(f"{dead} dead deliveries left as they are (use --yes to replay without asking)")
+            return 1
+        with gateway.transaction() as session:
+            replayed = replay_dead(session)
+        print(f"{replayed} dead deliveries queued again")
+        return 0
+    except ReplayRefused as refusal:
+        print(str(refusal), file=sys.stderr)
+        return 2
+    finally:
+        gateway.close()
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``deliveries list`` and ``deliveries replay`` to the ``pathway`` subcommands."""
+    deliveries = commands.add_parser("deliveries", help="push deliveries (the outbox)").add_subparsers(
+        dest="deliveries_command", required=True
+    )
+    show = deliveries.add_parser("list", help="the newest deliveries")
+    show.add_argument("--status", choices=STATUSES)
+    show.add_argument("--limit", type=int, default=100)
+    show.add_argument("--json", action="store_true", help="JSON instead of a table")
+    show.set_defaults(run=cmd_list)
+    again = deliveries.add_parser("replay", help="queue a finished delivery, or all dead ones, again")
+    again.add_argument("id", nargs="?", help="the delivery id (its X-Pathway-Delivery key)")
+    again.add_argument("--dead", action="store_true", help="replay every dead-lettered delivery")
+    again.add_argument("--yes", action="store_true", help="do not ask before replaying")
+    again.set_defaults(run=cmd_replay)

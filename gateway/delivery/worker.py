@@ -1,0 +1,437 @@
+"""The delivery worker: claims due deliveries, re-checks consent, signs and POSTs them.
+
+Claims are row locks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite
+serialises writers) turned into a lease: a delivery in ``sending`` belongs to
+the worker that claimed it until ``claimed_until``, after which another worker
+may take it over. A worker never starts a POST it could not finish inside its
+lease, so two workers never send the same delivery at the same time; a crash
+between a POST and recording its result means the receiver may see it again,
+which its idempotency key (``X-Pathway-Delivery``) absorbs.
+
+What is sent is decided at send time: the focus and the extra resources are
+read as they are now and passed through the access policy for the recipient,
+so a consent withdrawn after the event was queued stops the delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from gateway.audit.chain import Actor, append_many, audit_event
+from gateway.audit.ledger import insert_disclosures
+from gateway.auth.tokens import Principal
+from gateway.delivery.models import DeliveryRow
+from gateway.delivery.notification import notification_bundle
+from gateway.delivery.retry import RetrySettings, retry_after_seconds
+from gateway.directory import conf_document
+from gateway.fhir.access import AccessPolicy, Caller
+from gateway.runtime import Gateway
+from gateway.store.repository import Stored, now_utc
+
+log = logging.getLogger("pathway.delivery")
+DELIVERY = DeliveryRow.__table__
+# The client id deliveries are audited under (the recipient organisation is the other agent).
+DELIVERY_CLIENT_ID = "pathway-delivery"
+# Events whose notification carries no resources: the recipient must learn of them even
+# though (for a withdrawn consent) it may no longer see anything about the person.
+NOTICE_ONLY_EVENTS = frozenset({"withdrawal-notice"})
+SETTINGS_TTL_SECONDS = 30.0
+_ERROR_BODY_CHARS = 200
+
+_RECORD = (
+    update(DELIVERY)
+    .where(DELIVERY.c.id == bindparam("b_id"), DELIVERY.c.claimed_by == bindparam("b_worker"))
+    .values(
+        status=bindparam("status"),
+        attempts=bindparam("attempts"),
+        next_attempt_at=bindparam("next_attempt_at"),
+        last_error=bindparam("last_error"),
+        delivered_at=bindparam("delivered_at"),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker holds the lease on."""
+
+    id: str
+    subscription_id: str
+    event_number: int
+    event: str
+    recipient: str
+    endpoint: str
+    focus: str
+    patient: str | None
+    purpose: str
+    acting_for: str | None
+    extra_refs: tuple[str, ...]
+    attempts: int  # including the one about to be made
+    next_attempt_at: datetime
+    claimed_until: datetime
+
+
+@dataclass
+class Prepared:
+    """A claimed delivery with its signed body, or the reason it must not be sent."""
+
+    delivery: Claimed
+    body: bytes = b""
+    signature: str = ""
+    sent_refs: list[str] = field(default_factory=list)
+    disclosures: list[dict[str, Any]] = field(default_factory=list)
+    drop_reason: str | None = None
+    retry_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one claimed delivery."""
+
+    prepared: Prepared
+    status: str  # delivered | pending | dead | dropped | released
+    detail: str | None = None
+    posted: bool = False
+    retry_after: float | None = None
+
+
+def _caller(delivery: Claimed) -> Caller:
+    principal = Principal(DELIVERY_CLIENT_ID, delivery.recipient, frozenset({"system/*.read"}), frozenset(), "system", 0)
+    return Caller(principal, delivery.purpose, delivery.acting_for)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class DeliveryWorker:
+    """Sends queued deliveries; several may run at once, in threads or processes."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        policy: AccessPolicy,
+        *,
+        http: httpx.Client | None = None,
+        threads: int = 4,
+        settings: RetrySettings | None = None,
+        idle_sleep: float = 0.2,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``settings`` fixes the retry settings; when None they are read from pathway.yaml."""
+        self.gateway, self.policy, self.threads = gateway, policy, threads
+        self.name = worker_name()
+        self.idle_sleep = idle_sleep
+        self._fixed_settings = settings
+        self._settings_cache: tuple[float, RetrySettings] | None = None
+        self._rng = rng or random.Random()
+        self._own_http = http is None
+        self._http = http or httpx.Client(
+            limits=httpx.Limits(max_connections=threads * 4, max_keepalive_connections=threads * 4),
+            follow_redirects=False,
+        )
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pathway-delivery")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        base = gateway.settings.public_url
+        self._fhir_base = f"{base.rstrip('/')}/fhir" if base else None
+
+    # --- settings ------------------------------------------------------------------
+
+    def settings(self) -> RetrySettings:
+        """The retry settings in force (pathway.yaml's ``delivery:``, re-read every 30 s)."""
+        if self._fixed_settings is not None:
+            return self._fixed_settings
+        cached = self._settings_cache
+        if cached is not None and time.monotonic() - cached[0] < SETTINGS_TTL_SECONDS:
+            return cached[1]
+        with self.gateway.reading() as session:
+            try:
+                section = conf_document(session, "pathway.yaml").get("delivery")
+            except LookupError:
+                section = None
+        settings = RetrySettings.from_section(section)
+        self._settings_cache = (time.monotonic(), settings)
+        return settings
+
+    # --- one pass --------------------------------------------------------------------
+
+    def run_once(self, limit: int = 100) -> int:
+        """Claim up to ``limit`` due deliveries, send them, record the outcomes; returns how many."""
+        settings = self.settings()
+        prepared = self._claim_and_prepare(limit, settings)
+        results = list(self._pool.map(lambda p: self._attempt(p, settings), prepared))
+        self._record(results, settings)
+        return len(results)
+
+    def _claim_and_prepare(self, limit: int, settings: RetrySettings) -> list[Prepared]:
+        claimed = self._claim(limit, settings)
+        return self._prepare(claimed) if claimed else []
+
+    def _claim(self, limit: int, settings: RetrySettings) -> list[Claimed]:
+        now = now_utc()
+        lease_end = now + timedelta(seconds=settings.lease_seconds)
+        due = or_(
+            and_(DELIVERY.c.status == "pending", DELIVERY.c.next_attempt_at <= now),
+            and_(DELIVERY.c.status == "sending", DELIVERY.c.claimed_until < now),  # a lapsed lease
+        )
+        with self.gateway.transaction() as session:
+            rows = session.execute(
+                select(DELIVERY)
+                .where(due)
+                .order_by(DELIVERY.c.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not rows:
+                return []
+            session.execute(
+                update(DELIVERY)
+                .where(DELIVERY.c.id.in_([r.id for r in rows]))
+                .values(status="sending", claimed_by=self.name, claimed_until=lease_end, attempts=DELIVERY.c.attempts + 1)
+            )
+        return [
+            Claimed(
+                r.id,
+                r.subscription_id,
+                r.event_number,
+                r.event,
+                r.recipient,
+                r.endpoint,
+                r.focus,
+                r.patient,
+                r.purpose,
+                r.acting_for,
+                tuple(orjson.loads(r.extra_refs)),
+                r.attempts + 1,
+                r.next_attempt_at,
+                lease_end,
+            )
+            for r in rows
+        ]
+
+    def _prepare(self, claimed: Sequence[Claimed]) -> list[Prepared]:
+        """Read what each delivery is about as it is now, filter it for the recipient, sign it."""
+        prepared = []
+        with self.gateway.reading() as session:
+            repo = self.gateway.repository(session)
+            for delivery in claimed:
+                try:
+                    prepared.append(self._prepare_one(session, repo, delivery))
+                except Exception as error:  # noqa: BLE001 - one bad delivery must not stall the rest
+                    log.exception("preparing delivery %s failed", delivery.id)
+                    prepared.append(Prepared(delivery, retry_reason=f"could not prepare the notification: {error}"))
+        return prepared
+
+    def _prepare_one(self, session: Session, repo: Any, delivery: Claimed) -> Prepared:
+        if delivery.event in NOTICE_ONLY_EVENTS:
+            return self._signed(delivery, [], [], [])
+        refs = [delivery.focus, *[r for r in delivery.extra_refs if r != delivery.focus]]
+        stored: list[Stored] = []
+        for ref in refs:
+            kind, _, ident = ref.partition("/")
+            current = repo.current(kind, ident)
+            if current is not None and not current.deleted:
+                stored.append(current)
+        if not stored or stored[0].reference != delivery.focus:
+            return Prepared(delivery, drop_reason=f"{delivery.focus} no longer exists")
+        visible = self.policy.visible(session, _caller(delivery), stored, channel="push")
+        if visible.resources[0] is None:
+            return Prepared(delivery, drop_reason=f"{delivery.recipient} may no longer see {delivery.focus} for {delivery.purpose}")
+        shown = [(s, r) for s, r in zip(stored, visible.resources) if r is not None]
+        return self._signed(
+            delivery,
+            [r for _, r in shown],
+            [f"{s.reference}/_history/{s.version_id}" for s, _ in shown],
+            visible.disclosures,
+        )
+
+    def _signed(self, delivery: Claimed, resources: list[dict[str, Any]], sent_refs: list[str], disclosures: list[dict[str, Any]]) -> Prepared:
+        body = notification_bundle(
+            subscription_id=delivery.subscription_id,
+            event=delivery.event,
+            event_number=delivery.event_number,
+            at=now_utc(),
+            focus=delivery.focus,
+            resources=resources,
+            fhir_base=self._fhir_base,
+        )
+        return Prepared(delivery, body, self.gateway.signing_key.sign_detached(body), sent_refs, disclosures)
+
+    # --- sending -----------------------------------------------------------------------
+
+    def _attempt(self, prepared: Prepared, settings: RetrySettings) -> Result:
+        try:
+            return self._send(prepared, settings)
+        except Exception as error:  # noqa: BLE001 - an outcome must always come back to be recorded
+            log.exception("sending delivery %s failed", prepared.delivery.id)
+            return self._failed(prepared, settings, f"unexpected error while sending: {error}")
+
+    def _send(self, prepared: Prepared, settings: RetrySettings) -> Result:
+        if prepared.drop_reason is not None:
+            return Result(prepared, "dropped", prepared.drop_reason)
+        if prepared.retry_reason is not None:
+            return self._failed(prepared, settings, prepared.retry_reason, posted=False)
+        delivery = prepared.delivery
+        if now_utc() + timedelta(seconds=settings.timeout_seconds) >= delivery.claimed_until:
+            # Too late to finish inside the lease: another worker may take it over.
+            return Result(prepared, "released", "lease ran out before sending")
+        try:
+            response = self._http.post(
+                delivery.endpoint,
+                content=prepared.body,
+                headers={
+                    "Content-Type": "application/fhir+json",
+                    "X-Pathway-Delivery": delivery.id,
+                    "X-Pathway-Signature": prepared.signature,
+                },
+                timeout=httpx.Timeout(settings.timeout_seconds, connect=min(settings.timeout_seconds, 5.0)),
+            )
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
+            return Result(prepared, "dead", f"endpoint {delivery.endpoint} cannot be used: {error}")
+        except httpx.TimeoutException:
+            return self._failed(prepared, settings, f"no answer within {settings.timeout_seconds:g} s")
+        except httpx.TransportError as error:
+            return self._failed(prepared, settings, f"connection failed: {type(error).__name__}: {error}")
+        status = response.status_code
+        if 200 <= status < 300:
+            return Result(prepared, "delivered", f"HTTP {status}", posted=True)
+        answer = f"HTTP {status} from {delivery.endpoint}: {response.text[:_ERROR_BODY_CHARS]}".rstrip(": ")
+        if status == 429 or status >= 500:
+            return self._failed(prepared, settings, answer, retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+        return Result(prepared, "dead", f"refused, not retried: {answer}", posted=True)
+
+    def _failed(self, prepared: Prepared, settings: RetrySettings, reason: str, *, posted: bool = True, retry_after: float | None = None) -> Result:
+        attempts = prepared.delivery.attempts
+        if attempts >= settings.max_attempts:
+            return Result(prepared, "dead", f"gave up after {attempts} attempts; last: {reason}", posted=posted)
+        return Result(prepared, "pending", reason, posted=posted, retry_after=retry_after)
+
+    # --- recording -----------------------------------------------------------------------
+
+    def _record(self, results: Sequence[Result], settings: RetrySettings) -> None:
+        """Write every outcome, its AuditEvent and (when delivered) its ledger rows in one transaction."""
+        if not results:
+            return
+        now = now_utc()
+        updates, audits, ledger = [], [], []
+        for result in results:
+            delivery = result.prepared.delivery
+            row = {
+                "b_id": delivery.id,
+                "b_worker": self.name,
+                "status": result.status,
+                "attempts": delivery.attempts,
+                "next_attempt_at": delivery.next_attempt_at,
+                "last_error": None if result.status == "delivered" else result.detail,
+                "delivered_at": now if result.status == "delivered" else None,
+            }
+            if result.status == "pending":
+                wait = settings.backoff(delivery.attempts, self._rng)
+                row["next_attempt_at"] = now + timedelta(seconds=max(wait, result.retry_after or 0.0))
+            elif result.status == "released":
+                row.update(status="pending", attempts=delivery.attempts - 1)
+            updates.append(row)
+            if result.posted or result.status == "dead":
+                audits.append(self._audit_entry(result))
+            if result.status == "delivered":
+                ledger += result.prepared.disclosures
+        with self.gateway.transaction() as session:
+            session.execute(_RECORD, updates)
+            if audits:
+                append_many(session, audits)
+            insert_disclosures(session, ledger)
+
+    def _audit_entry(self, result: Result) -> tuple[dict[str, Any], str | None, str | None]:
+        delivery = result.prepared.delivery
+        outcome = {"delivered": "success", "pending": "minor-failure"}.get(result.status, "serious-failure")
+        event = audit_event(
+            "disclose",
+            Actor(DELIVERY_CLIENT_ID, delivery.recipient, delivery.acting_for),
+            outcome=outcome,
+            detail=f"{delivery.event} delivery {delivery.id} (attempt {delivery.attempts}) to {delivery.endpoint}: {result.detail}",
+            purpose=delivery.purpose,
+            entities=result.prepared.sent_refs or [delivery.focus],
+            patient=delivery.patient,
+        )
+        return event, delivery.patient, DELIVERY_CLIENT_ID
+
+    # --- in the background -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Send deliveries in a background thread until :meth:`stop`."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="pathway-delivery-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the sends in flight, record them, and stop."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+            self._thread = None
+
+    def close(self) -> None:
+        self.stop()
+        self._pool.shutdown(wait=True)
+        if self._own_http:
+            self._http.close()
+
+    def _run(self) -> None:
+        # Sends run in the pool; this thread claims while the pool has room and records
+        # outcomes as they arrive, so one slow receiver holds one pool thread, not the rest.
+        finished: queue.SimpleQueue[Result] = queue.SimpleQueue()
+        in_flight = 0
+        room = self.threads * 4
+        while not self._stop.is_set() or in_flight:
+            try:
+                settings = self.settings()
+                prepared = self._claim_and_prepare(room - in_flight, settings) if in_flight < room and not self._stop.is_set() else []
+                for item in prepared:
+                    self._pool.submit(self._attempt, item, settings).add_done_callback(_deliver_to(finished))
+                in_flight += len(prepared)
+                results = _drain(finished, wait=0.0 if prepared else self.idle_sleep)
+                in_flight -= len(results)
+                self._record(results, settings)
+            except Exception:  # noqa: BLE001 - e.g. the database is down: log, pause, go on
+                log.exception("delivery round failed; retrying")
+                self._stop.wait(max(self.idle_sleep, 1.0))
+
+
+def _deliver_to(finished: "queue.SimpleQueue[Result]") -> Callable[[Any], None]:
+    def done(future: Any) -> None:
+        finished.put(future.result())
+
+    return done
+
+
+def _drain(finished: "queue.SimpleQueue[Result]", wait: float) -> list[Result]:
+    results: list[Result] = []
+    try:
+        results.append(finished.get(timeout=wait) if wait > 0 else finished.get_nowait())
+    except queue.Empty:
+        return results
+    while True:
+        try:
+            results.append(finished.get_nowait())
+        except queue.Empty:
+            return results
