@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from gateway.delivery import cli as delivery_commands
 from gateway.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="audit trail").add_subparsers(dest="audit_command", required=True)
     audit.add_parser("verify", help="check the hash chain and seals").set_defaults(run=cmd_audit_verify)
     audit.add_parser("seal", help="sign the current chain head").set_defaults(run=cmd_audit_seal)
+
+    delivery_commands.add_commands(commands)
     return parser
 
 

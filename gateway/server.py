@@ -9,6 +9,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.audit.chain import seal
+from gateway.delivery.worker import DeliveryWorker
 from gateway.ops import configure_logging
 from gateway.runtime import Gateway
 from gateway.settings import Settings
@@ -47,10 +48,14 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
     gateway = Gateway.start(settings)
     app = create_app(gateway=gateway)
     duties = BackgroundDuties(gateway)
+    deliveries = DeliveryWorker(gateway, app.state.fhir.policy)
     if settings.run_workers:
         duties.start()
+        deliveries.start()
     try:
         uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
     finally:
         if settings.run_workers:
+            deliveries.stop()
             duties.stop()
+        deliveries.close()
