@@ -1,0 +1,64 @@
+"""Contingency alerts on early exit, and overdue-review warnings.
+
+Early exit from residential rehab is the most dangerous moment (tolerance is low,
+overdose risk high): the alert is raised in the very transaction that records it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.pathway import codes
+from gateway.pathway.carers import consented_carers
+from gateway.pathway.context import PathwayContext
+from gateway.pathway.notify import notify
+from gateway.pathway.records import care_team
+from gateway.pathway.referrals import contingency_plan
+from gateway.store.repository import Stored
+
+
+def _unique(references: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for reference in references:
+        seen.setdefault(str(reference.get("reference") or reference.get("identifier")), reference)
+    return list(seen.values())
+
+
+def tell_carers(pc: PathwayContext, event: str, focus: Stored, carers: list[str]) -> None:
+    """Queue ``event`` for each consented carer through the carers' portal organisation."""
+    if not carers or not pc.conf.carer_portal:
+        return
+    portal = pc.org_key(pc.conf.carer_portal)
+    for carer in carers:
+        notify(pc.ctx.session, event, [portal], focus=focus.reference, patient=focus.patient, purpose="carer-support", acting_for=carer)
+
+
+def early_exit_alert(pc: PathwayContext, facility_task: Stored, pathway_task: Stored, care_plan: Stored | None) -> Stored:
+    """The urgent contingency alert to the pathway owner, key worker, community team and consented carers."""
+    task, plan = facility_task.resource, care_plan.resource if care_plan else {}
+    team = care_team(plan)
+    organizations = _unique([pathway_task.resource["owner"], *team.get(codes.KEY_WORKER, []), *team.get(codes.COMMUNITY_TEAM, [])])
+    patient = task["for"]["reference"]
+    carers = consented_carers(pc.repo, patient, pc.today)
+    ended = task["executionPeriod"]["end"]
+    plan_text = contingency_plan(plan) or "no contingency plan is recorded: contact the person today"
+    alert = pc.derive(
+        {
+            "resourceType": "Communication",
+            "status": "completed",
+            "priority": "urgent",
+            "category": [codes.concept(codes.COMMUNICATION_CATEGORY_SYSTEM, codes.CONTINGENCY_ALERT)],
+            "subject": task["for"],
+            "about": [{"reference": facility_task.reference}, {"reference": pathway_task.reference}],
+            "sent": pc.instant,
+            "sender": task["owner"],
+            "recipient": organizations + [{"reference": carer} for carer in carers],
+            "payload": [
+                {"contentString": f"Early exit from residential rehabilitation on {ended[:10]}. Tolerance is low and overdose risk high."},
+                {"contentString": f"Contingency plan: {plan_text}"},
+            ],
+        }
+    )
+    notify(pc.ctx.session, "contingency-alert", pc.keys_of(organizations), focus=alert.reference, patient=alert.patient, purpose="TREAT")
+    tell_carers(pc, "contingency-alert", alert, carers)
+    return alert

@@ -1,0 +1,34 @@
+"""HTTP: the referral package (``GET /fhir/Task/{id}/$package``) and the pathway's
+timeliness figures (``GET /pathway/metrics``)."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from gateway.deps import caller, require_scope
+from gateway.fhir.access import Caller
+from gateway.fhir.outcomes import fhir_response
+from gateway.pathway.config import load_pathway_conf
+from gateway.pathway.metrics import pathway_metrics
+from gateway.pathway.package import referral_package
+
+router = APIRouter(tags=["Pathway"])
+
+
+@router.get("/fhir/Task/{task_id}/$package", summary="Referral package for the Task's owner")
+def package(request: Request, task_id: str, who: Caller = Depends(caller)) -> Response:
+    require_scope(who.principal, "Task", "read")
+    gateway = request.app.state.gateway
+    with gateway.transaction() as session:
+        bundle = referral_package(session, gateway.repository(session), request.app.state.fhir.policy, who, task_id)
+    return fhir_response(bundle)
+
+
+@router.get("/pathway/metrics", summary="Pathway timeliness figures (JSON)", dependencies=[Depends(caller)])
+def metrics(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    with gateway.reading() as session:
+        figures = pathway_metrics(gateway.repository(session), load_pathway_conf(session))
+    return Response(orjson.dumps(figures), media_type="application/json")
