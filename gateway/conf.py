@@ -205,6 +205,11 @@ class Organization(_Strict):
         """This organisation's identifier value in ``system``, if it has one."""
         return next((i.value for i in self.identifiers if i.system == system), None)
 
+    def primary_identifier(self) -> Identifier:
+        """The identifier this organisation acts under: its ODS code, else its partner id."""
+        ods = [i for i in self.identifiers if i.system == ODS_SYSTEM]
+        return (ods or [i for i in self.identifiers if i.system == PARTNER_SYSTEM])[0]
+
     def to_fhir(self) -> dict[str, Any]:
         """The FHIR R4 Organization (directory resource: no person-data labels)."""
         resource: dict[str, Any] = {
