@@ -18,33 +18,21 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import append, audit_event
 from gateway.auth.clients import register_client
 from gateway.conf import Conf, ConfError
+from gateway.delivery.outbox import sync_subscriptions
 from gateway.runtime import Gateway
 from gateway.store.models import AgreementRow, ConfDocumentRow
 from gateway.store.repository import Repository, now_utc
-from mappings.identifiers import ODS_SYSTEM, PARTNER_SYSTEM
 
 DIRECTORY_CUSTODIAN = "https://pathway.scot/Id/partner|pathway"
 CONF_FILES = ("partners.yaml", "agreements.yaml", "pathway.yaml")
 
 
-def _without_meta(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k != "meta"}
-
-
 def store_if_changed(repo: Repository, resource: dict[str, Any], custodian: str) -> bool:
     """Store ``resource`` as a new version unless it equals the current one; True if written."""
-    current = repo.current(resource["resourceType"], resource["id"])
-    if current is not None and not current.deleted and _without_meta(current.resource) == _without_meta(resource):
+    if repo.matches_current(resource):
         return False
     repo.update(resource, custodian)
     return True
-
-
-def primary_identifier(identifiers: list[Any]) -> str:
-    """The identifier an organisation acts under: its ODS code, else its partner id."""
-    pairs = [(i.system, i.value) for i in identifiers]
-    system, value = next((p for p in pairs if p[0] == ODS_SYSTEM), None) or next(p for p in pairs if p[0] == PARTNER_SYSTEM)
-    return f"{system}|{value}"
 
 
 def _import_document(session: Session, name: str, raw: bytes) -> bool:
@@ -65,8 +53,10 @@ def _import_agreement(session: Session, agreement: dict[str, Any]) -> bool:
     if row is not None:
         if row.body != body:
             raise ConfError(
-                f"agreements.yaml: agreement {agreement['id']} version {agreement['version']} is already loaded "
-                "with different content; give the changed agreement a new version"
+                [
+                    f"agreements.yaml: agreement {agreement['id']} version {agreement['version']} is already loaded "
+                    "with different content; give the changed agreement a new version"
+                ]
             )
         return False
     session.add(AgreementRow(id=agreement["id"], version=agreement["version"], status=agreement["status"], body=body, loaded=now_utc()))
@@ -87,11 +77,15 @@ def current_agreements(session: Session) -> list[dict[str, Any]]:
 def import_conf(gateway: Gateway, conf: Conf, conf_dir: Path) -> dict[str, int]:
     """Import a validated configuration in one transaction; returns what changed."""
     changed = {"organizations": 0, "practitioners": 0, "clients": 0, "agreements": 0, "documents": 0}
+    subscriptions: list[tuple[str, str, list[str]]] = []
     with gateway.transaction() as session:
         repo = gateway.repository(session)
         for organization in conf.organizations:
             changed["organizations"] += store_if_changed(repo, organization.to_fhir(), DIRECTORY_CUSTODIAN)
-            org_ref = primary_identifier(organization.identifiers)
+            primary = organization.primary_identifier()
+            org_ref = f"{primary.system}|{primary.value}"
+            if organization.webhook is not None:
+                subscriptions.append((org_ref, organization.webhook.url, list(organization.subscriptions)))
             for client in organization.clients:
                 register_client(
                     session,
@@ -103,6 +97,7 @@ def import_conf(gateway: Gateway, conf: Conf, conf_dir: Path) -> dict[str, int]:
                     public_keys=list((client.jwks or {}).get("keys", [])),
                 )
                 changed["clients"] += 1
+        sync_subscriptions(session, subscriptions)
         for person in conf.people:
             for resource in person.to_fhir():
                 changed["practitioners"] += store_if_changed(repo, resource, DIRECTORY_CUSTODIAN)

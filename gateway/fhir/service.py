@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -204,6 +204,25 @@ class FhirService:
             [f"{s.reference}/_history/{s.version_id}" for s in ctx.written],
             next(iter(patients)) if len(patients) == 1 else None,
         )
+
+    def store_all(
+        self, caller: Caller, resources: Iterable[dict[str, Any]], *, interaction: str = "create", skip_unchanged: bool = False
+    ) -> list[Stored]:
+        """Store already-validated resources (ingest, demo) in one audited transaction,
+        running the same labels, checks and hooks as the API; with ``skip_unchanged``
+        a resource equal to its current version is left alone (re-ingest is a no-op)."""
+
+        def work(session: Session, repo: Repository) -> list[Stored]:
+            ctx = WriteContext(session, repo, caller, self)
+            for resource in resources:
+                if skip_unchanged and repo.matches_current(resource):
+                    continue
+                self.write(ctx, resource)
+            if ctx.written:
+                self._audit_writes(ctx, interaction)
+            return ctx.written
+
+        return self._run(caller, interaction, None, work)
 
     def create(self, caller: Caller, resource: Any, resource_type: str) -> Stored:
         validate_resource(resource, resource_type)

@@ -164,6 +164,13 @@ class Repository:
             raise Gone(f"{type_}/{id_} was deleted")
         return stored
 
+    def matches_current(self, resource: dict[str, Any]) -> bool:
+        """Whether ``resource`` equals its current, undeleted version apart from ``meta``."""
+        current = self.current(resource["resourceType"], resource["id"]) if resource.get("id") else None
+        if current is None or current.deleted:
+            return False
+        return _without_meta(current.resource) == _without_meta(resource)
+
     def vread(self, type_: str, id_: str, version_id: int) -> Stored:
         row = self.session.execute(
             select(VERSION).where(VERSION.c.type == type_, VERSION.c.id == id_, VERSION.c.version_id == version_id)
@@ -336,6 +343,10 @@ class Repository:
                 count += 1
         self.session.flush()
         return count
+
+
+def _without_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}
 
 
 def _associated(type_: str, id_: str, version_id: int) -> bytes:
