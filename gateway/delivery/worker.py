@@ -92,11 +92,10 @@ class Claimed:
 
 @dataclass
 class Prepared:
-    """A claimed delivery with its signed body, or the reason it must not be sent."""
+    """A claimed delivery with its body, or the reason it must not be sent."""
 
     delivery: Claimed
     body: bytes = b""
-    signature: str = ""
     sent_refs: list[str] = field(default_factory=list)
     disclosures: list[dict[str, Any]] = field(default_factory=list)
     drop_reason: str | None = None
@@ -230,7 +229,7 @@ class DeliveryWorker:
         ]
 
     def _prepare(self, claimed: Sequence[Claimed]) -> list[Prepared]:
-        """Read what each delivery is about as it is now, filter it for the recipient, sign it."""
+        """Read what each delivery is about as it is now, filter it for the recipient, build the body."""
         prepared = []
         with self.gateway.reading() as session:
             repo = self.gateway.repository(session)
@@ -244,7 +243,7 @@ class DeliveryWorker:
 
     def _prepare_one(self, session: Session, repo: Any, delivery: Claimed) -> Prepared:
         if delivery.event in NOTICE_ONLY_EVENTS:
-            return self._signed(delivery, [], [], [])
+            return self._built(delivery, [], [], [])
         refs = [delivery.focus, *[r for r in delivery.extra_refs if r != delivery.focus]]
         stored: list[Stored] = []
         for ref in refs:
@@ -258,14 +257,14 @@ class DeliveryWorker:
         if visible.resources[0] is None:
             return Prepared(delivery, drop_reason=f"{delivery.recipient} may no longer see {delivery.focus} for {delivery.purpose}")
         shown = [(s, r) for s, r in zip(stored, visible.resources) if r is not None]
-        return self._signed(
+        return self._built(
             delivery,
             [r for _, r in shown],
             [f"{s.reference}/_history/{s.version_id}" for s, _ in shown],
             visible.disclosures,
         )
 
-    def _signed(self, delivery: Claimed, resources: list[dict[str, Any]], sent_refs: list[str], disclosures: list[dict[str, Any]]) -> Prepared:
+    def _built(self, delivery: Claimed, resources: list[dict[str, Any]], sent_refs: list[str], disclosures: list[dict[str, Any]]) -> Prepared:
         body = notification_bundle(
             subscription_id=delivery.subscription_id,
             event=delivery.event,
@@ -275,7 +274,7 @@ class DeliveryWorker:
             resources=resources,
             fhir_base=self._fhir_base,
         )
-        return Prepared(delivery, body, self.gateway.signing_key.sign_detached(body), sent_refs, disclosures)
+        return Prepared(delivery, body, sent_refs, disclosures)
 
     # --- sending -----------------------------------------------------------------------
 
@@ -295,6 +294,9 @@ class DeliveryWorker:
         if now_utc() + timedelta(seconds=settings.timeout_seconds) >= delivery.claimed_until:
             # Too late to finish inside the lease: another worker may take it over.
             return Result(prepared, "released", "lease ran out before sending")
+        # Signing here, in the sending threads, runs in parallel: the signature code
+        # releases the interpreter lock.
+        signature = self.gateway.signing_key.sign_detached(prepared.body)
         try:
             response = self._http.post(
                 delivery.endpoint,
@@ -302,7 +304,7 @@ class DeliveryWorker:
                 headers={
                     "Content-Type": "application/fhir+json",
                     "X-Pathway-Delivery": delivery.id,
-                    "X-Pathway-Signature": prepared.signature,
+                    "X-Pathway-Signature": signature,
                 },
                 timeout=httpx.Timeout(settings.timeout_seconds, connect=min(settings.timeout_seconds, 5.0)),
             )
@@ -400,12 +402,15 @@ class DeliveryWorker:
         # Sends run in the pool; this thread claims while the pool has room and records
         # outcomes as they arrive, so one slow receiver holds one pool thread, not the rest.
         finished: queue.SimpleQueue[Result] = queue.SimpleQueue()
+        # Claims refill the queue in batches once half of it has been sent, so each
+        # transaction carries many deliveries; queued sends must still fit in a lease.
         in_flight = 0
-        room = self.threads * 4
+        room = max(64, self.threads * 8)
         while not self._stop.is_set() or in_flight:
             try:
                 settings = self.settings()
-                prepared = self._claim_and_prepare(room - in_flight, settings) if in_flight < room and not self._stop.is_set() else []
+                refill = in_flight <= room // 2 and not self._stop.is_set()
+                prepared = self._claim_and_prepare(room - in_flight, settings) if refill else []
                 for item in prepared:
                     self._pool.submit(self._attempt, item, settings).add_done_callback(_deliver_to(finished))
                 in_flight += len(prepared)
