@@ -10,7 +10,7 @@ file, the entry and the field, e.g.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -68,8 +68,8 @@ _LOCAL_HOSTS = ("http://127.0.0.1", "http://localhost")
 class ConfError(ValueError):
     """A configuration file is wrong; ``problems`` lists each as ``file: where: what``."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
 
 
@@ -379,6 +379,7 @@ class Conf:
 # -- reading files -----------------------------------------------------------------------------
 
 _Model = TypeVar("_Model", bound=BaseModel)
+Location = Sequence[int | str]
 
 
 def _json_like(value: Any) -> Any:
@@ -392,42 +393,27 @@ def _json_like(value: Any) -> Any:
     return value
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfError([f"{path}: file not found"]) from None
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ConfError([f"{path}: {where}: not valid YAML: {error.problem}"]) from None
-    if not isinstance(document, dict):
-        raise ConfError([f"{path}: expected a mapping of keys at the top level"])
-    return _json_like(document)
-
-
-def _where(location: Iterable[int | str], document: Any) -> str:
+def _where(location: Location, document: Any) -> str:
     """``organizations[3] (rehab-x).clients[0].scopes[1]`` for a location in ``document``."""
-    text, node, depth = "", document, 0
-    for step in location:
-        node = node[step] if isinstance(node, (dict, list)) and _has(node, step) else None
+    text, node = "", document
+    for depth, step in enumerate(location):
+        node = node[step] if _has(node, step) else None
         if isinstance(step, int):
             text += f"[{step}]"
             if depth == 1 and isinstance(node, dict) and isinstance(node.get("id"), str):
                 text += f" ({node['id']})"
         else:
             text += f".{step}" if text else step
-        depth += 1
     return text
 
 
-def _has(node: dict[str, Any] | list[Any], step: int | str) -> bool:
+def _has(node: Any, step: int | str) -> bool:
     if isinstance(node, list):
         return isinstance(step, int) and 0 <= step < len(node)
-    return step in node
+    return isinstance(node, dict) and step in node
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: Any) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "value_error":
         return str(ctx["error"])
@@ -440,25 +426,48 @@ def _message(error: dict[str, Any]) -> str:
     return f"{error['msg']} (got {error['input']!r})"
 
 
-def _validation_problems(path: Path, error: ValidationError, document: Any, prefix: Sequence[int | str] = ()) -> list[str]:
-    return [f"{path}: {_where([*prefix, *e['loc']], document)}: {_message(e)}" for e in error.errors()]
+class _File:
+    """One configuration file: its parsed document and the problems found in it."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfError(f"{path}: file not found") from None
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+            raise ConfError(f"{path}: {where}: not valid YAML: {error.problem}") from None
+        if not isinstance(document, dict):
+            raise ConfError(f"{path}: expected a mapping of keys at the top level")
+        self.document: dict[str, Any] = _json_like(document)
 
-def _parse(path: Path, model: type[_Model], document: dict[str, Any]) -> _Model:
-    try:
-        return model.model_validate(document)
-    except ValidationError as error:
-        raise ConfError(_validation_problems(path, error, document)) from None
+    def report(self, location: Location, message: str) -> None:
+        self.problems.append(f"{self.path}: {_where(location, self.document)}: {message}")
+
+    def report_invalid(self, error: ValidationError, prefix: Location = ()) -> None:
+        for problem in error.errors():
+            self.report([*prefix, *problem["loc"]], _message(problem))
+
+    def parse(self, model: type[_Model]) -> _Model | None:
+        """The document as ``model``, or None with the reasons reported."""
+        try:
+            return model.model_validate(self.document)
+        except ValidationError as error:
+            self.report_invalid(error)
+            return None
 
 
 # -- cross-checks ------------------------------------------------------------------------------
 
 
-def _duplicates(entries: Sequence[tuple[str, Any]]) -> dict[int, int]:
+def _duplicates(keys: Sequence[str]) -> dict[int, int]:
     """For each position whose key appeared earlier, the first position with that key."""
-    first: dict[Any, int] = {}
+    first: dict[str, int] = {}
     repeats: dict[int, int] = {}
-    for position, (_, key) in enumerate(entries):
+    for position, key in enumerate(keys):
         if key in first:
             repeats[position] = first[key]
         else:
@@ -466,56 +475,51 @@ def _duplicates(entries: Sequence[tuple[str, Any]]) -> dict[int, int]:
     return repeats
 
 
-def _partner_problems(path: Path, partners: PartnersFile, document: dict[str, Any]) -> list[str]:
-    problems: list[str] = []
+def _check_partners(file: _File, partners: PartnersFile) -> None:
     orgs = partners.organizations
-
-    def at(*location: int | str) -> str:
-        return f"{path}: {_where(location, document)}"
-
-    for later, earlier in _duplicates([(o.id, o.id) for o in orgs]).items():
-        problems.append(f"{at('organizations', later, 'id')}: duplicate organisation id {orgs[later].id!r} (also organizations[{earlier}])")
-    seen_identifiers: dict[tuple[str, str], str] = {}
-    seen_clients: dict[str, str] = {}
+    for later, earlier in _duplicates([o.id for o in orgs]).items():
+        file.report(("organizations", later, "id"), f"duplicate organisation id {orgs[later].id!r} (also organizations[{earlier}])")
+    identifier_holders: dict[tuple[str, str], str] = {}
+    client_holders: dict[str, str] = {}
     for index, org in enumerate(orgs):
         partner_id = org.identifier(PARTNER_SYSTEM)
         if partner_id is None:
-            problems.append(f"{at('organizations', index, 'identifiers')}: every organisation needs a partner id ({PARTNER_SYSTEM})")
+            file.report(("organizations", index, "identifiers"), f"every organisation needs a partner id ({PARTNER_SYSTEM})")
         elif partner_id != org.id:
-            problems.append(f"{at('organizations', index, 'identifiers')}: partner id {partner_id!r} must equal the organisation id {org.id!r}")
+            file.report(
+                ("organizations", index, "identifiers"), f"partner id {partner_id!r} must equal the organisation id {org.id!r}"
+            )
         for position, identifier in enumerate(org.identifiers):
-            key = (identifier.system, identifier.value)
-            if key in seen_identifiers:
-                problems.append(f"{at('organizations', index, 'identifiers', position)}: identifier {identifier.system}|{identifier.value} is also held by {seen_identifiers[key]}")
-            seen_identifiers.setdefault(key, org.id)
+            holder = identifier_holders.setdefault((identifier.system, identifier.value), org.id)
+            if holder != org.id:
+                file.report(
+                    ("organizations", index, "identifiers", position),
+                    f"identifier {identifier.system}|{identifier.value} is also held by {holder}",
+                )
         for position, client in enumerate(org.clients):
-            if client.id in seen_clients:
-                problems.append(f"{at('organizations', index, 'clients', position, 'id')}: client id {client.id!r} is also a client of {seen_clients[client.id]}")
-            seen_clients.setdefault(client.id, org.id)
+            holder = client_holders.setdefault(client.id, org.id)
+            if holder != org.id:
+                file.report(("organizations", index, "clients", position, "id"), f"client id {client.id!r} is also a client of {holder}")
         if org.subscriptions and org.webhook is None:
-            problems.append(f"{at('organizations', index, 'subscriptions')}: subscriptions need a webhook to deliver to")
+            file.report(("organizations", index, "subscriptions"), "subscriptions need a webhook to deliver to")
+    people = partners.people
+    for later, earlier in _duplicates([p.id for p in people]).items():
+        file.report(("people", later, "id"), f"duplicate person id {people[later].id!r} (also people[{earlier}])")
     known = {o.id for o in orgs}
-    for later, earlier in _duplicates([(p.id, p.id) for p in partners.people]).items():
-        problems.append(f"{at('people', later, 'id')}: duplicate person id {partners.people[later].id!r} (also people[{earlier}])")
-    for index, person in enumerate(partners.people):
+    for index, person in enumerate(people):
         if person.organization not in known:
-            problems.append(f"{at('people', index, 'organization')}: no organisation {person.organization!r} in {path.name}")
-    return problems
+            file.report(("people", index, "organization"), f"no organisation {person.organization!r} in {file.path.name}")
 
 
-def _pathway_problems(path: Path, settings: PathwaySettings, partners: PartnersFile) -> list[str]:
+def _check_pathway(file: _File, settings: PathwaySettings, partners: PartnersFile) -> None:
     orgs = {o.id: o for o in partners.organizations}
-    people = {p.id: p for p in partners.people}
-    problems: list[str] = []
 
     def organization(field: str, org_id: str | None, wanted_type: str | None = None) -> Organization | None:
-        if org_id is None:
-            return None
-        org = orgs.get(org_id)
-        if org is None:
-            problems.append(f"{path}: {field}: no organisation {org_id!r} in partners.yaml")
-        elif wanted_type and org.type != wanted_type:
-            problems.append(f"{path}: {field}: {org_id!r} is of type {org.type}, not {wanted_type}")
+        org = orgs.get(org_id) if org_id else None
+        if org_id and org is None:
+            file.report((field,), f"no organisation {org_id!r} in partners.yaml")
+        elif org is not None and wanted_type and org.type != wanted_type:
+            file.report((field,), f"{org_id!r} is of type {org.type}, not {wanted_type}")
         return org
 
     organization("rehab_team", settings.rehab_team, "hscp")
@@ -524,57 +528,59 @@ def _pathway_problems(path: Path, settings: PathwaySettings, partners: PartnersF
     organization("alternative_pathway_agency", settings.alternative_pathway_agency)
     portal = organization("carer_portal", settings.carer_portal)
     if portal is not None and not any(c.kind == "portal" for c in portal.clients):
-        problems.append(f"{path}: carer_portal: {portal.id!r} has no client of kind portal")
+        file.report(("carer_portal",), f"{portal.id!r} has no client of kind portal")
     for kind, org_id in settings.handover.items():
         organization(f"handover.{kind}", org_id)
     if settings.duty_key_worker is not None:
-        worker = people.get(settings.duty_key_worker)
+        worker = next((p for p in partners.people if p.id == settings.duty_key_worker), None)
         if worker is None:
-            problems.append(f"{path}: duty_key_worker: no person {settings.duty_key_worker!r} in partners.yaml people")
+            file.report(("duty_key_worker",), f"no person {settings.duty_key_worker!r} in partners.yaml people")
         elif worker.role != "key-worker":
-            problems.append(f"{path}: duty_key_worker: {worker.id!r} has role {worker.role}, not key-worker")
-    return problems
+            file.report(("duty_key_worker",), f"{worker.id!r} has role {worker.role}, not key-worker")
 
 
-def _agreements(path: Path, document: dict[str, Any], partners: PartnersFile) -> tuple[list[Agreement], list[str]]:
-    entries = _parse(path, AgreementsFile, document).agreements
+def _check_agreements(file: _File, entries: list[dict[str, Any]], partners: PartnersFile) -> list[Agreement]:
+    """The agreements ``consent.agreements`` accepts, each party checked against the directory."""
     known = {(i.system, i.value) for o in partners.organizations for i in o.identifiers}
     agreements: list[Agreement] = []
-    problems: list[str] = []
-    seen: dict[tuple[Any, Any], int] = {}
+    first_at: dict[tuple[Any, Any], int] = {}
     for index, entry in enumerate(entries):
         try:
-            agreement = parse_agreement(entry)
+            agreements.append(parse_agreement(entry))
         except ValidationError as error:
-            problems += _validation_problems(path, error, document, ("agreements", index))
+            file.report_invalid(error, ("agreements", index))
             continue
         except ValueError as error:
-            problems.append(f"{path}: {_where(('agreements', index), document)}: {error}")
+            file.report(("agreements", index), str(error))
             continue
-        agreements.append(agreement)
         key = (entry.get("id"), entry.get("version"))
-        if key in seen:
-            problems.append(f"{path}: {_where(('agreements', index, 'version'), document)}: version {key[1]} of {key[0]} is also agreements[{seen[key]}]")
-        seen.setdefault(key, index)
+        first = first_at.setdefault(key, index)
+        if first != index:
+            file.report(("agreements", index, "version"), f"version {key[1]} of {key[0]} is also agreements[{first}]")
         for position, party in enumerate(entry.get("parties") or []):
             if (party.get("system"), party.get("value")) not in known:
-                problems.append(
-                    f"{path}: {_where(('agreements', index, 'parties', position), document)}: "
-                    f"no organisation in partners.yaml has identifier {party.get('system')}|{party.get('value')}"
+                file.report(
+                    ("agreements", index, "parties", position),
+                    f"no organisation in partners.yaml has identifier {party.get('system')}|{party.get('value')}",
                 )
-    return agreements, problems
+    return agreements
 
 
 def load_conf(directory: Path) -> Conf:
     """Read and check ``partners.yaml``, ``agreements.yaml`` and ``pathway.yaml`` in ``directory``."""
-    partners_path, agreements_path, pathway_path = (directory / n for n in ("partners.yaml", "agreements.yaml", "pathway.yaml"))
-    partners_document = _read_yaml(partners_path)
-    partners = _parse(partners_path, PartnersFile, partners_document)
-    problems = _partner_problems(partners_path, partners, partners_document)
-    settings = _parse(pathway_path, PathwaySettings, _read_yaml(pathway_path))
-    problems += _pathway_problems(pathway_path, settings, partners)
-    agreements, agreement_problems = _agreements(agreements_path, _read_yaml(agreements_path), partners)
-    problems += agreement_problems
-    if problems:
+    partners_file = _File(directory / "partners.yaml")
+    partners = partners_file.parse(PartnersFile)
+    if partners is None:
+        raise ConfError(partners_file.problems)
+    _check_partners(partners_file, partners)
+    pathway_file = _File(directory / "pathway.yaml")
+    settings = pathway_file.parse(PathwaySettings)
+    if settings is not None:
+        _check_pathway(pathway_file, settings, partners)
+    agreements_file = _File(directory / "agreements.yaml")
+    listed = agreements_file.parse(AgreementsFile)
+    agreements = _check_agreements(agreements_file, listed.agreements, partners) if listed else []
+    problems = partners_file.problems + pathway_file.problems + agreements_file.problems
+    if problems or settings is None:
         raise ConfError(problems)
     return Conf(tuple(partners.organizations), tuple(partners.people), tuple(agreements), settings)

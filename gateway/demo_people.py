@@ -27,6 +27,7 @@ ACT_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 ROLE_CODE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 PARTICIPATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 SNOMED = "http://snomed.info/sct"
+CONDITION_CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/condition-category"
 CONSENT_WITNESS_EXTENSION = "https://pathway.scot/StructureDefinition/consent-witness"
 
 DEMO_PERSON_SYSTEM = source_system("demo", "person")
@@ -148,6 +149,11 @@ def _with_role(conf: Conf, role: str) -> list[Person]:
 def _named(conf: Conf, organization_id: str | None, fallback_type: str) -> Organization:
     named = conf.organization(organization_id) if organization_id else None
     return named or _of_type(conf, fallback_type)[0]
+
+
+def _recipient(reference: dict[str, Any]) -> dict[str, Any]:
+    """A consent provision actor: who may receive the information."""
+    return {"role": _concept(PARTICIPATION_SYSTEM, "IRCP", "information recipient"), "reference": reference}
 
 
 def _org_reference(org: Organization) -> dict[str, Any]:
@@ -293,7 +299,9 @@ class _Builder:
         if related and pattern in ("pathway", "facility"):
             carer_grant = self._root("deny", signed, nested=[self._carer_permit(related[0])])
             consents.append(
-                self._consent(_demo_id(self.seed, "consent", n, "carer"), patient, "active", "OPTIN", signed, carer_grant, witnessed)
+                self._consent(
+                    _demo_id(self.seed, "consent", n, "carer"), patient, "active", "OPTIN", signed, carer_grant, witnessed
+                )
             )
         return consents
 
@@ -309,7 +317,7 @@ class _Builder:
     def _permit(self, org: Organization, purposes: list[str], nested: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
         provision: dict[str, Any] = {
             "type": "permit",
-            "actor": [{"role": _concept(PARTICIPATION_SYSTEM, "IRCP", "information recipient"), "reference": _org_reference(org)}],
+            "actor": [_recipient(_org_reference(org))],
             "purpose": [_coding(PURPOSE_SYSTEM, p) for p in purposes],
         }
         if nested:
@@ -320,12 +328,7 @@ class _Builder:
         identifier = carer["identifier"][0]
         return {
             "type": "permit",
-            "actor": [
-                {
-                    "role": _concept(PARTICIPATION_SYSTEM, "IRCP", "information recipient"),
-                    "reference": {"reference": f"RelatedPerson/{carer['id']}", "identifier": dict(identifier)},
-                }
-            ],
+            "actor": [_recipient({"reference": f"RelatedPerson/{carer['id']}", "identifier": dict(identifier)})],
             "purpose": [_coding(PATHWAY_PURPOSE_SYSTEM, "carer-support")],
             "code": [_concept(DATA_CATEGORY_SYSTEM, "pathway-progress")],
         }
@@ -359,7 +362,10 @@ class _Builder:
             consent["verification"] = [
                 {
                     "extension": [
-                        {"url": CONSENT_WITNESS_EXTENSION, "valueReference": {"reference": f"PractitionerRole/{self.advocate.id}", "display": self.advocate.name.text}}
+                        {
+                            "url": CONSENT_WITNESS_EXTENSION,
+                            "valueReference": {"reference": f"PractitionerRole/{self.advocate.id}", "display": self.advocate.name.text},
+                        }
                     ],
                     "verified": True,
                     "verifiedWith": {"reference": f"Patient/{patient['id']}"},
@@ -377,7 +383,8 @@ class _Builder:
         onset = referred - timedelta(days=365 * rng.randint(3, 15))
         diagnoses = [primary, rng.choice(_OTHER_CONDITIONS)]
         conditions = [self._condition(n, i, patient, code, onset + timedelta(days=200 * i)) for i, code in enumerate(diagnoses)]
-        medication = self._medication(n, patient, practice, conditions[0], opioids, referred - timedelta(days=rng.randint(60, 900)))
+        started = referred - timedelta(days=rng.randint(60, 900))
+        medication = self._medication(n, patient, practice, conditions[0], opioids, started)
         return [*conditions, medication]
 
     def _condition(self, n: int, position: int, patient: dict[str, Any], code: tuple[str, str], onset: date) -> dict[str, Any]:
@@ -388,7 +395,7 @@ class _Builder:
             "meta": _meta(condition_id),
             "clinicalStatus": _concept("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
             "verificationStatus": _concept("http://terminology.hl7.org/CodeSystem/condition-ver-status", "confirmed"),
-            "category": [_concept("http://terminology.hl7.org/CodeSystem/condition-category", "problem-list-item", "Problem List Item")],
+            "category": [_concept(CONDITION_CATEGORY_SYSTEM, "problem-list-item", "Problem List Item")],
             "code": _concept(SNOMED, *code),
             "subject": {"reference": f"Patient/{patient['id']}"},
             "onsetDateTime": onset.isoformat(),
@@ -403,10 +410,11 @@ class _Builder:
             product, dose, route = "Thiamine 100mg tablets", "One tablet three times a day", ORAL_ROUTE
         elif rng.random() < 0.6:
             mg = rng.choice([40, 50, 60, 70, 80])
-            product, dose, route = "Methadone 1mg/ml oral solution", f"{mg} ml ({mg} mg) once daily, supervised consumption", ORAL_ROUTE
+            dose = f"{mg} ml ({mg} mg) once daily, supervised consumption"
+            product, route = "Methadone 1mg/ml oral solution", ORAL_ROUTE
         else:
             mg = rng.choice([8, 12, 16])
-            product, dose, route = "Buprenorphine 8mg sublingual tablets", f"{mg} mg once daily, supervised", SUBLINGUAL_ROUTE
+            product, dose, route = "Buprenorphine sublingual tablets", f"{mg} mg once daily, supervised", SUBLINGUAL_ROUTE
         medication_id = _demo_id(self.seed, "medication", n)
         return {
             "resourceType": "MedicationStatement",

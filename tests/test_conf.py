@@ -246,3 +246,9 @@ def test_unreadable_yaml_gives_the_line(edited: Edit) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     assert problems_of(tmp_path) == [f"{tmp_path}/partners.yaml: file not found"]
+
+
+def test_a_single_problem_reads_as_one_line() -> None:
+    error = ConfError("agreements.yaml: agreement isa-x version 2 is already loaded with different content")
+    assert error.problems == ["agreements.yaml: agreement isa-x version 2 is already loaded with different content"]
+    assert str(error) == error.problems[0]
