@@ -13,7 +13,7 @@ from gateway.audit.ledger import insert_disclosures
 from gateway.fhir.access import AccessPolicy, Caller
 from gateway.fhir.outcomes import FhirError, operation_outcome, withheld_warning
 from gateway.pathway.records import organization_keys
-from gateway.store.repository import NotFound, Gone, Repository, Stored, fhir_instant, now_utc
+from gateway.store.repository import Gone, NotFound, Repository, Stored, fhir_instant, now_utc
 
 # The person's resources a facility needs to take the referral (DESIGN §7 step 4).
 PACKAGE_TYPES = (
@@ -29,7 +29,7 @@ PACKAGE_TYPES = (
 )
 
 
-def _gather(repo: Repository, task: dict[str, Any], patient: str) -> list[Stored]:
+def _gather(repo: Repository, patient: str) -> list[Stored]:
     collected: list[Stored] = [repo.read("Patient", patient.split("/", 1)[1])]
     for resource_type in PACKAGE_TYPES[1:]:
         collected.extend(stored for _, stored in repo.search(resource_type, patient=patient))
@@ -48,7 +48,7 @@ def referral_package(session: Session, repo: Repository, policy: AccessPolicy, c
     patient = str((resource.get("for") or {}).get("reference", ""))
     if not patient.startswith("Patient/"):
         raise FhirError(409, f"Task/{task_id} does not name the person it is for (Task.for)", "business-rule")
-    gathered = _gather(repo, resource, patient)
+    gathered = _gather(repo, patient)
     visible = policy.visible(session, caller, gathered)
     shown = [(stored, seen) for stored, seen in zip(gathered, visible.resources) if seen is not None]
     entries: list[dict[str, Any]] = [{"fullUrl": stored.reference, "resource": seen} for stored, seen in shown]
