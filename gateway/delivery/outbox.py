@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.delivery.models import EVENTS, DeliveryRow, SubscriptionRow
@@ -182,7 +182,7 @@ def replay_dead(session: Session) -> int:
     return _requeue(session, DELIVERY.c.status == "dead")
 
 
-def _requeue(session: Session, which: Any) -> int:
+def _requeue(session: Session, which: ColumnElement[bool]) -> int:
     values = {"status": "pending", "attempts": 0, "next_attempt_at": now_utc(), "last_error": None, "claimed_by": None, "claimed_until": None}
     return session.execute(update(DELIVERY).where(which).values(**values)).rowcount
 

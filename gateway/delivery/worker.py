@@ -43,7 +43,7 @@ from gateway.delivery.retry import RetrySettings, retry_after_seconds
 from gateway.directory import conf_document
 from gateway.fhir.access import AccessPolicy, Caller
 from gateway.runtime import Gateway
-from gateway.store.repository import Stored, now_utc
+from gateway.store.repository import Repository, Stored, now_utc
 
 log = logging.getLogger("pathway.delivery")
 DELIVERY = DeliveryRow.__table__
@@ -241,7 +241,7 @@ class DeliveryWorker:
                     prepared.append(Prepared(delivery, retry_reason=f"could not prepare the notification: {error}"))
         return prepared
 
-    def _prepare_one(self, session: Session, repo: Any, delivery: Claimed) -> Prepared:
+    def _prepare_one(self, session: Session, repo: Repository, delivery: Claimed) -> Prepared:
         if delivery.event in NOTICE_ONLY_EVENTS:
             return self._built(delivery, [], [], [])
         refs = [delivery.focus, *[r for r in delivery.extra_refs if r != delivery.focus]]
