@@ -314,15 +314,18 @@ class EarlyExitAlert(_Strict):
 
 
 class Delivery(_Strict):
+    """Push retries; the key names are those ``gateway.delivery.retry.RetrySettings`` reads."""
+
     max_attempts: Annotated[int, Field(ge=1, le=50)]
-    initial_backoff_seconds: Annotated[float, Field(gt=0)]
-    max_backoff_seconds: Annotated[float, Field(gt=0)]
+    base_delay_seconds: Annotated[float, Field(gt=0)]
+    max_delay_seconds: Annotated[float, Field(gt=0)]
     timeout_seconds: Annotated[float, Field(gt=0, le=120)]
+    lease_seconds: Annotated[float, Field(gt=0)] | None = None
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Delivery:
-        if self.max_backoff_seconds < self.initial_backoff_seconds:
-            raise ValueError("max_backoff_seconds is less than initial_backoff_seconds")
+        if self.max_delay_seconds < self.base_delay_seconds:
+            raise ValueError("max_delay_seconds is less than base_delay_seconds")
         return self
 
 

@@ -13,6 +13,7 @@ import yaml
 from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.conf import ORGANIZATION_TYPE_SYSTEM, Conf, ConfError, load_conf
+from gateway.delivery.retry import RetrySettings
 from mappings.identifiers import ODS_SYSTEM, PARTNER_SYSTEM
 
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -252,3 +253,13 @@ def test_a_single_problem_reads_as_one_line() -> None:
     error = ConfError("agreements.yaml: agreement isa-x version 2 is already loaded with different content")
     assert error.problems == ["agreements.yaml: agreement isa-x version 2 is already loaded with different content"]
     assert str(error) == error.problems[0]
+
+
+def test_delivery_section_is_what_the_delivery_worker_reads(conf: Conf) -> None:
+    section = yaml.safe_load((REPO_CONF / "pathway.yaml").read_text())["delivery"]
+    assert RetrySettings.from_section(section).max_attempts == conf.pathway.delivery.max_attempts
+
+
+def test_backoff_ceiling_below_its_start_is_refused(edited: Edit) -> None:
+    directory = edited("pathway.yaml", lambda doc: doc["delivery"].update(max_delay_seconds=1))
+    assert problems_of(directory) == [f"{directory}/pathway.yaml: delivery: max_delay_seconds is less than base_delay_seconds"]
