@@ -178,7 +178,7 @@ class _Builder:
     """Builds one seed's people; holds what every person shares (the partnership, dates)."""
 
     def __init__(self, conf: Conf, seed: int, today: date) -> None:
-        self.conf, self.seed, self.today = conf, seed, today
+        self.seed, self.today = seed, today
         self.rng = random.Random(seed)
         self.custodian = _named(conf, conf.pathway.rehab_team, "hscp")
         self.community = _named(conf, conf.pathway.community_team, "recovery-service")
