@@ -1,0 +1,162 @@
+"""Information-sharing agreements (DESIGN §6.1): the model, its checks and the agreement layer.
+
+An agreement applies to a request when it is ``active``, ``start <= at <= end`` (past ``end`` it
+is expired whatever its status says), the request's holder is a party, some identifier of the
+request's actor is another party, and the purpose is one of its purposes. Only the highest
+version of each agreement id counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from consent.model import DATA_CATEGORIES, Identifier, Request
+
+
+class Signatory(BaseModel):
+    """Who signed an agreement for one party, and when."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    party: Identifier
+    name: str = Field(min_length=1)
+    signed: date
+
+
+class Agreement(BaseModel):
+    """One version of an information-sharing agreement."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: int = Field(ge=1)
+    title: str = Field(min_length=1)
+    status: Literal["draft", "active", "suspended", "expired"]
+    parties: list[Identifier] = Field(min_length=2)
+    purposes: list[str] = Field(min_length=1)
+    categories: list[str] = Field(min_length=1)
+    lawful_basis: list[str] = Field(min_length=1)
+    start: date
+    end: date | None = None
+    review_date: date | None = None
+    signatories: list[Signatory] = []
+
+    _party_keys: frozenset[tuple[str, str]] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Agreement:
+        unknown = sorted(set(self.categories) - DATA_CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown data categories {unknown}; known: {sorted(DATA_CATEGORIES)}")
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        if len(set(self.parties)) != len(self.parties):
+            raise ValueError("a party is listed twice")
+        for signatory in self.signatories:
+            if signatory.party not in self.parties:
+                raise ValueError(f"signatory {signatory.name!r} signs for {signatory.party.system}|"
+                                 f"{signatory.party.value}, which is not a party")
+        self._party_keys = frozenset((p.system, p.value) for p in self.parties)
+        return self
+
+    @property
+    def ref(self) -> str:
+        """``id@version``, as decisions name agreements."""
+        return f"{self.id}@{self.version}"
+
+    def has_party(self, key: tuple[str, str]) -> bool:
+        """True when the identifier ``(system, value)`` is one of the parties."""
+        return key in self._party_keys
+
+
+def parse_agreement(document: Any) -> Agreement:
+    """An :class:`Agreement` from its DESIGN §6.1 dict.
+
+    Raises ``pydantic.ValidationError`` (a ``ValueError``) naming each faulty field, or
+    ``ValueError`` when the document is not a mapping.
+    """
+    if isinstance(document, Agreement):
+        return document
+    if not isinstance(document, dict):
+        raise ValueError(f"an agreement must be a mapping, got {type(document).__name__}")
+    return Agreement.model_validate(document)
+
+
+def current_versions(agreements: Iterable[Agreement]) -> list[Agreement]:
+    """Only the highest version of each agreement id, in first-seen id order."""
+    newest: dict[str, Agreement] = {}
+    for agreement in agreements:
+        held = newest.get(agreement.id)
+        if held is None or agreement.version > held.version:
+            newest[agreement.id] = agreement
+    return list(newest.values())
+
+
+@dataclass
+class AgreementOutcome:
+    """The agreement layer's answer for one request."""
+
+    permit: bool
+    reasons: list[str]
+    agreements: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    redact_categories: list[str] = field(default_factory=list)
+
+
+def _why_not(agreement: Agreement, request: Request, today: date) -> str | None:
+    """Why an agreement naming both parties does not apply, or None when it does."""
+    if agreement.end is not None and today > agreement.end:
+        return f"expired on {agreement.end}"
+    if agreement.status != "active":
+        return f"status is {agreement.status}"
+    if today < agreement.start:
+        return f"starts on {agreement.start}"
+    if request.purpose not in agreement.purposes:
+        return f"purpose {request.purpose} is not among {', '.join(agreement.purposes)}"
+    return None
+
+
+def evaluate_agreements(agreements: Sequence[Agreement], request: Request, today: date) -> AgreementOutcome:
+    """The agreement layer (DESIGN §6.1) for a request on the UTC date ``today``.
+
+    ``agreements`` should already be the current versions.
+    """
+    holder = request.holder
+    if holder is None:
+        return AgreementOutcome(False, ["holder required: agreements are evaluated for the organisation holding the data"])
+    reasons: list[str] = []
+    applying: list[Agreement] = []
+    for agreement in agreements:
+        if not agreement.has_party(holder) or not any(a != holder and agreement.has_party(a) for a in request.actor):
+            continue
+        problem = _why_not(agreement, request, today)
+        if problem:
+            reasons.append(f"agreement {agreement.ref} does not apply: {problem}")
+        else:
+            applying.append(agreement)
+    if not applying:
+        reasons.append(f"no agreement applies between holder {holder[0]}|{holder[1]} and this recipient "
+                       f"for purpose {request.purpose} → deny")
+        return AgreementOutcome(False, reasons)
+
+    covered = set().union(*(a.categories for a in applying))
+    refs = [a.ref for a in applying]
+    flags = [f"review-overdue: {a.id}" for a in applying if a.review_date is not None and today > a.review_date]
+    asked = request.data.categories if request.data is not None else None
+    if asked:
+        uncovered = sorted(asked - covered)
+        if len(uncovered) == len(asked):
+            reasons.append(f"agreement {', '.join(refs)} covers none of the requested categories "
+                           f"{', '.join(sorted(asked))} → deny")
+            return AgreementOutcome(False, reasons, refs, flags)
+    else:
+        # Any data: everything the agreements do not cover is withheld.
+        uncovered = sorted(DATA_CATEGORIES - covered)
+    reasons.append(f"agreement {', '.join(refs)} permits purpose {request.purpose}"
+                   + (f" → redact {', '.join(uncovered)} (not covered)" if uncovered else ""))
+    return AgreementOutcome(True, reasons, refs, flags, uncovered)
