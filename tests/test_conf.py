@@ -200,9 +200,22 @@ def test_partner_id_must_match_the_organization_id(edited: Edit) -> None:
 
 
 def test_agreement_naming_an_unknown_party(edited: Edit) -> None:
-    directory = edited("agreements.yaml", lambda doc: doc["agreements"][3]["parties"][1].update(value="dundee-food-bank"))
-    problems = problems_of(directory)
-    assert f"{directory}/agreements.yaml: agreements[3] (isa-dhscp-third-sector).parties[1]: no organisation in partners.yaml has identifier {PARTNER_SYSTEM}|dundee-food-bank" in problems
+    def unknown_party(doc: dict[str, Any]) -> None:
+        agreement = doc["agreements"][3]
+        agreement["parties"][1]["value"] = agreement["signatories"][1]["party"]["value"] = "dundee-food-bank"
+
+    directory = edited("agreements.yaml", unknown_party)
+    assert problems_of(directory) == [
+        f"{directory}/agreements.yaml: agreements[3] (isa-dhscp-third-sector).parties[1]: "
+        f"no organisation in partners.yaml has identifier {PARTNER_SYSTEM}|dundee-food-bank"
+    ]
+
+
+def test_agreement_whose_signatory_is_not_a_party(edited: Edit) -> None:
+    directory = edited("agreements.yaml", lambda doc: doc["agreements"][5]["signatories"][1]["party"].update(value="tayside-advocacy"))
+    (problem,) = problems_of(directory)
+    assert problem.startswith(f"{directory}/agreements.yaml: agreements[5] (isa-dhscp-carers): ")
+    assert "tayside-advocacy, which is not a party" in problem
 
 
 def test_agreement_repeating_a_version(edited: Edit) -> None:
