@@ -1,0 +1,187 @@
+"""The disclosure decision: agreements (DESIGN §6.1) AND the person's consents (§6.2).
+
+Across the consents that count, the strongest whole-request answer wins: specific deny >
+specific permit > default deny > default permit. A permit keeps the partial denies (redact
+obligations) whose rank is at least its own, and whatever the winning permits all leave out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from consent._cache import IdentityCache
+from consent.agreements import Agreement, current_versions, evaluate_agreements, parse_agreement
+from consent.consents import compiled
+from consent.model import Request, RequestError, parse_request
+from consent.provisions import DENY, EMPTY, Answer, PartialDeny, DataScope, stronger
+
+PERMIT_DECISION, DENY_DECISION, NO_CONSENT = "permit", "deny", "no-consent"
+_DIMENSIONS = ("security", "categories", "codes", "classes")
+
+
+@dataclass
+class ConsentOutcome:
+    """The consent layer's answer."""
+
+    decision: str
+    reasons: list[str]
+    consents: list[str] = field(default_factory=list)
+    redaction: DataScope = EMPTY
+
+
+def describe(redaction: DataScope) -> str:
+    """``PSY, mental-health, http://snomed.info/sct|123`` for a reason text."""
+    return ", ".join(sorted(f"{v[0]}|{v[1]}" if kind == "codes" else v for kind, v in redaction))
+
+
+def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> ConsentOutcome:
+    """Evaluate the person's Consents for a normalised request."""
+    reasons: list[str] = []
+    answers: list[tuple[str, Answer]] = []
+    partials: list[tuple[str, PartialDeny]] = []
+    for consent in consents:
+        compiled_consent = compiled(consent)
+        if not compiled_consent.counts_for(request):
+            continue
+        ref = compiled_consent.ref
+        if compiled_consent.error is not None:
+            return ConsentOutcome(DENY_DECISION, [f"{ref} cannot be evaluated: {compiled_consent.error} → deny"], [ref])
+        result = compiled_consent.root.evaluate(request) if compiled_consent.root is not None else None
+        if result is None:
+            reasons.append(f"{ref} does not apply to this request")
+            continue
+        answer, consent_partials = result
+        if answer is not None:
+            answers.append((ref, answer))
+        partials += [(ref, p) for p in consent_partials]
+
+    if not answers:
+        reasons += [f"{ref} {p.source} → redact {describe(p.scope)}" for ref, p in partials]
+        reasons.append("no consent of this person permits or refuses this request → no-consent")
+        return ConsentOutcome(NO_CONSENT, reasons)
+
+    top = max(answer.rank for _, answer in answers)
+    winner: Answer | None = None
+    used: list[str] = []
+    for ref, answer in answers:
+        if answer.rank == top:
+            winner = stronger(winner, answer)
+            used.append(ref)
+            reasons += [f"{ref} {source} → {answer.kind}" for source in answer.sources]
+        else:
+            reasons += [f"{ref} {source} → {answer.kind}, outranked" for source in answer.sources]
+    assert winner is not None
+    if winner.kind == DENY:
+        return ConsentOutcome(DENY_DECISION, reasons, _unique(used))
+
+    redaction = winner.narrowed
+    if redaction:
+        reasons.append(f"the permit covers only part of the request → redact {describe(redaction)}")
+    for ref, partial in partials:
+        if partial.rank >= top:
+            redaction |= partial.scope
+            used.append(ref)
+            reasons.append(f"{ref} {partial.source} → redact {describe(partial.scope)}")
+        else:
+            reasons.append(f"{ref} {partial.source} → redact {describe(partial.scope)}, outranked")
+    return ConsentOutcome(PERMIT_DECISION, reasons, _unique(used), redaction)
+
+
+def _unique(refs: list[str]) -> list[str]:
+    return list(dict.fromkeys(refs))
+
+
+def _parse_or_error(document: Any) -> Agreement | str:
+    try:
+        return parse_agreement(document)
+    except ValueError as error:
+        name = document.get("id", "?") if isinstance(document, dict) else "?"
+        return f"agreement {name} cannot be read and is ignored: {error}".replace("\n", " ")
+
+
+_agreement = IdentityCache(_parse_or_error)
+
+
+def _agreements(documents: Sequence[dict[str, Any] | Agreement]) -> tuple[list[Agreement], list[str]]:
+    parsed = [d if isinstance(d, Agreement) else _agreement(d) for d in documents]
+    problems = [p for p in parsed if isinstance(p, str)]
+    return current_versions(p for p in parsed if isinstance(p, Agreement)), problems
+
+
+def obligations(redaction: DataScope) -> list[dict[str, Any]]:
+    """The DESIGN §6.4 obligations list for a redaction set (empty when nothing is redacted)."""
+    if not redaction:
+        return []
+    grouped: dict[str, list[Any]] = {kind: [] for kind in _DIMENSIONS}
+    for kind, value in sorted(redaction, key=lambda item: (item[0], str(item[1]))):
+        grouped[kind].append({"system": value[0], "code": value[1]} if kind == "codes" else value)
+    return [{"redact": grouped}]
+
+
+def _decision(
+    decision: str,
+    reasons: list[str],
+    agreements: list[str] | None = None,
+    consents: list[str] | None = None,
+    flags: list[str] | None = None,
+    redaction: DataScope = EMPTY,
+) -> dict[str, Any]:
+    return {
+        "decision": decision,
+        "reasons": reasons,
+        "agreements": agreements or [],
+        "consents": consents or [],
+        "flags": flags or [],
+        "obligations": obligations(redaction) if decision == PERMIT_DECISION else [],
+    }
+
+
+def decide(
+    request: dict[str, Any],
+    consents: Sequence[dict[str, Any]],
+    agreements: Sequence[dict[str, Any] | Agreement] | None = None,
+) -> dict[str, Any]:
+    """The decision for a DESIGN §8 request over the person's Consents and, when given, the agreements.
+
+    With ``agreements`` None only the consent layer is evaluated. Both layers must permit;
+    their redact obligations merge. Never raises for a bad request: it is refused with a reason.
+    """
+    try:
+        parsed = parse_request(request)
+    except RequestError as error:
+        return _decision(DENY_DECISION, [str(error)])
+    reasons: list[str] = []
+    flags: list[str] = []
+    agreement_refs: list[str] = []
+    redaction: DataScope = EMPTY
+    if agreements is not None:
+        current, problems = _agreements(agreements)
+        today = datetime.fromtimestamp(parsed.at, timezone.utc).date()
+        layer = evaluate_agreements(current, parsed, today)
+        reasons += problems + layer.reasons
+        flags, agreement_refs = layer.flags, layer.agreements
+        if not layer.permit:
+            return _decision(DENY_DECISION, reasons, agreement_refs, flags=flags)
+        redaction = frozenset(("categories", c) for c in layer.redact_categories)
+    outcome = consent_layer(parsed, consents)
+    reasons += outcome.reasons
+    return _decision(outcome.decision, reasons, agreement_refs, outcome.consents, flags, redaction | outcome.redaction)
+
+
+def decide_many(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """Decisions for ``[{"consents": [...], "agreements": [...] (optional), "request": {...}}]``, in order."""
+    decisions = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("request"), dict):
+            decisions.append(_decision(DENY_DECISION, [f"item {index} needs a 'request' object"]))
+            continue
+        consents = item.get("consents") or []
+        agreements = item.get("agreements")
+        if not isinstance(consents, list) or not (agreements is None or isinstance(agreements, list)):
+            decisions.append(_decision(DENY_DECISION, [f"item {index}: 'consents' and 'agreements' must be lists"]))
+            continue
+        decisions.append(decide(item["request"], [c for c in consents if isinstance(c, dict)], agreements))
+    return decisions

@@ -1,0 +1,364 @@
+"""FHIR Consent provisions compiled once into plain Python and evaluated per request (DESIGN §6.2).
+
+A provision *applies* when every condition it states matches the request. ``actor``,
+``purpose`` and ``period`` are gates. ``class``, ``code`` and ``securityLabel`` are data
+conditions: each one matches when some requested value of its kind matches, and *covers* the
+request when every requested value of its kind matches. A condition whose kind the request
+does not state (missing key, or no ``data`` at all) is unknown.
+
+- A deny whose data conditions all cover the request decides ``deny``. Otherwise (some
+  condition only matches part, or is unknown) it is a *partial deny*: a ``redact`` obligation
+  for everything it names, in force within its enclosing answer.
+- A permit applies only when all its data conditions are known and match; what they do not
+  cover is *narrowed* (redacted) from the permit.
+- The innermost applicable provision gives the answer; among applicable siblings the stronger
+  one by :func:`rank`. A full permit nested inside a partial deny lifts that deny.
+
+Security labels use the DESIGN §3 hierarchy: ``ETH`` is ``SUD``; ``ETHUD`` and ``OPIOIDUD``
+fall under ``SUD``. Confidentiality labels (N, R, V) can be matched by name but never count
+as a part of the data. A provision actor's ``role`` is not compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+from consent.model import (
+    DATA_CATEGORY_SYSTEM,
+    REFERENCE_SYSTEM,
+    Data,
+    Request,
+    identifier_key,
+    labels_covered_by,
+    canonical_label,
+    relative_reference,
+)
+
+PERMIT, DENY = "permit", "deny"
+
+# Condition outcomes, weakest first.
+NO, UNKNOWN, PART, FULL = 0, 1, 2, 3
+
+DataScope = frozenset[tuple[str, Any]]  # {("security", "PSY"), ("codes", (system, code)), ...}
+EMPTY: DataScope = frozenset()
+
+
+class ConsentFormatError(ValueError):
+    """A Consent that cannot be evaluated; the message names the element."""
+
+
+def rank(kind: str, specific: bool) -> int:
+    """Strength of an answer: specific deny 4 > specific permit 3 > default deny 2 > default permit 1."""
+    return (3 if specific else 1) + (kind == DENY)
+
+
+# --- dates -----------------------------------------------------------------------------
+
+
+def _bounds(text: Any, where: str) -> tuple[float, float]:
+    """[first instant, first instant after) of a FHIR dateTime of any precision, UTC when no zone."""
+    if not isinstance(text, str):
+        raise ConsentFormatError(f"{where} must be a FHIR dateTime string")
+    try:
+        if len(text) == 4:
+            year = int(text)
+            first, after = date(year, 1, 1), date(year + 1, 1, 1)
+        elif len(text) == 7:
+            year, month = int(text[:4]), int(text[5:7])
+            first = date(year, month, 1)
+            after = date(year + month // 12, month % 12 + 1, 1)
+        elif len(text) == 10:
+            first = date.fromisoformat(text)
+            after = date.fromordinal(first.toordinal() + 1)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            instant = moment.timestamp()
+            return instant, instant + 1e-6
+    except ValueError as error:
+        raise ConsentFormatError(f"{where} {text!r} is not a FHIR date or dateTime") from error
+    return _midnight(first), _midnight(after)
+
+
+def _midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+
+
+def compile_period(period: Any, where: str) -> tuple[float, float] | None:
+    """``(start, end_exclusive)`` epoch seconds; a date-only end covers that whole day."""
+    if period is None:
+        return None
+    if not isinstance(period, dict):
+        raise ConsentFormatError(f"{where} must be a Period")
+    start = _bounds(period["start"], f"{where}.start")[0] if "start" in period else float("-inf")
+    end = _bounds(period["end"], f"{where}.end")[1] if "end" in period else float("inf")
+    return start, end
+
+
+def _period_text(period: dict[str, Any]) -> str:
+    return f"{period.get('start', '')}..{period.get('end', '')}"
+
+
+# --- data conditions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClassCondition:
+    classes: frozenset[str]
+
+    def assess(self, data: Data) -> tuple[int, DataScope]:
+        asked = data.classes
+        if asked is None:
+            return UNKNOWN, EMPTY
+        if not asked & self.classes:
+            return NO, EMPTY
+        rest = asked - self.classes
+        return (FULL, EMPTY) if not rest else (PART, frozenset(("classes", c) for c in rest))
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCondition:
+    """Data categories (in the data-category system) or clinical codes; any one matching suffices."""
+
+    categories: frozenset[str]
+    codes: frozenset[tuple[str, str]]
+
+    def assess(self, data: Data) -> tuple[int, DataScope]:
+        stated: list[tuple[str, frozenset[Any], frozenset[Any]]] = []
+        if self.categories and data.categories is not None:
+            stated.append(("categories", data.categories, self.categories))
+        if self.codes and data.codes is not None:
+            stated.append(("codes", data.codes, self.codes))
+        if not stated:
+            return UNKNOWN, EMPTY
+        if not any(asked & named for _, asked, named in stated):
+            return NO, EMPTY
+        if any(asked and asked <= named for _, asked, named in stated):
+            return FULL, EMPTY
+        return PART, frozenset((kind, v) for kind, asked, named in stated for v in asked - named)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelCondition:
+    labels: frozenset[str]  # as named plus everything under them in the hierarchy
+
+    def assess(self, data: Data) -> tuple[int, DataScope]:
+        if data.sensitivity is None:
+            return UNKNOWN, EMPTY
+        if not (self.labels & data.sensitivity or self.labels & data.confidentiality):
+            return NO, EMPTY
+        parts = data.sensitivity or data.confidentiality
+        rest = parts - self.labels
+        return (FULL, EMPTY) if not rest else (PART, frozenset(("security", s) for s in rest))
+
+
+DataCondition = ClassCondition | CodeCondition | LabelCondition
+
+
+# --- compiled provisions ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Answer:
+    """A whole-request answer from a provision (or several tied ones)."""
+
+    kind: str
+    rank: int
+    sources: tuple[str, ...]  # "provision[0] (permit, actor rehab-tayview-house)"
+    narrowed: DataScope  # what a data-scoped permit does not cover
+
+
+@dataclass(frozen=True, slots=True)
+class PartialDeny:
+    """A deny that covers only part of the request: redact what it names."""
+
+    rank: int
+    source: str
+    scope: DataScope
+
+
+def stronger(held: Answer | None, new: Answer) -> Answer:
+    """The stronger of two answers; equal ones merge (a tie of permits narrows to what both leave out)."""
+    if held is None or new.rank > held.rank:
+        return new
+    if new.rank < held.rank:
+        return held
+    return Answer(held.kind, held.rank, held.sources + new.sources, held.narrowed & new.narrowed)
+
+
+@dataclass(slots=True)
+class Provision:
+    kind: str
+    path: str
+    description: str
+    actors: frozenset[tuple[str, str]] | None
+    purposes: frozenset[str] | None
+    period: tuple[float, float] | None
+    conditions: tuple[DataCondition, ...]
+    scope: DataScope  # what this provision names, as a redact obligation
+    children: tuple[Provision, ...]
+
+    @property
+    def specific(self) -> bool:
+        return self.actors is not None or self.purposes is not None
+
+    @property
+    def source(self) -> str:
+        return f"{self.path} ({self.description})"
+
+    def gates_open(self, request: Request) -> bool:
+        if self.actors is not None and self.actors.isdisjoint(request.actor):
+            return False
+        if self.purposes is not None and request.purpose not in self.purposes:
+            return False
+        if self.period is not None and not (self.period[0] <= request.at < self.period[1]):
+            return False
+        return True
+
+    def coverage(self, data: Data | None) -> tuple[int, DataScope]:
+        """How this provision's data conditions meet the requested data: NO, PART or FULL."""
+        if not self.conditions:
+            return FULL, EMPTY
+        if data is None:
+            return (PART, EMPTY) if self.kind == DENY else (NO, EMPTY)
+        weakest, rest = FULL, EMPTY
+        for condition in self.conditions:
+            outcome, unmatched = condition.assess(data)
+            if outcome == NO or (outcome == UNKNOWN and self.kind == PERMIT):
+                return NO, EMPTY
+            weakest = min(weakest, outcome)
+            rest |= unmatched
+        return (FULL, EMPTY) if weakest == FULL else (PART, rest)
+
+    def evaluate(self, request: Request, inherited_specific: bool = False) -> tuple[Answer | None, list[PartialDeny]] | None:
+        """This provision's answer and partial denies for ``request``; None when it does not apply."""
+        if not self.gates_open(request):
+            return None
+        coverage, rest = self.coverage(request.data)
+        if coverage == NO:
+            return None
+        specific = inherited_specific or self.specific
+        strength = rank(self.kind, specific)
+        partial_deny = coverage == PART and self.kind == DENY
+        own = None if partial_deny else Answer(self.kind, strength, (self.source,), rest)
+        partials: list[PartialDeny] = []
+        inner: Answer | None = None
+        lifted = False
+        for child in self.children:
+            result = child.evaluate(request, specific)
+            if result is None:
+                continue
+            answer, child_partials = result
+            partials += child_partials
+            if answer is None:
+                continue
+            if partial_deny:
+                lifted = lifted or (answer.kind == PERMIT and not answer.narrowed)
+            else:
+                inner = stronger(inner, answer)
+        if partial_deny and not lifted:
+            partials.append(PartialDeny(strength, self.source, self.scope))
+        if inner is not None and own is not None:
+            # The inner answer holds within this provision, so this provision's narrowing stays.
+            own = Answer(inner.kind, inner.rank, inner.sources, inner.narrowed | own.narrowed)
+        return own, partials
+
+
+def _codings(value: Any, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+        raise ConsentFormatError(f"{where} must be a list")
+    return value
+
+
+def _actor_keys(actor: dict[str, Any], contained: dict[str, dict[str, Any]], where: str) -> set[tuple[str, str]]:
+    reference = actor.get("reference")
+    if not isinstance(reference, dict):
+        raise ConsentFormatError(f"{where}.reference must be a Reference")
+    keys: set[tuple[str, str]] = set()
+    logical = identifier_key(reference.get("identifier"))
+    if logical is not None:
+        keys.add(logical)
+    literal = reference.get("reference")
+    if isinstance(literal, str) and literal.startswith("#"):
+        resource = contained.get(literal[1:])
+        if resource is None:
+            raise ConsentFormatError(f"{where}.reference {literal} names no contained resource")
+        keys |= {k for k in map(identifier_key, resource.get("identifier") or []) if k is not None}
+    elif isinstance(literal, str):
+        keys.add((REFERENCE_SYSTEM, relative_reference(literal)))
+    return keys
+
+
+def _actor_label(actor: dict[str, Any]) -> str:
+    reference = actor["reference"]
+    identifier = reference.get("identifier") or {}
+    return identifier.get("value") or reference.get("reference") or reference.get("display") or "?"
+
+
+def compile_provision(
+    provision: Any, path: str, contained: dict[str, dict[str, Any]]
+) -> Provision:
+    """One provision and its nested provisions, ready to evaluate."""
+    if not isinstance(provision, dict):
+        raise ConsentFormatError(f"{path} must be an object")
+    kind = provision.get("type")
+    if kind not in (PERMIT, DENY):
+        raise ConsentFormatError(f"{path}.type must be permit or deny, got {kind!r}")
+    described = [kind]
+    scope: set[tuple[str, Any]] = set()
+
+    actors = None
+    actor_list = _codings(provision.get("actor"), f"{path}.actor")
+    if actor_list:
+        actors = frozenset().union(*(_actor_keys(a, contained, f"{path}.actor[{i}]") for i, a in enumerate(actor_list)))
+        described.append("actor " + ", ".join(_actor_label(a) for a in actor_list))
+    purposes = None
+    purpose_list = _codings(provision.get("purpose"), f"{path}.purpose")
+    if purpose_list:
+        purposes = frozenset(c["code"] for c in purpose_list if isinstance(c.get("code"), str))
+        described.append("purpose " + ", ".join(sorted(purposes)))
+    period = compile_period(provision.get("period"), f"{path}.period")
+    if period is not None:
+        described.append(f"period {_period_text(provision['period'])}")
+
+    conditions: list[DataCondition] = []
+    class_list = _codings(provision.get("class"), f"{path}.class")
+    if class_list:
+        classes = frozenset(c["code"] for c in class_list if isinstance(c.get("code"), str))
+        conditions.append(ClassCondition(classes))
+        scope |= {("classes", c) for c in classes}
+        described.append("class " + ", ".join(sorted(classes)))
+    code_list = _codings(provision.get("code"), f"{path}.code")
+    if code_list:
+        codings = [c for concept in code_list for c in concept.get("coding") or [] if isinstance(c.get("code"), str)]
+        categories = frozenset(c["code"] for c in codings if c.get("system") == DATA_CATEGORY_SYSTEM)
+        codes = frozenset((c.get("system") or "", c["code"]) for c in codings if c.get("system") != DATA_CATEGORY_SYSTEM)
+        conditions.append(CodeCondition(categories, codes))
+        scope |= {("categories", c) for c in categories} | {("codes", c) for c in codes}
+        described.append("code " + ", ".join(sorted(categories) + sorted(f"{s}|{c}" for s, c in codes)))
+    label_list = _codings(provision.get("securityLabel"), f"{path}.securityLabel")
+    if label_list:
+        named = sorted({canonical_label(c["code"]) for c in label_list if isinstance(c.get("code"), str)})
+        conditions.append(LabelCondition(frozenset().union(*(labels_covered_by(n) for n in named))))
+        scope |= {("security", n) for n in named}
+        described.append("securityLabel " + ", ".join(named))
+
+    nested = _codings(provision.get("provision"), f"{path}.provision")
+    prefix = "" if path == "provision" else f"{path}."
+    children = tuple(compile_provision(p, f"{prefix}provision[{i}]", contained) for i, p in enumerate(nested))
+    return Provision(
+        kind=kind,
+        path=path,
+        description=", ".join(described),
+        actors=actors,
+        purposes=purposes,
+        period=period,
+        conditions=tuple(conditions),
+        scope=frozenset(scope),
+        children=children,
+    )
