@@ -90,6 +90,29 @@ def upgrade() -> None:
     sa.Column('loaded', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', 'version')
     )
+    op.create_table('console_account',
+    sa.Column('username', sa.String(length=100), nullable=False),
+    sa.Column('display_name', sa.String(length=200), nullable=False),
+    sa.Column('organization', sa.String(length=200), nullable=False),
+    sa.Column('roles', sa.String(length=200), nullable=False),
+    sa.Column('client_id', sa.String(length=100), nullable=True),
+    sa.Column('password_hash', sa.String(length=300), nullable=True),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('username')
+    )
+    op.create_table('console_session',
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('username', sa.String(length=100), nullable=False),
+    sa.Column('csrf', sa.String(length=64), nullable=False),
+    sa.Column('created', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('token_hash')
+    )
+    with op.batch_alter_table('console_session', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_console_session_expires'), ['expires'], unique=False)
+        batch_op.create_index(batch_op.f('ix_console_session_username'), ['username'], unique=False)
+
     op.create_table('delivery',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('subscription_id', sa.String(length=36), nullable=False),
@@ -134,6 +157,33 @@ def upgrade() -> None:
     with op.batch_alter_table('disclosure', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_disclosure_at'), ['at'], unique=False)
         batch_op.create_index(batch_op.f('ix_disclosure_patient'), ['patient'], unique=False)
+
+    op.create_table('match_review',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('source', sa.String(length=20), nullable=False),
+    sa.Column('agent', sa.String(length=200), nullable=False),
+    sa.Column('detail', sa.LargeBinary(), nullable=False),
+    sa.Column('key_id', sa.String(length=40), nullable=False),
+    sa.Column('received', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_table('quarantine',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('source', sa.String(length=20), nullable=False),
+    sa.Column('agent', sa.String(length=200), nullable=False),
+    sa.Column('location', sa.String(length=400), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('record', sa.LargeBinary(), nullable=True),
+    sa.Column('key_id', sa.String(length=40), nullable=True),
+    sa.Column('received', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('resolved', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('quarantine', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_quarantine_agent'), ['agent'], unique=False)
+        batch_op.create_index(batch_op.f('ix_quarantine_source'), ['source'], unique=False)
 
     op.create_table('resource',
     sa.Column('type', sa.String(length=40), nullable=False),
@@ -223,6 +273,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_resource_patient')
 
     op.drop_table('resource')
+    with op.batch_alter_table('quarantine', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_quarantine_source'))
+        batch_op.drop_index(batch_op.f('ix_quarantine_agent'))
+
+    op.drop_table('quarantine')
+    op.drop_table('match_review')
     with op.batch_alter_table('disclosure', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_disclosure_patient'))
         batch_op.drop_index(batch_op.f('ix_disclosure_at'))
@@ -233,6 +289,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_delivery_due')
 
     op.drop_table('delivery')
+    with op.batch_alter_table('console_session', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_console_session_username'))
+        batch_op.drop_index(batch_op.f('ix_console_session_expires'))
+
+    op.drop_table('console_session')
+    op.drop_table('console_account')
     op.drop_table('conf_document')
     op.drop_table('client')
     with op.batch_alter_table('break_glass', schema=None) as batch_op:
