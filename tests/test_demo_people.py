@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
+from consent import decide
+
 from gateway.conf import Conf, load_conf
 from gateway.demo_people import STAGES, DemoPerson, demo_people
-from mappings.identifiers import CHI_SYSTEM, chi_problem
+from mappings.identifiers import CHI_SYSTEM, ODS_SYSTEM, PARTNER_SYSTEM, chi_problem
 
 TODAY = date(2026, 11, 23)
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -164,3 +166,36 @@ def test_each_person_has_a_substance_use_problem_and_a_prescription(people: list
         assert medication["reasonReference"] == [{"reference": f"Condition/{conditions[0]['id']}"}]
     products = {r["medicationCodeableConcept"]["text"] for p in people for r in p.clinical if r["resourceType"] == "MedicationStatement"}
     assert "Methadone 1mg/ml oral solution" in products
+
+
+def ask(conf: Conf, person: DemoPerson, actor: dict[str, str], purpose: str, categories: list[str]) -> dict[str, Any]:
+    """The consent engine's decision on the HSCP sharing this person's data, as the demo stores it."""
+    request = {
+        "patient": [{"system": CHI_SYSTEM, "value": chi_of(person)}],
+        "actor": [actor],
+        "purpose": purpose,
+        "data": {"categories": categories},
+        "holder": {"system": ODS_SYSTEM, "value": "S037"},
+        "at": f"{TODAY.isoformat()}T10:00:00Z",
+    }
+    return decide(request, person.consents, [a.model_dump(mode="json") for a in conf.agreements])
+
+
+def test_the_consent_engine_reads_the_patterns_as_meant(conf: Conf, people: list[DemoPerson]) -> None:
+    resident = next(p for p in people if p.stage == "residential" and p.facility == "rehab-tayview-house")
+    facility = {"system": PARTNER_SYSTEM, "value": "rehab-tayview-house"}
+    to_facility = ask(conf, resident, facility, "TREAT", ["prescribing", "mental-health"])
+    assert to_facility["decision"] == "permit"
+    assert to_facility["obligations"][0]["redact"]["categories"] == ["mental-health"]
+
+    early = next(p for p in people if p.early_exit)
+    carer = {"system": "reference", "value": f"RelatedPerson/{early.related[0]['id']}"}
+    request = {"patient": [{"system": CHI_SYSTEM, "value": chi_of(early)}], "actor": [carer], "purpose": "carer-support",
+               "data": {"categories": ["pathway-progress"]}, "at": f"{TODAY.isoformat()}T10:00:00Z"}
+    assert decide(request, early.consents)["decision"] == "permit"
+
+    assert ask(conf, people[0], facility, "TREAT", ["prescribing"])["decision"] == "no-consent"
+    withdrawn = next(p for p in people if p.stage == "closed")
+    lomond = {"system": PARTNER_SYSTEM, "value": withdrawn.facility or ""}
+    refused = ask(conf, withdrawn, lomond, "TREAT", ["prescribing"])
+    assert refused["decision"] == "no-consent" and refused["flags"] == ["review-overdue: isa-dhscp-lomond-brae"]
