@@ -12,14 +12,19 @@ from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.audit.routes import router as audit_router
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth.routes import router as auth_router
+from gateway.console import create_console
 from gateway.fhir.access import AccessPolicy, CustodianPolicy
 from gateway.fhir.outcomes import FhirError, error_response, fhir_error_handler
 from gateway.fhir.routes import router as fhir_router
 from gateway.fhir.service import FhirService
 from gateway.ops import Metrics, RequestMiddleware, router as ops_router
+from gateway.pathway import PathwayWorkflow, router as pathway_router
 from gateway.runtime import Gateway
+from gateway.sharing.lifecycle import ConsentLifecycle
+from gateway.sharing.routes import router as sharing_router
 from gateway.settings import Settings
 from mappings.labels import label_resource
 
@@ -74,6 +79,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.state.gateway = gateway
     app.state.metrics = Metrics()
     app.state.fhir = FhirService(gateway, policy or CustodianPolicy(), label_resource)
+    app.state.fhir.hooks.extend([ConsentLifecycle(), PathwayWorkflow()])
     app.add_exception_handler(FhirError, fhir_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -82,6 +88,10 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.add_exception_handler(Exception, _unexpected_error)
     app.include_router(ops_router)
     app.include_router(auth_router)
+    app.include_router(audit_router)
+    app.include_router(sharing_router)
+    app.include_router(pathway_router)
     app.include_router(fhir_router)
+    app.mount("/console", create_console(app))
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

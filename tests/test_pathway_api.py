@@ -10,10 +10,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from gateway.app import create_app
 from gateway.delivery import sync_subscriptions
 from gateway.delivery.models import DeliveryRow
-from gateway.pathway import PathwayWorkflow, raise_overdue_reviews, router as pathway_router
+from gateway.pathway import raise_overdue_reviews
 from gateway.pathway.config import PathwayConf
 from gateway.pathway.metrics import PathwayRecord, Stay, figures
 from gateway.runtime import Gateway
@@ -27,15 +26,6 @@ DIRECTORY = f"{PARTNER}|pathway"
 AGENCY = f"{PARTNER}|tayside-recovery-network"
 GP = f"{ODS}|G9990"
 FACILITY_SCOPES = ["system/*.read", "system/Task.write", "system/QuestionnaireResponse.write", "system/Communication.write"]
-
-
-@pytest.fixture
-def app(gateway: Gateway):  # type: ignore[no-untyped-def]
-    app = create_app(gateway=gateway)
-    if not any(isinstance(hook, PathwayWorkflow) for hook in app.state.fhir.hooks):  # until app.py registers it
-        app.state.fhir.hooks.append(PathwayWorkflow())
-        app.include_router(pathway_router)
-    return app
 
 
 @pytest.fixture(autouse=True)
@@ -173,6 +163,7 @@ def consent_for_carer(client, patient: str) -> str:  # type: ignore[no-untyped-d
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": patient},
+        "performer": [{"reference": "Organization/dundee-hscp"}],
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
         "provision": {
             "type": "permit",
