@@ -42,10 +42,12 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
     reasons: list[str] = []
     answers: list[tuple[str, Answer]] = []
     partials: list[tuple[str, PartialDeny]] = []
+    counted = 0
     for consent in consents:
         compiled_consent = compiled(consent)
         if not compiled_consent.counts_for(request):
             continue
+        counted += 1
         ref = compiled_consent.ref
         if compiled_consent.error is not None:
             return ConsentOutcome(DENY_DECISION, [f"{ref} cannot be evaluated: {compiled_consent.error} → deny"], [ref])
@@ -60,7 +62,8 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
 
     if not answers:
         reasons += [f"{ref} {p.source} → redact {describe(p.scope)}" for ref, p in partials]
-        reasons.append("no consent of this person permits or refuses this request → no-consent")
+        reasons.append("no consent of this person applies to this request → no-consent" if counted
+                       else "no active consent of this person is in force → no-consent")
         return ConsentOutcome(NO_CONSENT, reasons)
 
     top = max(answer.rank for _, answer in answers)
