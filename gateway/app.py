@@ -16,7 +16,7 @@ from gateway.audit.routes import router as audit_router
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth.routes import router as auth_router
 from gateway.console import create_console
-from gateway.fhir.access import AccessPolicy, CustodianPolicy
+from gateway.fhir.access import AccessPolicy
 from gateway.fhir.outcomes import FhirError, error_response, fhir_error_handler
 from gateway.fhir.routes import router as fhir_router
 from gateway.fhir.service import FhirService
@@ -24,6 +24,7 @@ from gateway.ops import Metrics, RequestMiddleware, router as ops_router
 from gateway.pathway import PathwayWorkflow, router as pathway_router
 from gateway.runtime import Gateway
 from gateway.sharing.lifecycle import ConsentLifecycle
+from gateway.sharing.policy import ConsentPolicy
 from gateway.sharing.routes import router as sharing_router
 from gateway.settings import Settings
 from mappings.labels import label_resource
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     )
     app.state.gateway = gateway
     app.state.metrics = Metrics()
-    app.state.fhir = FhirService(gateway, policy or CustodianPolicy(), label_resource)
+    app.state.fhir = FhirService(gateway, policy or ConsentPolicy(gateway.keyring), label_resource)
     app.state.fhir.hooks.extend([ConsentLifecycle(), PathwayWorkflow()])
     app.add_exception_handler(FhirError, fhir_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)
