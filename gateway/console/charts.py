@@ -81,7 +81,7 @@ def column_chart(
 
 def share_meter(title: str, share: float | None, target: float, *, width: int = 560) -> Markup:
     """A 0–100% bar for a share with the target marked."""
-    height, left, right = 56, 8, 60
+    height, left, right = 56, 8, 100
     span = width - left - right
     body = [f'<rect x="{left}" y="10" width="{span}" height="22" fill="none" stroke="{GRID}"/>']
     if share is not None:
