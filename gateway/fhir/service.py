@@ -413,7 +413,8 @@ class FhirService:
                 stop = flush()
                 if stop is not None:
                     return page, withheld, stop, disclosures
-        return page, withheld, flush() if chunk else None, disclosures
+        stop = flush() if chunk else None
+        return page, withheld, stop, disclosures
 
     # --- transactions --------------------------------------------------------------
 

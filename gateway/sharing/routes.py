@@ -60,6 +60,9 @@ def decide(request: Request, body: Any = Depends(json_body), who: Principal = De
         patient = resolve_patient(repo, body.get("patient") or [])
         consents = [s.resource for _, s in repo.search("Consent", patient=patient)] if patient else []
         agreements = policy.current_agreements(session)[1] if body.get("holder") else None
+        if patient and isinstance(body.get("patient"), list):
+            # Consents may name the person by reference only; the request names them by CHI.
+            body["patient"] = [*body["patient"], {"system": "reference", "value": patient}]
         decision = consent.decide(body, consents, agreements)
         event = audit_event("operation", None, patient=patient, purpose=body.get("purpose") if isinstance(body.get("purpose"), str) else None, detail=f"consent decision {decision['decision']} asked by {who.client_id}")
         append(session, event, patient=patient, client_id=who.client_id)
