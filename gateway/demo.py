@@ -18,6 +18,7 @@ from gateway.app import create_app
 from gateway.auth.clients import credentials, new_client_key, register_client
 from gateway.auth.tokens import Principal
 from gateway.conf import Conf, load_conf
+from gateway.console import create_demo_accounts
 from gateway.demo_people import DemoPerson, demo_people
 from gateway.directory import import_conf
 from gateway.fhir.access import Caller
@@ -99,6 +100,7 @@ def build_demo(settings: Settings, out: Path, port: int = 8000) -> dict[str, Any
     try:
         imported = import_conf(gateway, conf, settings.conf_dir)
         clients = write_credentials(gateway, conf, out, port)
+        console = create_demo_accounts(gateway, out)
         app = create_app(gateway=gateway)
         people = demo_people(conf)
         for person in people:
@@ -110,6 +112,7 @@ def build_demo(settings: Settings, out: Path, port: int = 8000) -> dict[str, Any
         "database": settings.database_url,
         "imported": imported,
         "clients": {name: str(out / "clients" / f"{name}.json") for name in clients},
+        "console": {"url": "/console/", "accounts": sorted(console["accounts"]), "passwords_in": console["file"]},
         "people": len(people),
         "stages": stages,
     }
