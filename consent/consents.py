@@ -28,6 +28,10 @@ class CompiledConsent:
     root: Provision | None
     period: tuple[float, float] | None
     error: str | None  # why the provisions cannot be evaluated
+    not_applicable: str = ""
+
+    def __post_init__(self) -> None:
+        self.not_applicable = f"{self.ref} does not apply to this request"
 
     def counts_for(self, request: Request) -> bool:
         """Active, about this patient and in force at ``request.at``."""
@@ -63,7 +67,7 @@ def compile_consent(consent: dict[str, Any]) -> CompiledConsent:
     root, period, error = None, None, None
     try:
         if consent.get("provision") is not None:
-            root = compile_provision(consent["provision"], "provision", contained)
+            root = compile_provision(consent["provision"], ref, "provision", contained)
             period = root.period
     except ConsentFormatError as problem:
         error = str(problem)

@@ -16,7 +16,7 @@ from consent._cache import IdentityCache
 from consent.agreements import Agreement, current_versions, evaluate_agreements, parse_agreement
 from consent.consents import compiled
 from consent.model import Request, RequestError, parse_request
-from consent.provisions import DENY, EMPTY, Answer, PartialDeny, DataScope, stronger
+from consent.provisions import DENY, EMPTY, Answer, DataScope, PartialDeny, describe, stronger
 
 PERMIT_DECISION, DENY_DECISION, NO_CONSENT = "permit", "deny", "no-consent"
 _DIMENSIONS = ("security", "categories", "codes", "classes")
@@ -30,11 +30,6 @@ class ConsentOutcome:
     reasons: list[str]
     consents: list[str] = field(default_factory=list)
     redaction: DataScope = EMPTY
-
-
-def describe(redaction: DataScope) -> str:
-    """``PSY, mental-health, http://snomed.info/sct|123`` for a reason text."""
-    return ", ".join(sorted(f"{v[0]}|{v[1]}" if kind == "codes" else v for kind, v in redaction))
 
 
 def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> ConsentOutcome:
@@ -51,17 +46,17 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
         ref = compiled_consent.ref
         if compiled_consent.error is not None:
             return ConsentOutcome(DENY_DECISION, [f"{ref} cannot be evaluated: {compiled_consent.error} → deny"], [ref])
-        result = compiled_consent.root.evaluate(request) if compiled_consent.root is not None else None
-        if result is None:
-            reasons.append(f"{ref} does not apply to this request")
+        found: list[PartialDeny] = []
+        answer = compiled_consent.root.evaluate(request, found) if compiled_consent.root is not None else False
+        if answer is False:
+            reasons.append(compiled_consent.not_applicable)
             continue
-        answer, consent_partials = result
         if answer is not None:
             answers.append((ref, answer))
-        partials += [(ref, p) for p in consent_partials]
+        partials += [(ref, p) for p in found]
 
     if not answers:
-        reasons += [f"{ref} {p.source} → redact {describe(p.scope)}" for ref, p in partials]
+        reasons += [p.reason for _, p in partials]
         reasons.append("no consent of this person applies to this request → no-consent" if counted
                        else "no active consent of this person is in force → no-consent")
         return ConsentOutcome(NO_CONSENT, reasons)
@@ -73,9 +68,9 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
         if answer.rank == top:
             winner = stronger(winner, answer)
             used.append(ref)
-            reasons += [f"{ref} {source} → {answer.kind}" for source in answer.sources]
+            reasons += answer.reasons
         else:
-            reasons += [f"{ref} {source} → {answer.kind}, outranked" for source in answer.sources]
+            reasons += [f"{reason}, outranked" for reason in answer.reasons]
     assert winner is not None
     if winner.kind == DENY:
         return ConsentOutcome(DENY_DECISION, reasons, _unique(used))
@@ -87,9 +82,9 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
         if partial.rank >= top:
             redaction |= partial.scope
             used.append(ref)
-            reasons.append(f"{ref} {partial.source} → redact {describe(partial.scope)}")
+            reasons.append(partial.reason)
         else:
-            reasons.append(f"{ref} {partial.source} → redact {describe(partial.scope)}, outranked")
+            reasons.append(f"{partial.reason}, outranked")
     return ConsentOutcome(PERMIT_DECISION, reasons, _unique(used), redaction)
 
 

@@ -72,18 +72,20 @@ def canonical_system(system: str) -> str:
 
 def identifier_key(entry: Any) -> tuple[str, str] | None:
     """``(system, value)`` of an identifier-like dict, or None when it lacks either."""
-    if not isinstance(entry, dict):
+    if type(entry) is not dict:
         return None
     system, value = entry.get("system"), entry.get("value")
-    if not isinstance(system, str) or not isinstance(value, str):
+    if type(system) is not str or type(value) is not str:
         return None
     if system == REFERENCE_SYSTEM:
-        value = relative_reference(value)
-    return canonical_system(system), value
+        return system, relative_reference(value)
+    return (CHI_SYSTEM if system == CHI_OID else system), value
 
 
 def relative_reference(reference: str) -> str:
     """``Type/id`` from a literal reference (absolute URL and ``_history`` removed)."""
+    if reference.count("/") == 1:
+        return reference
     head, marker, _ = reference.partition("/_history/")
     parts = (head if marker else reference).rstrip("/").split("/")
     return "/".join(parts[-2:]) if len(parts) > 2 else "/".join(parts)
@@ -106,7 +108,7 @@ def parse_instant(text: str) -> float:
         if len(text) == 10:
             moment = datetime.combine(date.fromisoformat(text), datetime.min.time())
         else:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(text)
     except (TypeError, ValueError) as error:
         raise RequestError(f"'at' must be an ISO 8601 date or date-time, got {text!r}") from error
     if moment.tzinfo is None:
@@ -114,7 +116,7 @@ def parse_instant(text: str) -> float:
     return moment.timestamp()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Data:
     """What is asked for; None in a field means the request did not say (any)."""
 
@@ -125,7 +127,7 @@ class Data:
     codes: frozenset[tuple[str, str]] | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     """A normalised DESIGN §8 request."""
 
@@ -147,12 +149,16 @@ def _keys(entries: Any, field: str) -> frozenset[tuple[str, str]]:
     return frozenset(k for k in map(identifier_key, entries) if k is not None)
 
 
-def _strings(value: Any, field: str) -> frozenset[str] | None:
+def _strings(data: dict[str, Any], field: str) -> frozenset[str] | None:
+    value = data.get(field)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RequestError(f"'data.{field}' must be a list of strings")
-    return frozenset(value)
+    try:
+        if type(value) is not list:
+            raise TypeError
+        return frozenset(value)
+    except TypeError:
+        raise RequestError(f"'data.{field}' must be a list of strings") from None
 
 
 def _security(value: Any) -> tuple[frozenset[str] | None, frozenset[str]]:
@@ -169,16 +175,19 @@ def _security(value: Any) -> tuple[frozenset[str] | None, frozenset[str]]:
         if system == CONFIDENTIALITY_SYSTEM or (system is None and code in CONFIDENTIALITY_CODES):
             confidentiality.add(code)
         else:
-            sensitivity.add(canonical_label(code))
+            sensitivity.add(_LABEL_SYNONYMS.get(code, code))
     return frozenset(sensitivity), frozenset(confidentiality)
 
 
 def _codes(value: Any) -> frozenset[tuple[str, str]] | None:
     if value is None:
         return None
-    if not isinstance(value, list) or not all(isinstance(c, dict) and isinstance(c.get("code"), str) for c in value):
-        raise RequestError("'data.codes' must be a list of {system, code} codings")
-    return frozenset((c.get("system") or "", c["code"]) for c in value)
+    try:
+        if type(value) is not list:
+            raise TypeError
+        return frozenset([(c.get("system") or "", c["code"]) for c in value])
+    except (TypeError, KeyError, AttributeError):
+        raise RequestError("'data.codes' must be a list of {system, code} codings") from None
 
 
 def parse_data(data: Any) -> Data | None:
@@ -188,13 +197,7 @@ def parse_data(data: Any) -> Data | None:
     if not isinstance(data, dict):
         raise RequestError("'data' must be an object with categories, security, classes and codes")
     sensitivity, confidentiality = _security(data.get("security"))
-    return Data(
-        categories=_strings(data.get("categories"), "categories"),
-        sensitivity=sensitivity,
-        confidentiality=confidentiality,
-        classes=_strings(data.get("classes"), "classes"),
-        codes=_codes(data.get("codes")),
-    )
+    return Data(_strings(data, "categories"), sensitivity, confidentiality, _strings(data, "classes"), _codes(data.get("codes")))
 
 
 def parse_request(request: Any, now: float | None = None) -> Request:

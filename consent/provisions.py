@@ -167,17 +167,17 @@ class Answer:
 
     kind: str
     rank: int
-    sources: tuple[str, ...]  # "provision[0] (permit, actor rehab-tayview-house)"
+    reasons: tuple[str, ...]  # "Consent/c1 provision[0] (permit, actor rehab-tayview-house) → permit"
     narrowed: DataScope  # what a data-scoped permit does not cover
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PartialDeny:
     """A deny that covers only part of the request: redact what it names."""
 
     rank: int
-    source: str
     scope: DataScope
+    reason: str  # "Consent/c1 provision[0].provision[1] (deny, securityLabel PSY) → redact PSY"
 
 
 def stronger(held: Answer | None, new: Answer) -> Answer:
@@ -186,14 +186,19 @@ def stronger(held: Answer | None, new: Answer) -> Answer:
         return new
     if new.rank < held.rank:
         return held
-    return Answer(held.kind, held.rank, held.sources + new.sources, held.narrowed & new.narrowed)
+    return Answer(held.kind, held.rank, held.reasons + new.reasons, held.narrowed & new.narrowed)
+
+
+def describe(scope: DataScope) -> str:
+    """``PSY, mental-health, http://snomed.info/sct|123`` for a reason text."""
+    return ", ".join(sorted(f"{v[0]}|{v[1]}" if kind == "codes" else v for kind, v in scope))
 
 
 @dataclass(slots=True)
 class Provision:
     kind: str
-    path: str
-    description: str
+    source: str  # "Consent/c1 provision[0] (permit, actor rehab-tayview-house)", for reasons
+    specific: bool  # states an actor or a purpose
     actors: frozenset[tuple[str, str]] | None
     purposes: frozenset[str] | None
     period: tuple[float, float] | None
@@ -201,13 +206,16 @@ class Provision:
     scope: DataScope  # what this provision names, as a redact obligation
     children: tuple[Provision, ...]
 
-    @property
-    def specific(self) -> bool:
-        return self.actors is not None or self.purposes is not None
+    # Whole answers without narrowing, by inherited specificity: built once, shared (answers are never changed).
+    plain_answers: tuple[Answer, Answer] = (None, None)  # type: ignore[assignment]
+    redact_reason: str = ""
 
-    @property
-    def source(self) -> str:
-        return f"{self.path} ({self.description})"
+    def __post_init__(self) -> None:
+        reasons = (f"{self.source} → {self.kind}",)
+        self.plain_answers = tuple(  # type: ignore[assignment]
+            Answer(self.kind, rank(self.kind, inherited or self.specific), reasons, EMPTY) for inherited in (False, True)
+        )
+        self.redact_reason = f"{self.source} → redact {describe(self.scope)}"
 
     def gates_open(self, request: Request) -> bool:
         if self.actors is not None and self.actors.isdisjoint(request.actor):
@@ -233,38 +241,41 @@ class Provision:
             rest |= unmatched
         return (FULL, EMPTY) if weakest == FULL else (PART, rest)
 
-    def evaluate(self, request: Request, inherited_specific: bool = False) -> tuple[Answer | None, list[PartialDeny]] | None:
-        """This provision's answer and partial denies for ``request``; None when it does not apply."""
+    def evaluate(self, request: Request, partials: list[PartialDeny], inherited_specific: bool = False) -> Answer | None | bool:
+        """This provision's whole-request answer (None for a partial deny), or False when it does not apply.
+
+        Partial denies found on the way are appended to ``partials``.
+        """
         if not self.gates_open(request):
-            return None
+            return False
         coverage, rest = self.coverage(request.data)
         if coverage == NO:
-            return None
+            return False
         specific = inherited_specific or self.specific
-        strength = rank(self.kind, specific)
         partial_deny = coverage == PART and self.kind == DENY
-        own = None if partial_deny else Answer(self.kind, strength, (self.source,), rest)
-        partials: list[PartialDeny] = []
+        own: Answer | None = None
+        if not partial_deny:
+            own = self.plain_answers[inherited_specific]
+            if rest:
+                own = Answer(own.kind, own.rank, own.reasons, rest)
         inner: Answer | None = None
         lifted = False
         for child in self.children:
-            result = child.evaluate(request, specific)
-            if result is None:
-                continue
-            answer, child_partials = result
-            partials += child_partials
-            if answer is None:
+            answer = child.evaluate(request, partials, specific)
+            if answer is None or answer is False:
                 continue
             if partial_deny:
                 lifted = lifted or (answer.kind == PERMIT and not answer.narrowed)
             else:
                 inner = stronger(inner, answer)
-        if partial_deny and not lifted:
-            partials.append(PartialDeny(strength, self.source, self.scope))
-        if inner is not None and own is not None:
-            # The inner answer holds within this provision, so this provision's narrowing stays.
-            own = Answer(inner.kind, inner.rank, inner.sources, inner.narrowed | own.narrowed)
-        return own, partials
+        if partial_deny:
+            if not lifted:
+                partials.append(PartialDeny(rank(DENY, specific), self.scope, self.redact_reason))
+            return None
+        if inner is None:
+            return own
+        # The inner answer holds within this provision, so this provision's narrowing stays.
+        return Answer(inner.kind, inner.rank, inner.reasons, inner.narrowed | own.narrowed) if own.narrowed else inner
 
 
 def _codings(value: Any, where: str) -> list[dict[str, Any]]:
@@ -300,10 +311,8 @@ def _actor_label(actor: dict[str, Any]) -> str:
     return identifier.get("value") or reference.get("reference") or reference.get("display") or "?"
 
 
-def compile_provision(
-    provision: Any, path: str, contained: dict[str, dict[str, Any]]
-) -> Provision:
-    """One provision and its nested provisions, ready to evaluate."""
+def compile_provision(provision: Any, consent_ref: str, path: str, contained: dict[str, dict[str, Any]]) -> Provision:
+    """One provision of the Consent ``consent_ref`` and its nested provisions, ready to evaluate."""
     if not isinstance(provision, dict):
         raise ConsentFormatError(f"{path} must be an object")
     kind = provision.get("type")
@@ -350,11 +359,11 @@ def compile_provision(
 
     nested = _codings(provision.get("provision"), f"{path}.provision")
     prefix = "" if path == "provision" else f"{path}."
-    children = tuple(compile_provision(p, f"{prefix}provision[{i}]", contained) for i, p in enumerate(nested))
+    children = tuple(compile_provision(p, consent_ref, f"{prefix}provision[{i}]", contained) for i, p in enumerate(nested))
     return Provision(
         kind=kind,
-        path=path,
-        description=", ".join(described),
+        source=f"{consent_ref} {path} ({', '.join(described)})",
+        specific=actors is not None or purposes is not None,
         actors=actors,
         purposes=purposes,
         period=period,

@@ -1,0 +1,139 @@
+"""Consent engine throughput: in-process decisions per second on one core.
+
+A person with three consents and ten provisions between them (a facility opt-in with
+mental health withheld, a carer grant for pathway progress, a blanket opt-out kept from an
+earlier conversation) is asked about by the facility, the advocate, the third sector and the
+carer, for data shaped the way the gateway asks per resource.
+
+    .venv/bin/python bench/consent.py [--seconds 3] [--agreements]
+
+Target: >= 50,000 decisions/s for the consent layer. ``scenario()`` returns the same items in
+the ``pathway consent decide`` / ``POST /consent/$decide`` shape, for an HTTP figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from consent import decide  # noqa: E402
+
+PARTNER = "https://pathway.scot/Id/partner"
+ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
+ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+CAT = "https://pathway.scot/CodeSystem/data-category"
+CHI = {"system": "https://fhir.nhs.uk/Id/chi-number", "value": "1503901238"}
+HSCP = {"system": ODS, "value": "S037"}
+FACILITY = {"system": PARTNER, "value": "rehab-tayview-house"}
+ADVOCACY = {"system": PARTNER, "value": "advocacy-dundee"}
+THIRD = {"system": PARTNER, "value": "third-sector-hillcrest"}
+COMMUNITY = {"system": ODS, "value": "S037-CRT"}
+CARER = {"system": "https://pathway.scot/Id/demo/carer", "value": "carer-0042"}
+
+
+def _actor(identifier: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"reference": {"identifier": identifier}}]
+
+
+def _categories(*codes: str) -> list[dict[str, Any]]:
+    return [{"coding": [{"system": CAT, "code": c}]} for c in codes]
+
+
+def _consent(consent_id: str, root: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceType": "Consent", "id": consent_id, "meta": {"versionId": "1"}, "status": "active",
+        "scope": {"coding": [{"code": "patient-privacy"}]},
+        "patient": {"reference": "Patient/p-ross", "identifier": CHI},
+        "provision": {"period": {"start": "2026-01-01", "end": "2027-12-31"}, **root},
+    }
+
+
+def consents() -> list[dict[str, Any]]:
+    """Three consents, ten provisions."""
+    mental_health = {"type": "deny", "securityLabel": [{"system": ACT, "code": "PSY"}, {"system": ACT, "code": "MH"}],
+                     "code": _categories("mental-health")}
+    domestic_abuse = {"type": "deny", "securityLabel": [{"system": ACT, "code": "SDV"}]}
+    opt_in = {"type": "deny", "provision": [
+        {"type": "permit", "actor": _actor(FACILITY), "purpose": [{"code": "TREAT"}, {"code": "CAREMGT"}],
+         "provision": [mental_health, domestic_abuse]},
+        {"type": "permit", "actor": _actor(ADVOCACY), "purpose": [{"code": "CAREMGT"}], "provision": [mental_health]},
+        {"type": "permit", "actor": _actor(COMMUNITY), "purpose": [{"code": "TREAT"}, {"code": "CAREMGT"}]},
+    ]}
+    carer = {"type": "deny", "provision": [
+        {"type": "permit", "actor": _actor(CARER), "purpose": [{"code": "carer-support"}], "code": _categories("pathway-progress")},
+    ]}
+    return [_consent("opt-in", opt_in), _consent("carer", carer), _consent("old-opt-out", {"type": "deny"})]
+
+
+def agreements() -> list[dict[str, Any]]:
+    """The HSCP's agreements with the facility and the advocacy service."""
+    base = {"version": 1, "status": "active", "lawful_basis": ["UK GDPR Art 6(1)(e)"], "start": "2025-04-01",
+            "end": "2027-03-31", "review_date": "2026-03-31"}
+    return [
+        {**base, "id": "isa-dhscp-tayview", "title": "HSCP and Tayview House", "parties": [HSCP, FACILITY],
+         "purposes": ["TREAT", "CAREMGT"], "categories": ["demographics", "substance-use", "prescribing", "pathway-progress", "reviews"]},
+        {**base, "id": "isa-dhscp-advocacy", "title": "HSCP and advocacy", "parties": [HSCP, ADVOCACY],
+         "purposes": ["CAREMGT"], "categories": ["demographics", "pathway-progress"]},
+    ]
+
+
+DATA = [
+    {"categories": ["substance-use", "prescribing"], "security": [{"system": ACT, "code": "OPIOIDUD"}], "classes": ["MedicationStatement"], "codes": [{"system": "http://snomed.info/sct", "code": "387286002"}]},
+    {"categories": ["mental-health"], "security": [{"system": ACT, "code": "PSY"}], "classes": ["Condition"], "codes": []},
+    {"categories": ["pathway-progress"], "security": [], "classes": ["EpisodeOfCare"], "codes": []},
+    {"categories": ["reviews", "pathway-progress"], "security": [], "classes": ["Encounter"], "codes": []},
+    {"categories": ["demographics"], "security": [], "classes": ["Patient"], "codes": []},
+]
+ASKERS = [(FACILITY, "TREAT"), (ADVOCACY, "CAREMGT"), (THIRD, "CAREMGT"), (CARER, "carer-support"), (COMMUNITY, "TREAT")]
+
+
+def scenario(with_agreements: bool = False) -> list[dict[str, Any]]:
+    """The benchmark's decision items in the ``pathway consent decide`` input shape."""
+    person = consents()
+    items = []
+    for (actor, purpose), data in itertools.product(ASKERS, DATA):
+        request = {"patient": [CHI, {"system": "reference", "value": "Patient/p-ross"}], "actor": [actor],
+                   "purpose": purpose, "data": data, "holder": HSCP, "at": "2026-11-22T10:00:00Z"}
+        item: dict[str, Any] = {"consents": person, "request": request}
+        if with_agreements:
+            item["agreements"] = agreements()
+        items.append(item)
+    return items
+
+
+def in_process_rate(items: list[dict[str, Any]], seconds: float) -> tuple[float, dict[str, int]]:
+    """Decisions per second calling ``decide`` in a loop for about ``seconds``; and the decision mix."""
+    shared = [(i["request"], i["consents"], i.get("agreements")) for i in items]
+    mix: dict[str, int] = {}
+    for request, person, agreed in shared:
+        outcome = decide(request, person, agreed)["decision"]
+        mix[outcome] = mix.get(outcome, 0) + 1
+    done = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for request, person, agreed in shared:
+            decide(request, person, agreed)
+        done += len(shared)
+    return done / (time.perf_counter() - started), mix
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--agreements", action="store_true", help="evaluate the agreement layer too")
+    args = parser.parse_args()
+    items = scenario(args.agreements)
+    rate, mix = in_process_rate(items, args.seconds)
+    layers = "agreements + consents" if args.agreements else "consents"
+    print(f"in-process ({layers}): {rate:,.0f} decisions/s on one core; mix per {len(items)} requests: {mix}")
+
+
+if __name__ == "__main__":
+    main()
