@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 import consent
 from gateway.audit.ledger import disclosure
+from gateway.auth.tokens import Principal
 from gateway.directory import current_agreements as load_agreements
 from gateway.fhir.access import DIRECTORY_TYPES, Caller, Participants, Visible, WORKFLOW_PARTICIPANTS, WORKFLOW_WRITABLE
 from gateway.sharing.break_glass import active_grant
@@ -62,6 +63,17 @@ class PersonContext:
     identifiers: list[dict[str, str]]
     consents: list[dict[str, Any]]
     key: tuple[tuple[str, int], ...]
+
+
+def simulated_caller(recipient: str, purpose: str, organization: str | None) -> Caller:
+    """The caller a recipient would be: an organisation ("system|value"), or a carer
+    (``RelatedPerson/{id}``) through the portal of ``organization``."""
+    acting_for = recipient if recipient.startswith("RelatedPerson/") else None
+    org = organization if acting_for else recipient
+    if not org:
+        raise ValueError("a carer's view needs the organisation of the carers' portal they use")
+    principal = Principal(f"simulated:{recipient}", org, frozenset(), frozenset(), "portal" if acting_for else "system", 0)
+    return Caller(principal, purpose, acting_for)
 
 
 class ConsentPolicy:
@@ -114,6 +126,11 @@ class ConsentPolicy:
             else:
                 withheld = True
         return Visible(results, withheld, self._disclosures(caller, disclosed, channel))
+
+    def simulate(self, session: Session, caller: Caller, patient: str) -> tuple[list[Stored], Visible]:
+        """What ``caller`` would receive of everything held about ``patient`` today (nothing is recorded)."""
+        stored = [s for _, s in Repository(session, self.keyring).search(None, patient=patient)]
+        return stored, self.visible(session, caller, stored, channel="simulation")
 
     # --- decisions -------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from gateway.deps import caller, get_gateway, json_body, principal, require_spec
 from gateway.fhir.access import Caller
 from gateway.fhir.outcomes import FhirError, fhir_response, operation_outcome, withheld_warning
 from gateway.sharing import break_glass
-from gateway.sharing.policy import ConsentPolicy
+from gateway.sharing.policy import ConsentPolicy, simulated_caller
 from gateway.audit.ledger import ledger_entry
 from gateway.store.models import DisclosureRow
 from gateway.store.repository import Repository
@@ -81,17 +81,12 @@ def simulate(
     require_ig(who)
     gateway = get_gateway(request)
     policy = _policy(request)
-    if recipient.startswith("RelatedPerson/"):
-        if not organization:
-            raise FhirError(400, "a carer recipient needs the organisation of the portal they use", "required", "organization")
-        acting_for, org = recipient, organization
-    else:
-        acting_for, org = None, recipient
-    subject = Caller(Principal(f"simulated:{recipient}", org, frozenset(), frozenset(), "portal" if acting_for else "system", 0), purpose, acting_for)
+    try:
+        subject = simulated_caller(recipient, purpose, organization)
+    except ValueError as problem:
+        raise FhirError(400, str(problem), "required", "organization") from None
     with gateway.transaction() as session:
-        repo = gateway.repository(session)
-        stored = [s for _, s in repo.search(None, patient=patient)]
-        visible = policy.visible(session, subject, stored, channel="simulation")
+        _, visible = policy.simulate(session, subject, patient)
         shown = [r for r in visible.resources if r is not None]
         event = audit_event("operation", None, patient=patient, purpose=purpose, detail=f"simulation of {recipient} by {who.client_id}")
         append(session, event, patient=patient, client_id=who.client_id)

@@ -9,18 +9,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from gateway.auth.tokens import Principal
 from gateway.console.auth import SignedIn
 from gateway.console.consents import CATEGORIES, PURPOSES, ConsentChoices, build_consent, choices_of
 from gateway.console.directory_names import Directory, person_name
 from gateway.console.views.people import patient_or_404
 from gateway.console.web import Refused, audit_view, console_caller, fhir_of, form_of, gateway_of, officer, redirect, render
 from gateway.delivery.models import SubscriptionRow
-from gateway.fhir.access import Caller
 from gateway.fhir.service import WriteContext
 from gateway.pathway.config import load_pathway_conf
 from gateway.sharing.lifecycle import withdrawal_recipients
-from gateway.sharing.policy import ConsentPolicy
+from gateway.sharing.policy import ConsentPolicy, simulated_caller
 from gateway.store.repository import Repository, Stored, now_utc
 
 router = APIRouter()
@@ -176,17 +174,6 @@ async def withdraw(request: Request, consent_id: str, who: SignedIn = Depends(of
     return redirect(f"/people/{consent.patient.split('/', 1)[1]}", notice=f"Consent {consent_id} withdrawn; withdrawal notices are queued below.")  # type: ignore[union-attr]
 
 
-def simulated_caller(recipient: str, purpose: str, organization: str | None) -> Caller:
-    """The caller a recipient would be: an organisation ("system|value"), or a carer
-    (``RelatedPerson/{id}``) through the portal of ``organization``."""
-    acting_for = recipient if recipient.startswith("RelatedPerson/") else None
-    org = organization if acting_for else recipient
-    if not org:
-        raise Refused(422, "a carer's view needs the carers' portal organisation (pathway.yaml carer_portal)")
-    principal = Principal(f"simulated:{recipient}", org, frozenset(), frozenset(), "portal" if acting_for else "system", 0)
-    return Caller(principal, purpose, acting_for)
-
-
 @router.get("/people/{patient_id}/simulate", response_class=HTMLResponse)
 def simulate(request: Request, patient_id: str, recipient: str = "", purpose: str = "", who: SignedIn = Depends(officer)) -> Response:
     gateway = gateway_of(request)
@@ -204,9 +191,11 @@ def simulate(request: Request, patient_id: str, recipient: str = "", purpose: st
             if purpose not in PURPOSES:
                 raise Refused(422, f"{purpose} is not a purpose of use")
             portal = directory.by_reference(f"Organization/{load_pathway_conf(session).carer_portal or ''}".replace("Organization/Organization/", "Organization/"))
-            caller = simulated_caller(recipient, purpose, portal.identifier if portal else None)
-            stored = [s for _, s in repo.search(None, patient=patient.reference)]
-            visible = policy.visible(session, caller, stored, channel="simulation")
+            try:
+                caller = simulated_caller(recipient, purpose, portal.identifier if portal else None)
+            except ValueError as problem:
+                raise Refused(422, f"{problem} (pathway.yaml carer_portal)") from None
+            stored, visible = policy.simulate(session, caller, patient.reference)
             shown = [s for s, r in zip(stored, visible.resources) if r is not None]
             withheld = len(stored) - len(shown)
         audit_view(session, request, who, patient=patient.reference, detail=f"console simulation of {recipient or 'nobody'} for {purpose or '-'}")
