@@ -148,6 +148,21 @@ def cmd_assertion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_consent_decide(_args: argparse.Namespace) -> int:
+    from consent import decide_many
+
+    try:
+        items = orjson.loads(sys.stdin.buffer.read())
+    except orjson.JSONDecodeError as error:
+        print(f"stdin is not JSON: {error}", file=sys.stderr)
+        return 2
+    if not isinstance(items, list):
+        print('stdin must be a JSON array of {"consents": [...], "agreements": [...], "request": {...}}', file=sys.stderr)
+        return 2
+    sys.stdout.write(orjson.dumps(decide_many(items)).decode() + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pathway", description="Pathway information-sharing gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(run=cmd_keys_new)
     rotate = keys.add_parser("rotate-data", help="new data key; re-encrypt stored resources")
     rotate.set_defaults(run=cmd_keys_rotate_data)
+
+    consent = commands.add_parser("consent", help="consent decisions").add_subparsers(dest="consent_command", required=True)
+    consent.add_parser("decide", help="decide a JSON array of requests read from stdin").set_defaults(run=cmd_consent_decide)
 
     assertion = commands.add_parser("assertion", help="print a signed client assertion for a credentials file")
     assertion.add_argument("credentials")

@@ -62,3 +62,18 @@ def test_keys_new_registers_a_client_that_can_authenticate(server, settings, mon
     client = PathwayClient(creds)
     assert client.get("Task?status=requested").status_code == 200
     assert main(["keys", "new", "bad", "--org", "no-bar", "--scopes", "x"]) == 2
+
+
+def test_consent_decide_reads_stdin_and_answers_in_order(monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    import io
+    import sys
+
+    items = [
+        {"consents": [], "request": {"patient": [{"system": "https://fhir.nhs.uk/Id/chi-number", "value": "0101800002"}], "actor": [], "purpose": "TREAT"}},
+        {"consents": [], "request": {"patient": [], "actor": []}},
+    ]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(json.dumps(items).encode())))
+    assert main(["consent", "decide"]) == 0
+    decisions = json.loads(capsys.readouterr().out)
+    assert [d["decision"] for d in decisions] == ["no-consent", "deny"]
+    assert decisions[1]["reasons"] == ["purpose required"]
