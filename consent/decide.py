@@ -37,10 +37,10 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
     reasons: list[str] = []
     answers: list[tuple[str, Answer]] = []
     partials: list[tuple[str, PartialDeny]] = []
-    counted = 0
+    counted = top = 0
     for consent in consents:
         compiled_consent = compiled(consent)
-        if not compiled_consent.counts_for(request):
+        if not (compiled_consent.active and compiled_consent.counts_for(request)):
             continue
         counted += 1
         ref = compiled_consent.ref
@@ -53,7 +53,9 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
             continue
         if answer is not None:
             answers.append((ref, answer))
-        partials += [(ref, p) for p in found]
+            top = max(top, answer.rank)
+        if found:
+            partials += [(ref, p) for p in found]
 
     if not answers:
         reasons += [p.reason for _, p in partials]
@@ -61,7 +63,6 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
                        else "no active consent of this person is in force → no-consent")
         return ConsentOutcome(NO_CONSENT, reasons)
 
-    top = max(answer.rank for _, answer in answers)
     winner: Answer | None = None
     used: list[str] = []
     for ref, answer in answers:

@@ -131,22 +131,24 @@ class Data:
 class Request:
     """A normalised DESIGN §8 request."""
 
-    patient: frozenset[tuple[str, str]]
-    actor: frozenset[tuple[str, str]]
+    patient: set[tuple[str, str]]
+    actor: set[tuple[str, str]]
     purpose: str
     data: Data | None  # None: any data
     holder: tuple[str, str] | None
     at: float
 
 
-def _keys(entries: Any, field: str) -> frozenset[tuple[str, str]]:
+def _keys(entries: Any, field: str) -> set[tuple[str, str]]:
     if entries is None:
-        return frozenset()
+        return set()
     if isinstance(entries, dict):
         entries = [entries]
     if not isinstance(entries, list):
         raise RequestError(f"'{field}' must be a list of {{system, value}} identifiers")
-    return frozenset(k for k in map(identifier_key, entries) if k is not None)
+    keys = set(map(identifier_key, entries))
+    keys.discard(None)
+    return keys  # type: ignore[return-value]
 
 
 def _strings(data: dict[str, Any], field: str) -> frozenset[str] | None:

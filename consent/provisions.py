@@ -217,19 +217,8 @@ class Provision:
         )
         self.redact_reason = f"{self.source} → redact {describe(self.scope)}"
 
-    def gates_open(self, request: Request) -> bool:
-        if self.actors is not None and self.actors.isdisjoint(request.actor):
-            return False
-        if self.purposes is not None and request.purpose not in self.purposes:
-            return False
-        if self.period is not None and not (self.period[0] <= request.at < self.period[1]):
-            return False
-        return True
-
     def coverage(self, data: Data | None) -> tuple[int, DataScope]:
         """How this provision's data conditions meet the requested data: NO, PART or FULL."""
-        if not self.conditions:
-            return FULL, EMPTY
         if data is None:
             return (PART, EMPTY) if self.kind == DENY else (NO, EMPTY)
         weakest, rest = FULL, EMPTY
@@ -246,11 +235,19 @@ class Provision:
 
         Partial denies found on the way are appended to ``partials``.
         """
-        if not self.gates_open(request):
+        # Gates inline: this is the innermost loop of every decision.
+        if self.actors is not None and self.actors.isdisjoint(request.actor):
             return False
-        coverage, rest = self.coverage(request.data)
-        if coverage == NO:
+        if self.purposes is not None and request.purpose not in self.purposes:
             return False
+        if self.period is not None and not (self.period[0] <= request.at < self.period[1]):
+            return False
+        if self.conditions:
+            coverage, rest = self.coverage(request.data)
+            if coverage == NO:
+                return False
+        else:
+            coverage, rest = FULL, EMPTY
         specific = inherited_specific or self.specific
         partial_deny = coverage == PART and self.kind == DENY
         own: Answer | None = None
@@ -261,6 +258,8 @@ class Provision:
         inner: Answer | None = None
         lifted = False
         for child in self.children:
+            if child.actors is not None and child.actors.isdisjoint(request.actor):
+                continue  # the commonest miss, checked before paying for the call
             answer = child.evaluate(request, partials, specific)
             if answer is None or answer is False:
                 continue
