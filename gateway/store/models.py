@@ -200,3 +200,32 @@ class BreakGlassRow(Base):
     reviewer: Mapped[str | None] = mapped_column(String(200))
     review_note: Mapped[str | None] = mapped_column(Text)
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class QuarantineRow(Base):
+    """A source record that could not be read or mapped, kept for correction."""
+
+    __tablename__ = "quarantine"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(20), index=True)
+    agent: Mapped[str] = mapped_column(String(200), index=True)
+    location: Mapped[str] = mapped_column(String(400))
+    reason: Mapped[str] = mapped_column(Text)
+    record: Mapped[bytes | None] = mapped_column(LargeBinary)
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    received: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    resolved: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class MatchReviewRow(Base):
+    """A possible match between people that a person must decide, never merged automatically."""
+
+    __tablename__ = "match_review"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(20))
+    agent: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(String(40))
+    received: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(20), default="open")
