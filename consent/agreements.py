@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from consent._cache import IdentityCache
 from consent.model import DATA_CATEGORIES, Identifier, Request
 
 
@@ -46,8 +47,6 @@ class Agreement(BaseModel):
     review_date: date | None = None
     signatories: list[Signatory] = []
 
-    _party_keys: frozenset[tuple[str, str]] = PrivateAttr(default=frozenset())
-
     @model_validator(mode="after")
     def _consistent(self) -> Agreement:
         unknown = sorted(set(self.categories) - DATA_CATEGORIES)
@@ -61,17 +60,12 @@ class Agreement(BaseModel):
             if signatory.party not in self.parties:
                 raise ValueError(f"signatory {signatory.name!r} signs for {signatory.party.system}|"
                                  f"{signatory.party.value}, which is not a party")
-        self._party_keys = frozenset((p.system, p.value) for p in self.parties)
         return self
 
     @property
     def ref(self) -> str:
         """``id@version``, as decisions name agreements."""
         return f"{self.id}@{self.version}"
-
-    def has_party(self, key: tuple[str, str]) -> bool:
-        """True when the identifier ``(system, value)`` is one of the parties."""
-        return key in self._party_keys
 
 
 def parse_agreement(document: Any) -> Agreement:
@@ -108,16 +102,42 @@ class AgreementOutcome:
     redact_categories: list[str] = field(default_factory=list)
 
 
-def _why_not(agreement: Agreement, request: Request, today: date) -> str | None:
+@dataclass(frozen=True, slots=True)
+class _Terms:
+    """What evaluation reads of an agreement, as plain values (pydantic attribute access is slow)."""
+
+    id: str
+    ref: str
+    status: str
+    parties: frozenset[tuple[str, str]]
+    purposes: tuple[str, ...]
+    categories: frozenset[str]
+    start: date
+    end: date | None
+    review_date: date | None
+
+    @classmethod
+    def of(cls, agreement: Agreement) -> _Terms:
+        return cls(
+            agreement.id, agreement.ref, agreement.status, frozenset((p.system, p.value) for p in agreement.parties),
+            tuple(agreement.purposes), frozenset(agreement.categories), agreement.start, agreement.end,
+            agreement.review_date,
+        )
+
+
+_terms = IdentityCache(_Terms.of)
+
+
+def _why_not(terms: _Terms, purpose: str, today: date) -> str | None:
     """Why an agreement naming both parties does not apply, or None when it does."""
-    if agreement.end is not None and today > agreement.end:
-        return f"expired on {agreement.end}"
-    if agreement.status != "active":
-        return f"status is {agreement.status}"
-    if today < agreement.start:
-        return f"starts on {agreement.start}"
-    if request.purpose not in agreement.purposes:
-        return f"purpose {request.purpose} is not among {', '.join(agreement.purposes)}"
+    if terms.end is not None and today > terms.end:
+        return f"expired on {terms.end}"
+    if terms.status != "active":
+        return f"status is {terms.status}"
+    if today < terms.start:
+        return f"starts on {terms.start}"
+    if purpose not in terms.purposes:
+        return f"purpose {purpose} is not among {', '.join(terms.purposes)}"
     return None
 
 
@@ -130,23 +150,24 @@ def evaluate_agreements(agreements: Sequence[Agreement], request: Request, today
     if holder is None:
         return AgreementOutcome(False, ["holder required: agreements are evaluated for the organisation holding the data"])
     reasons: list[str] = []
-    applying: list[Agreement] = []
+    applying: list[_Terms] = []
     for agreement in agreements:
-        if not agreement.has_party(holder) or not any(a != holder and agreement.has_party(a) for a in request.actor):
+        terms = _terms(agreement)
+        if holder not in terms.parties or not any(a != holder and a in terms.parties for a in request.actor):
             continue
-        problem = _why_not(agreement, request, today)
+        problem = _why_not(terms, request.purpose, today)
         if problem:
-            reasons.append(f"agreement {agreement.ref} does not apply: {problem}")
+            reasons.append(f"agreement {terms.ref} does not apply: {problem}")
         else:
-            applying.append(agreement)
+            applying.append(terms)
     if not applying:
         reasons.append(f"no agreement applies between holder {holder[0]}|{holder[1]} and this recipient "
                        f"for purpose {request.purpose} → deny")
         return AgreementOutcome(False, reasons)
 
-    covered = set().union(*(a.categories for a in applying))
-    refs = [a.ref for a in applying]
-    flags = [f"review-overdue: {a.id}" for a in applying if a.review_date is not None and today > a.review_date]
+    covered = frozenset().union(*(t.categories for t in applying))
+    refs = [t.ref for t in applying]
+    flags = [f"review-overdue: {t.id}" for t in applying if t.review_date is not None and today > t.review_date]
     asked = request.data.categories if request.data is not None else None
     if asked:
         uncovered = sorted(asked - covered)

@@ -102,12 +102,23 @@ def _parse_or_error(document: Any) -> Agreement | str:
 
 
 _agreement = IdentityCache(_parse_or_error)
+_current_sets: dict[tuple[int, ...], tuple[tuple[Any, ...], list[Agreement], list[str]]] = {}
 
 
 def _agreements(documents: Sequence[dict[str, Any] | Agreement]) -> tuple[list[Agreement], list[str]]:
+    """The current versions among ``documents`` and the reasons any were unreadable; remembered
+    per set of document objects (held, so their ids stay theirs)."""
+    key = tuple(map(id, documents))
+    held = _current_sets.get(key)
+    if held is not None:
+        return held[1], held[2]
     parsed = [d if isinstance(d, Agreement) else _agreement(d) for d in documents]
     problems = [p for p in parsed if isinstance(p, str)]
-    return current_versions(p for p in parsed if isinstance(p, Agreement)), problems
+    current = current_versions(p for p in parsed if isinstance(p, Agreement))
+    if len(_current_sets) >= 1024:
+        del _current_sets[next(iter(_current_sets))]
+    _current_sets[key] = (tuple(documents), current, problems)
+    return current, problems
 
 
 def obligations(redaction: DataScope) -> list[dict[str, Any]]:
@@ -160,7 +171,8 @@ def decide(
         current, problems = _agreements(agreements)
         today = datetime.fromtimestamp(parsed.at, timezone.utc).date()
         layer = evaluate_agreements(current, parsed, today)
-        reasons += problems + layer.reasons
+        reasons += problems
+        reasons += layer.reasons
         flags, agreement_refs = layer.flags, layer.agreements
         if not layer.permit:
             return _decision(DENY_DECISION, reasons, agreement_refs, flags=flags)
