@@ -21,7 +21,7 @@ as a part of the data. A provision actor's ``role`` is not compared.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -206,13 +206,14 @@ class Provision:
     scope: DataScope  # what this provision names, as a redact obligation
     children: tuple[Provision, ...]
 
-    # Whole answers without narrowing, by inherited specificity: built once, shared (answers are never changed).
-    plain_answers: tuple[Answer, Answer] = (None, None)  # type: ignore[assignment]
-    redact_reason: str = ""
+    # Built once and shared (answers are never changed): the whole answer without narrowing,
+    # by inherited specificity, and the reason text when this is a partial deny.
+    plain_answers: tuple[Answer, ...] = field(init=False)
+    redact_reason: str = field(init=False)
 
     def __post_init__(self) -> None:
         reasons = (f"{self.source} → {self.kind}",)
-        self.plain_answers = tuple(  # type: ignore[assignment]
+        self.plain_answers = tuple(
             Answer(self.kind, rank(self.kind, inherited or self.specific), reasons, EMPTY) for inherited in (False, True)
         )
         self.redact_reason = f"{self.source} → redact {describe(self.scope)}"
