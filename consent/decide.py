@@ -36,7 +36,7 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
     """Evaluate the person's Consents for a normalised request."""
     reasons: list[str] = []
     answers: list[tuple[str, Answer]] = []
-    partials: list[tuple[str, PartialDeny]] = []
+    partials: list[PartialDeny] = []
     counted = top = 0
     for consent in consents:
         compiled_consent = compiled(consent)
@@ -46,19 +46,15 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
         ref = compiled_consent.ref
         if compiled_consent.error is not None:
             return ConsentOutcome(DENY_DECISION, [f"{ref} cannot be evaluated: {compiled_consent.error} → deny"], [ref])
-        found: list[PartialDeny] = []
-        answer = compiled_consent.root.evaluate(request, found) if compiled_consent.root is not None else False
+        answer = compiled_consent.root.evaluate(request, partials) if compiled_consent.root is not None else False
         if answer is False:
             reasons.append(compiled_consent.not_applicable)
-            continue
-        if answer is not None:
+        elif answer is not None:
             answers.append((ref, answer))
             top = max(top, answer.rank)
-        if found:
-            partials += [(ref, p) for p in found]
 
     if not answers:
-        reasons += [p.reason for _, p in partials]
+        reasons += [p.reason for p in partials]
         reasons.append("no consent of this person applies to this request → no-consent" if counted
                        else "no active consent of this person is in force → no-consent")
         return ConsentOutcome(NO_CONSENT, reasons)
@@ -79,10 +75,10 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
     redaction = winner.narrowed
     if redaction:
         reasons.append(f"the permit covers only part of the request → redact {describe(redaction)}")
-    for ref, partial in partials:
+    for partial in partials:
         if partial.rank >= top:
             redaction |= partial.scope
-            used.append(ref)
+            used.append(partial.consent)
             reasons.append(partial.reason)
         else:
             reasons.append(f"{partial.reason}, outranked")

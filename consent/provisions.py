@@ -177,6 +177,7 @@ class PartialDeny:
 
     rank: int
     scope: DataScope
+    consent: str  # "Consent/c1"
     reason: str  # "Consent/c1 provision[0].provision[1] (deny, securityLabel PSY) → redact PSY"
 
 
@@ -197,6 +198,7 @@ def describe(scope: DataScope) -> str:
 @dataclass(slots=True)
 class Provision:
     kind: str
+    consent: str  # "Consent/c1"
     source: str  # "Consent/c1 provision[0] (permit, actor rehab-tayview-house)", for reasons
     specific: bool  # states an actor or a purpose
     actors: frozenset[tuple[str, str]] | None
@@ -270,7 +272,7 @@ class Provision:
                 inner = stronger(inner, answer)
         if partial_deny:
             if not lifted:
-                partials.append(PartialDeny(rank(DENY, specific), self.scope, self.redact_reason))
+                partials.append(PartialDeny(rank(DENY, specific), self.scope, self.consent, self.redact_reason))
             return None
         if inner is None:
             return own
@@ -362,6 +364,7 @@ def compile_provision(provision: Any, consent_ref: str, path: str, contained: di
     children = tuple(compile_provision(p, consent_ref, f"{prefix}provision[{i}]", contained) for i, p in enumerate(nested))
     return Provision(
         kind=kind,
+        consent=consent_ref,
         source=f"{consent_ref} {path} ({', '.join(described)})",
         specific=actors is not None or purposes is not None,
         actors=actors,
