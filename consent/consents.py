@@ -10,11 +10,11 @@ cannot be reused while cached). Treat Consent dicts as immutable: copy one befor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from consent._cache import IdentityCache
-from consent.model import REFERENCE_SYSTEM, Request, identifier_key, relative_reference
+from consent.model import REFERENCE_SYSTEM, identifier_key, relative_reference
 from consent.provisions import ConsentFormatError, Provision, compile_provision
 
 PRIVACY_SCOPE = "patient-privacy"
@@ -23,21 +23,15 @@ PRIVACY_SCOPE = "patient-privacy"
 @dataclass(slots=True)
 class CompiledConsent:
     ref: str  # "Consent/{id}"
-    active: bool
+    active: bool  # status active and a patient-privacy scope
     patient: frozenset[tuple[str, str]]
     root: Provision | None
-    period: tuple[float, float] | None
+    period: tuple[float, float] | None  # the root provision's: the consent counts only within it
     error: str | None  # why the provisions cannot be evaluated
-    not_applicable: str = ""
+    not_applicable: str = field(init=False)  # the reason text, built once
 
     def __post_init__(self) -> None:
         self.not_applicable = f"{self.ref} does not apply to this request"
-
-    def counts_for(self, request: Request) -> bool:
-        """Active, about this patient and in force at ``request.at``."""
-        if not self.active or self.patient.isdisjoint(request.patient):
-            return False
-        return self.period is None or self.period[0] <= request.at < self.period[1]
 
 
 def _patient_keys(consent: dict[str, Any]) -> frozenset[tuple[str, str]]:

@@ -40,8 +40,11 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
     counted = top = 0
     for consent in consents:
         compiled_consent = compiled(consent)
-        if not (compiled_consent.active and compiled_consent.counts_for(request)):
+        if not compiled_consent.active or compiled_consent.patient.isdisjoint(request.patient):
             continue
+        period = compiled_consent.period
+        if period is not None and not (period[0] <= request.at < period[1]):
+            continue  # expired or not yet started
         counted += 1
         ref = compiled_consent.ref
         if compiled_consent.error is not None:
