@@ -20,8 +20,10 @@ from gateway.fhir.access import AccessPolicy
 from gateway.fhir.outcomes import FhirError, error_response, fhir_error_handler
 from gateway.fhir.routes import router as fhir_router
 from gateway.fhir.service import FhirService
+from gateway.ingest.routes import router as ingest_router
 from gateway.ops import Metrics, RequestMiddleware, router as ops_router
 from gateway.pathway import PathwayWorkflow, router as pathway_router
+from gateway.ratelimit import BodyLimit, RateLimit, RateLimiter
 from gateway.runtime import Gateway
 from gateway.sharing.lifecycle import ConsentLifecycle
 from gateway.sharing.policy import ConsentPolicy
@@ -90,9 +92,12 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.include_router(ops_router)
     app.include_router(auth_router)
     app.include_router(audit_router)
+    app.include_router(ingest_router)
     app.include_router(sharing_router)
     app.include_router(pathway_router)
     app.include_router(fhir_router)
     app.mount("/console", create_console(app))
+    app.add_middleware(BodyLimit)
+    app.add_middleware(RateLimiter, limit=RateLimit.from_env(), client_of=lambda token: gateway.tokens.verify(token).client_id)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app
