@@ -148,6 +148,30 @@ def cmd_assertion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from adapters import IngestError
+    from gateway.app import create_app
+    from gateway.ingest.pipeline import operator_organization, pipeline_caller, run_ingest
+
+    gateway = _gateway()
+    try:
+        organization = args.org or operator_organization(gateway)
+        app = create_app(gateway=gateway)
+        report = run_ingest(
+            gateway, app.state.fhir, args.source, Path(args.path), caller=pipeline_caller("pathway-cli", organization), dry_run=args.dry_run
+        )
+    except IngestError as error:
+        print(f"cannot read {args.path}: {error}", file=sys.stderr)
+        return 2
+    except LookupError as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    finally:
+        gateway.close()
+    _print_json(report)
+    return 0
+
+
 def cmd_consent_decide(_args: argparse.Namespace) -> int:
     from consent import decide_many
 
@@ -194,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(run=cmd_keys_new)
     rotate = keys.add_parser("rotate-data", help="new data key; re-encrypt stored resources")
     rotate.set_defaults(run=cmd_keys_rotate_data)
+
+    ingest = commands.add_parser("ingest", help="map (and store) a partner extract; prints the ingest report")
+    ingest.add_argument("source", choices=["emis", "socialwork", "thirdsector"])
+    ingest.add_argument("path")
+    ingest.add_argument("--dry-run", action="store_true", help="map and validate without writing")
+    ingest.add_argument("--org", help="SYSTEM|VALUE of the pushing organisation (default: the rehab team of pathway.yaml)")
+    ingest.set_defaults(run=cmd_ingest)
 
     consent = commands.add_parser("consent", help="consent decisions").add_subparsers(dest="consent_command", required=True)
     consent.add_parser("decide", help="decide a JSON array of requests read from stdin").set_defaults(run=cmd_consent_decide)

@@ -21,8 +21,8 @@ from gateway.conf import Conf, load_conf
 from gateway.console import create_demo_accounts
 from gateway.demo_people import DemoPerson, demo_people
 from gateway.directory import import_conf
-from gateway.fhir.access import Caller
-from gateway.fhir.service import INTERNAL, FhirService
+from gateway.fhir.access import INTERNAL, Caller
+from gateway.fhir.service import FhirService
 from gateway.pathway.demo import run_demo_pathways
 from gateway.runtime import Gateway
 from gateway.settings import Settings

@@ -107,7 +107,7 @@ def labels_for(resource: dict[str, Any], source: str | None = None) -> tuple[fro
     if resource["resourceType"] == "Patient" and (resource.get("address") or resource.get("telecom")):
         categories.add("contact-details")
     origin = _source(resource, source)
-    if origin:
+    if origin and categories:  # person data only: directory resources carry no category
         categories |= rules.sources.get(origin, frozenset())
     for category in categories:
         security |= rules.category_security.get(category, frozenset())

@@ -21,6 +21,9 @@ from gateway.store.models import ResourceRow
 from gateway.store.repository import Stored
 
 DIRECTORY_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole"})
+# Principal kind of Pathway's own pipelines (ingest, the demo builder) acting for an
+# organisation: already authorised by the route or command that started them.
+INTERNAL = "internal"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ SUPPORTED_TYPES = (
     "Communication",
     "Consent",
     "Flag",
+    "RiskAssessment",
     "AllergyIntolerance",
     "MedicationDispense",
     "Provenance",

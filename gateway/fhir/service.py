@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
 from gateway.fhir import bundles
-from gateway.fhir.access import DIRECTORY_TYPES, AccessPolicy, Caller
+from gateway.fhir.access import DIRECTORY_TYPES, INTERNAL, AccessPolicy, Caller
 from gateway.fhir.capability import SUPPORTED_TYPES, search_param_names
 from gateway.fhir.outcomes import FhirError
 from gateway.fhir.search import parse_search
@@ -35,8 +35,6 @@ from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
 Labeller = Callable[[dict[str, Any]], dict[str, Any]]
 CLIENT = ClientRow.__table__
 CLIENT_RECHECK_SECONDS = 1.0
-# Principals of in-process operators (the demo builder, command-line ingest), not API clients.
-INTERNAL = "internal"
 _CLIENT_ACTIVE = select(CLIENT.c.active).where(CLIENT.c.id == bindparam("id"))
 
 

@@ -32,7 +32,9 @@ class PathwayWorkflow:
             questionnaire = resource.get("questionnaire")
             if questionnaire == codes.RESOURCE_ALLOCATION:
                 check_decision(PathwayContext.of(ctx), resource)
-            elif questionnaire == codes.OUTCOME_STAR:
+            elif questionnaire == codes.OUTCOME_STAR and resource.get("basedOn"):
+                # A pathway review; a reading with no referral behind it (a third-sector
+                # key-work session) is a record of its own.
                 check_review(PathwayContext.of(ctx), resource)
 
     def after_write(self, ctx: WriteContext, stored: Stored, previous: Stored | None) -> None:
@@ -45,7 +47,7 @@ class PathwayWorkflow:
             questionnaire = stored.resource.get("questionnaire")
             if questionnaire == codes.RESOURCE_ALLOCATION:
                 record_decision(PathwayContext.of(ctx), stored)
-            elif questionnaire == codes.OUTCOME_STAR:
+            elif questionnaire == codes.OUTCOME_STAR and stored.resource.get("basedOn"):
                 record_review(PathwayContext.of(ctx), stored)
 
     def _task_moved(self, pc: PathwayContext, task: Stored, previous: Stored) -> None:

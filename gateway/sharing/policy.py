@@ -24,7 +24,7 @@ import consent
 from gateway.audit.ledger import disclosure
 from gateway.auth.tokens import Principal
 from gateway.directory import current_agreements as load_agreements
-from gateway.fhir.access import DIRECTORY_TYPES, Caller, Participants, Visible, WORKFLOW_PARTICIPANTS, WORKFLOW_WRITABLE
+from gateway.fhir.access import DIRECTORY_TYPES, INTERNAL, Caller, Participants, Visible, WORKFLOW_PARTICIPANTS, WORKFLOW_WRITABLE
 from gateway.sharing.break_glass import active_grant
 from gateway.store.indexing import patient_of
 from gateway.store.crypto import Keyring
@@ -90,7 +90,7 @@ class ConsentPolicy:
     # --- the three questions ---------------------------------------------------------
 
     def write_refusal(self, session: Session, caller: Caller, previous: Stored | None, resource: dict[str, Any]) -> str | None:
-        if previous is None or previous.custodian == caller.organization:
+        if previous is None or previous.custodian == caller.organization or caller.principal.kind == INTERNAL:
             return None
         if previous.type in WORKFLOW_WRITABLE and self.participants.names(session, previous.type, previous.resource, caller.organization):
             return None

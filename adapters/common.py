@@ -1,0 +1,192 @@
+"""What every source adapter shares: reading input, quarantine, validation, the report.
+
+An adapter turns source bytes into a stream of :class:`Mapped` records (the FHIR
+resources one source record becomes) and :class:`Quarantined` records (what
+could not be read or mapped, with where and why). Nothing is dropped silently:
+every source record ends up as exactly one of the two.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from mappings.labels import label_resource
+
+NAMESPACE = uuid.UUID("6f1c2b0e-5b7a-4c1e-9a55-7d0c6b3e2a10")
+SOURCE_BASE = "https://pathway.scot/source"
+MAX_ZIP_MEMBERS = 200
+MAX_UNCOMPRESSED = 2 * 1024**3
+MAX_RATIO = 200
+
+
+class IngestError(Exception):
+    """The input as a whole cannot be read (not a zip, not JSON, missing required file...)."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A source record kept aside, with its location (file:line or id) and the reason."""
+
+    location: str
+    reason: str
+    record: dict[str, Any] | None = None
+
+
+@dataclass
+class Mapped:
+    """The resources one source record became, and the people it concerns."""
+
+    location: str
+    resources: list[dict[str, Any]]
+    persons: set[str] = field(default_factory=set)
+    deletions: list[tuple[str, str]] = field(default_factory=list)
+    reviews: list[dict[str, Any]] = field(default_factory=list)  # accepted, but a person to check by hand
+
+
+class RecordProblem(ValueError):
+    """Raised inside an adapter for one record; becomes a Quarantined entry."""
+
+
+def resource_id(source: str, *key: object) -> str:
+    """A deterministic id for the resource a source record becomes (re-ingest updates, never duplicates)."""
+    return str(uuid.uuid5(NAMESPACE, "/".join([source, *map(str, key)])))
+
+
+def source_uri(source: str, *key: object) -> str:
+    return f"{SOURCE_BASE}/{source}/" + "/".join(str(k) for k in key)
+
+
+def finish(resource: dict[str, Any], source: str, *key: object) -> dict[str, Any]:
+    """Give a built resource its id, ``meta.source`` and labels."""
+    resource["id"] = resource_id(source, resource["resourceType"], *key)
+    resource.setdefault("meta", {})["source"] = source_uri(source, *key)
+    return label_resource(resource, source)
+
+
+@lru_cache(maxsize=None)
+def _model(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+def validation_problem(resources: Iterable[dict[str, Any]]) -> str | None:
+    """The first FHIR R4 structural problem in these resources, or None when all validate."""
+    for resource in resources:
+        try:
+            _model(resource["resourceType"]).model_validate(resource)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            return f"{resource['resourceType']}.{where}: {err['msg']}"
+    return None
+
+
+def parse_date(value: str, what: str) -> str:
+    """An ISO date checked for reality (1980-02-30 is refused)."""
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise RecordProblem(f"{what} {value!r} is not a real date (YYYY-MM-DD)") from None
+
+
+# --- reading input -------------------------------------------------------------------
+
+
+def read_bytes(data: bytes | Path) -> bytes:
+    if isinstance(data, Path):
+        try:
+            return data.read_bytes()
+        except OSError as exc:
+            raise IngestError(f"cannot read {data}: {exc.strerror}") from None
+    return data
+
+
+def csv_rows(text_stream: Iterable[str], name: str) -> Iterator[tuple[str, dict[str, str] | None, str | None]]:
+    """(location, row by header name, problem) for each data row of a CSV stream.
+
+    Handles a BOM, RFC 4180 quoting (commas and newlines inside quotes) and
+    reports rows whose field count differs from the header's.
+    """
+    reader = csv.reader(text_stream)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise IngestError(f"{name}: cannot read the header row: {exc}") from None
+    header = [h.lstrip("\ufeff").strip() for h in header]
+    while True:
+        location = f"{name}:{reader.line_num + 1}"  # where the record starts (quoted fields may span lines)
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield location, None, f"unreadable CSV: {exc}"
+            continue
+        if not row or row == [""]:
+            continue
+        if len(row) != len(header):
+            yield location, None, f"row has {len(row)} fields, the header has {len(header)}"
+            continue
+        yield location, dict(zip(header, row)), None
+
+
+class Files:
+    """A folder or a zip of extract files, opened by name (safely)."""
+
+    def __init__(self, data: bytes | Path) -> None:
+        self._folder: Path | None = None
+        self._zip: zipfile.ZipFile | None = None
+        if isinstance(data, Path) and data.is_dir():
+            self._folder = data
+            return
+        raw = read_bytes(data)
+        try:
+            self._zip = zipfile.ZipFile(io.BytesIO(raw))
+        except zipfile.BadZipFile:
+            raise IngestError("input is neither a folder nor a zip file") from None
+        self._check_zip(len(raw))
+
+    def _check_zip(self, size: int) -> None:
+        assert self._zip is not None
+        members = self._zip.infolist()
+        if len(members) > MAX_ZIP_MEMBERS:
+            raise IngestError(f"zip has {len(members)} members; at most {MAX_ZIP_MEMBERS} are accepted")
+        total = 0
+        for member in members:
+            path = PurePosixPath(member.filename)
+            if path.is_absolute() or ".." in path.parts or "\\" in member.filename:
+                raise IngestError(f"zip member {member.filename!r} has an unsafe path")
+            total += member.file_size
+        if total > MAX_UNCOMPRESSED or (size and total / size > MAX_RATIO and total > 50 * 1024**2):
+            raise IngestError("zip expands far beyond its size (a zip bomb?); refused")
+
+    def has(self, name: str) -> bool:
+        """Whether the extract holds a file of this name."""
+        if self._folder is not None:
+            return (self._folder / name).is_file()
+        assert self._zip is not None
+        return any(PurePosixPath(m).name == name for m in self._zip.namelist())
+
+    def open_text(self, name: str) -> io.TextIOBase | None:
+        """The named file as text (UTF-8, BOM tolerated), or None when it is absent."""
+        if self._folder is not None:
+            path = self._folder / name
+            return path.open(encoding="utf-8-sig", newline="") if path.exists() else None
+        assert self._zip is not None
+        match = next((m for m in self._zip.namelist() if PurePosixPath(m).name == name), None)
+        if match is None:
+            return None
+        return io.TextIOWrapper(self._zip.open(match), encoding="utf-8-sig", newline="")

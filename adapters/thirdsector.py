@@ -1,0 +1,189 @@
+"""Third-sector support records (DESIGN §5.3): one CSV row per contact or Outcome Star reading.
+
+A contact becomes an Encounter; a star reading also becomes a QuestionnaireResponse
+and one Observation per Star area (scores only, never the Star's own wording); a
+naloxone supply becomes a MedicationDispense. A row without a CHI is matched on
+given name, family name and birth date, or quarantined as unmatched (with any
+near-misses put up for review).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from typing import Any
+
+from adapters.common import IngestError, Mapped, Quarantined, RecordProblem, csv_rows, finish, parse_date, validation_problem
+from adapters.identity import PatientIndex, checked_chi, existing_by_chi, match_person, patient_id_for_chi
+from mappings.identifiers import CHI_SYSTEM, PARTNER_SYSTEM, source_system
+
+SOURCE = "thirdsector"
+CONTACT_SYSTEM = "https://pathway.scot/CodeSystem/third-sector-contact"
+STAR_SYSTEM = "https://pathway.scot/CodeSystem/outcome-star-area"
+STAR_QUESTIONNAIRE = "https://pathway.scot/Questionnaire/outcome-star"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+STAR_AREAS = (
+    "drug-use", "alcohol-use", "physical-health", "meaningful-use-of-time", "community",
+    "emotional-health", "accommodation", "money", "offending", "family-relationships",
+)
+# contact type -> Encounter.class (HL7 v3 ActCode)
+CONTACT_CLASSES = {
+    "one-to-one": ("AMB", "ambulatory"),
+    "group": ("AMB", "ambulatory"),
+    "phone": ("VR", "virtual"),
+    "outreach": ("FLD", "field"),
+    "star-reading": ("AMB", "ambulatory"),
+    "naloxone-supply": ("FLD", "field"),
+}
+REQUIRED = ("org_id", "client_ref", "contact_date", "contact_type")
+
+
+class Unmatched(RecordProblem):
+    """No person could be matched with certainty; ``review`` holds near-misses, if any."""
+
+    def __init__(self, message: str, review: dict[str, Any] | None) -> None:
+        super().__init__(message)
+        self.review = review
+
+
+def _person(row: dict[str, str], index: PatientIndex | None) -> tuple[str, list[dict[str, Any]]]:
+    """The Patient id a row is about, and a Patient to store when the CHI is new to Pathway."""
+    given, family = row.get("given_name", "").strip(), row.get("family_name", "").strip()
+    birth_date = parse_date(row["birth_date"].strip(), "birth_date") if row.get("birth_date", "").strip() else None
+    chi = row.get("chi", "").strip()
+    if chi:
+        checked_chi(chi, birth_date, None)
+        existing = existing_by_chi(index, chi)
+        if existing:
+            return existing, []
+        patient: dict[str, Any] = {"resourceType": "Patient", "identifier": [{"system": CHI_SYSTEM, "value": chi}]}
+        if family or given:
+            patient["name"] = [{"family": family, "given": [given] if given else []}]
+        if birth_date:
+            patient["birthDate"] = birth_date
+        patient = finish(patient, SOURCE, row["org_id"], "client", row["client_ref"])
+        patient["id"] = patient_id_for_chi(chi)
+        return patient["id"], [patient]
+    if not (given and family and birth_date):
+        raise Unmatched("unmatched: no CHI, and given name, family name and birth date are not all given", None)
+    match = match_person(index, given=given, family=family, birth_date=birth_date)
+    if match.patient_id is None:
+        reason = "unmatched: no CHI and no single person with this name and birth date"
+        raise Unmatched(reason + ("; possible matches sent for review" if match.review else ""), match.review)
+    return match.patient_id, []
+
+
+def _scores(row: dict[str, str]) -> dict[str, int]:
+    scores = {}
+    for area in STAR_AREAS:
+        raw = row.get(f"star_{area.replace('-', '_')}", "").strip()
+        if not raw.isdigit() or not 1 <= int(raw) <= 10:
+            raise RecordProblem(f"Outcome Star {area} score {raw!r} is not a whole number from 1 to 10")
+        scores[area] = int(raw)
+    return scores
+
+
+def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
+    missing = [c for c in REQUIRED if not row.get(c, "").strip()]
+    if missing:
+        raise RecordProblem(f"missing {', '.join(missing)}")
+    kind = row["contact_type"].strip()
+    if kind not in CONTACT_CLASSES:
+        raise RecordProblem(f"contact_type {kind!r} is not one of {', '.join(CONTACT_CLASSES)}")
+    when = parse_date(row["contact_date"].strip(), "contact_date")
+    org, client = row["org_id"].strip(), row["client_ref"].strip()
+    patient_id, resources = _person(row, index)
+    subject = {"reference": f"Patient/{patient_id}"}
+    key = (org, client, when, kind)
+    klass, display = CONTACT_CLASSES[kind]
+    encounter: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"system": ACT_CODE, "code": klass, "display": display},
+        "type": [{"coding": [{"system": CONTACT_SYSTEM, "code": kind}]}],
+        "subject": subject,
+        "period": {"start": when},
+        "serviceProvider": {"identifier": {"system": PARTNER_SYSTEM, "value": org}},
+        "identifier": [{"system": source_system(SOURCE, "client-ref"), "value": f"{org}/{client}"}],
+    }
+    if row.get("worker", "").strip():
+        encounter["participant"] = [{"individual": {"display": row["worker"].strip()}}]
+    encounter = finish(encounter, SOURCE, *key)
+    resources.append(encounter)
+    if kind == "star-reading":
+        scores = _scores(row)
+        reading = finish(
+            {
+                "resourceType": "QuestionnaireResponse",
+                "questionnaire": STAR_QUESTIONNAIRE,
+                "status": "completed",
+                "subject": subject,
+                "encounter": {"reference": f"Encounter/{encounter['id']}"},
+                "authored": when,
+                "item": [{"linkId": area, "answer": [{"valueInteger": score}]} for area, score in scores.items()],
+            },
+            SOURCE,
+            *key,
+        )
+        resources.append(reading)
+        resources += [
+            finish(
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": STAR_SYSTEM, "code": area}]},
+                    "subject": subject,
+                    "encounter": {"reference": f"Encounter/{encounter['id']}"},
+                    "effectiveDateTime": when,
+                    "valueInteger": score,
+                    "derivedFrom": [{"reference": f"QuestionnaireResponse/{reading['id']}"}],
+                },
+                SOURCE,
+                *key,
+                area,
+            )
+            for area, score in scores.items()
+        ]
+    elif kind == "naloxone-supply":
+        resources.append(
+            finish(
+                {
+                    "resourceType": "MedicationDispense",
+                    "status": "completed",
+                    "type": {"coding": [{"system": CONTACT_SYSTEM, "code": "naloxone-supply"}]},
+                    "medicationCodeableConcept": {"text": "Naloxone take-home kit"},
+                    "subject": subject,
+                    "context": {"reference": f"Encounter/{encounter['id']}"},
+                    "whenHandedOver": when,
+                },
+                SOURCE,
+                *key,
+            )
+        )
+    return Mapped("", resources, {subject["reference"]})
+
+
+def read(data: bytes, index: PatientIndex | None, name: str = "thirdsector.csv") -> Iterator[Mapped | Quarantined]:
+    """Map every row; unreadable, unmappable or unmatched rows are quarantined with the reason."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{name} is not UTF-8 text (byte {exc.start})") from None
+    for location, row, problem in csv_rows(io.StringIO(text, newline=""), name):
+        if problem or row is None:
+            yield Quarantined(location, problem or "unreadable row")
+            continue
+        try:
+            mapped = map_row(row, index)
+        except Unmatched as unmatched:
+            yield Quarantined(location, str(unmatched), {**row, **({"review": unmatched.review} if unmatched.review else {})})
+            continue
+        except RecordProblem as problem_:
+            yield Quarantined(location, str(problem_), row)
+            continue
+        invalid = validation_problem(mapped.resources)
+        if invalid:
+            yield Quarantined(location, f"does not make valid FHIR: {invalid}", row)
+            continue
+        mapped.location = location
+        yield mapped
