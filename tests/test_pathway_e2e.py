@@ -21,7 +21,10 @@ from gateway.delivery.models import DeliveryRow
 from gateway.delivery.notification import TOPIC_BASE
 from gateway.delivery.worker import DeliveryWorker
 from gateway.directory import import_conf
+from gateway.pathway.config import load_pathway_conf
 from gateway.runtime import Gateway
+from gateway.store.models import ConfDocumentRow
+from gateway.store.repository import now_utc
 from mappings.identifiers import REFERRAL_SYSTEM
 from mappings.labels import CATEGORY_SYSTEM, SENSITIVITY_SYSTEM
 from tests.conftest import FACILITY, HSCP, ODS, PARTNER, REPO
@@ -324,14 +327,19 @@ def test_two_people_through_the_pathway_with_five_parties(  # type: ignore[no-un
     assert time.monotonic() - started < 30
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mappings/labels.yaml labels a rehab referral and the CarePlan pathway-progress only, so a carer "
-    "granted pathway-progress reads the referral's reasons and the contingency plan",
-)
 def test_carer_portal_cannot_read_the_referral_reasons_or_the_plan(parties: Parties, ann) -> None:  # type: ignore[no-untyped-def]
     referral = refer(parties.social, ann["patient"], "REF-E2E-0003")
     plan = one(parties.social, f"CarePlan?identifier={REFERRAL_SYSTEM}|REF-E2E-0003")
     as_carer = acting_for(ann["carer"])
     assert parties.carer_portal.get(f"ServiceRequest/{referral['id']}", **as_carer).status_code == 404
     assert parties.carer_portal.get(f"CarePlan/{plan['id']}", **as_carer).status_code == 404
+
+
+def test_a_newly_imported_pathway_yaml_applies_to_the_next_write(gateway: Gateway, parties: Parties) -> None:
+    with gateway.reading() as session:
+        assert load_pathway_conf(session).review_interval_weeks == 4
+    changed = (REPO / "conf" / "pathway.yaml").read_text().replace("review_interval_weeks: 4", "review_interval_weeks: 6")
+    with gateway.transaction() as session:
+        session.add(ConfDocumentRow(name="pathway.yaml", version=2, sha256="changed", body=changed, loaded=now_utc()))
+    with gateway.reading() as session:
+        assert load_pathway_conf(session).review_interval_weeks == 6

@@ -9,10 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.directory import conf_document
 from gateway.fhir.outcomes import FhirError
+from gateway.store.models import ConfDocumentRow
+
+PATHWAY_YAML = "pathway.yaml"
+_NEWEST_DIGEST = (
+    select(ConfDocumentRow.sha256).where(ConfDocumentRow.name == PATHWAY_YAML).order_by(ConfDocumentRow.version.desc()).limit(1)
+)
+# The settings parsed from the newest imported pathway.yaml, by its SHA-256: every write of
+# the workflow needs them, and parsing the YAML each time was nearly half of a referral's cost.
+_parsed: dict[str, "PathwayConf"] = {}
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,17 @@ class PathwayConf:
 
 
 def load_pathway_conf(session: Session) -> PathwayConf:
-    """The imported pathway settings; a 503 OperationOutcome saying what to do when missing or wrong."""
+    """The imported pathway settings (parsed once per imported version); a 503
+    OperationOutcome saying what to do when missing or wrong."""
+    digest = session.scalar(_NEWEST_DIGEST)
+    conf = _parsed.get(digest) if digest else None
+    if conf is not None:
+        return conf
     try:
-        return PathwayConf.from_document(conf_document(session, "pathway.yaml"))
+        conf = PathwayConf.from_document(conf_document(session, PATHWAY_YAML))
     except (LookupError, ValueError) as problem:
         raise FhirError(503, f"the pathway is not configured: {problem}", "exception") from None
+    if digest:
+        _parsed.clear()
+        _parsed[digest] = conf
+    return conf

@@ -66,10 +66,13 @@ def _organization(repo: Repository, reference: dict[str, Any] | None) -> dict[st
     return stored.resource
 
 
+def _identifier_keys(organization: dict[str, Any]) -> frozenset[str]:
+    return frozenset(f"{i.get('system')}|{i.get('value')}" for i in organization.get("identifier", []) if i.get("value"))
+
+
 def organization_keys(repo: Repository, reference: dict[str, Any] | None) -> frozenset[str]:
     """Every "system|value" the organisation a reference names is known by."""
-    organization = _organization(repo, reference) or {}
-    return frozenset(f"{i.get('system')}|{i.get('value')}" for i in organization.get("identifier", []) if i.get("value"))
+    return _identifier_keys(_organization(repo, reference) or {})
 
 
 def acting_key(repo: Repository, reference: dict[str, Any] | None) -> str | None:
@@ -78,11 +81,23 @@ def acting_key(repo: Repository, reference: dict[str, Any] | None) -> str | None
     return organization_key(organization) if organization else None
 
 
+# Directory Organization id by acting identifier, asked on every referral: reading the
+# remembered Organization back to check it still carries the identifier costs a tenth of
+# the identifier search.
+_directory_ids: dict[str, str] = {}
+
+
 def organization_ref(repo: Repository, key: str) -> dict[str, Any]:
     """A reference to the organisation acting as ``key`` ("system|value"): literal when it is in
     the directory, else logical by identifier."""
+    remembered = _directory_ids.get(key)
+    if remembered is not None:
+        stored = repo.current("Organization", remembered)
+        if stored is not None and not stored.deleted and key in _identifier_keys(stored.resource):
+            return {"reference": stored.reference}
     found = first(repo, "Organization", [("identifier", [key])])
     if found is not None:
+        _directory_ids[key] = found.id
         return {"reference": found.reference}
     system, _, value = key.partition("|")
     return {"identifier": {"system": system, "value": value}}
