@@ -17,7 +17,7 @@ from gateway.audit.writer import AuditUnavailable
 from gateway.auth.routes import router as auth_router
 from gateway.console import create_console
 from gateway.fhir.access import AccessPolicy
-from gateway.fhir.outcomes import FhirError, error_response, fhir_error_handler
+from gateway.fhir.outcomes import FHIR_JSON, FhirError, FhirJSONResponse, error_response, error_responses, fhir_error_handler
 from gateway.fhir.routes import router as fhir_router
 from gateway.fhir.service import FhirService
 from gateway.ingest.routes import router as ingest_router
@@ -89,13 +89,14 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(AuditUnavailable, _audit_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
+    refusals = error_responses()
     app.include_router(ops_router)
-    app.include_router(auth_router)
-    app.include_router(audit_router)
-    app.include_router(ingest_router)
-    app.include_router(sharing_router)
-    app.include_router(pathway_router)
-    app.include_router(fhir_router)
+    app.include_router(auth_router, responses=error_responses((FHIR_JSON, "application/json")))  # OAuth errors are JSON
+    app.include_router(audit_router, responses=refusals, default_response_class=FhirJSONResponse)
+    app.include_router(ingest_router, responses=refusals)
+    app.include_router(sharing_router, responses=refusals)
+    app.include_router(pathway_router, responses=refusals)
+    app.include_router(fhir_router, responses=refusals, default_response_class=FhirJSONResponse)
     app.mount("/console", create_console(app))
     app.add_middleware(BodyLimit)
     app.add_middleware(RateLimiter, limit=RateLimit.from_env(), client_of=lambda token: gateway.tokens.verify(token).client_id)

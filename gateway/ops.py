@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -102,7 +102,7 @@ class RequestMiddleware:
                 )
 
 
-@router.get("/healthz", summary="Liveness and database check")
+@router.get("/healthz", summary="Liveness and database check", responses={503: {"description": "The database cannot be reached"}})
 def healthz(request: Request) -> Response:
     try:
         with get_gateway(request).engine.connect() as connection:
@@ -112,6 +112,6 @@ def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

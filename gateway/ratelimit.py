@@ -25,7 +25,7 @@ RATE_LIMIT_ENV = "PATHWAY_RATE_LIMIT"
 DEFAULT_RATE, DEFAULT_BURST = 2000.0, 4000.0
 MB = 1024 * 1024
 FHIR_BODY_LIMIT = 5 * MB
-INGEST_BODY_LIMIT = 256 * MB
+INGEST_BODY_LIMIT = 512 * MB  # as gateway.ingest.routes allows
 UNLIMITED_PATHS = frozenset({"/healthz"})
 _SWEEP_AT = 10_000  # buckets kept before idle (full) ones are forgotten
 

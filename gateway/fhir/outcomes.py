@@ -6,9 +6,44 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 FHIR_JSON = "application/fhir+json"
+OPERATION_OUTCOME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"const": "OperationOutcome"},
+        "issue": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["severity", "code"],
+                "properties": {
+                    "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                    "code": {"type": "string"},
+                    "diagnostics": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+class FhirJSONResponse(JSONResponse):
+    """FHIR JSON; routes use it to document their media type (they answer with ``fhir_response``)."""
+
+    media_type = FHIR_JSON
+
+
+def error_responses(media_types: tuple[str, ...] = (FHIR_JSON,)) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for routes whose refusals and failures are OperationOutcomes."""
+    content = {media_type: {"schema": OPERATION_OUTCOME_SCHEMA} for media_type in media_types}
+    return {
+        "4XX": {"description": "Refused; the OperationOutcome says why", "content": content},
+        "5XX": {"description": "Unavailable (try again after Retry-After) or failed; nothing was changed", "content": content},
+    }
 
 
 class FhirError(Exception):

@@ -92,7 +92,7 @@ async def read(resource_type: str, resource_id: str, who: Caller = Depends(calle
     return fhir_response(resource, headers={"ETag": bundles.etag(int(resource["meta"]["versionId"]))})
 
 
-@router.put("/{resource_type}/{resource_id}", summary="Update", openapi_extra=RESOURCE_BODY)
+@router.put("/{resource_type}/{resource_id}", summary="Update (or create with the given id)", openapi_extra=RESOURCE_BODY, responses={201: {"description": "Created with the id given"}})
 async def update(
     request: Request,
     resource_type: str,

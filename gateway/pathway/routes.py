@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from gateway.deps import caller, require_scope
 from gateway.fhir.access import Caller
-from gateway.fhir.outcomes import fhir_response
+from gateway.fhir.outcomes import FhirJSONResponse, fhir_response
 from gateway.pathway.config import load_pathway_conf
 from gateway.pathway.metrics import pathway_metrics
 from gateway.pathway.package import referral_package
@@ -17,7 +17,7 @@ from gateway.pathway.package import referral_package
 router = APIRouter(tags=["Pathway"])
 
 
-@router.get("/fhir/Task/{task_id}/$package", summary="Referral package for the Task's owner")
+@router.get("/fhir/Task/{task_id}/$package", summary="Referral package for the Task's owner", response_class=FhirJSONResponse)
 def package(request: Request, task_id: str, who: Caller = Depends(caller)) -> Response:
     require_scope(who.principal, "Task", "read")
     gateway = request.app.state.gateway

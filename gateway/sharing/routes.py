@@ -14,7 +14,7 @@ from gateway.audit.chain import append, audit_event
 from gateway.auth.tokens import Principal
 from gateway.deps import caller, get_gateway, json_body, principal, require_special_scope
 from gateway.fhir.access import Caller
-from gateway.fhir.outcomes import FhirError, fhir_response, operation_outcome, withheld_warning
+from gateway.fhir.outcomes import FhirError, FhirJSONResponse, fhir_response, operation_outcome, withheld_warning
 from gateway.sharing import break_glass
 from gateway.sharing.policy import ConsentPolicy, simulated_caller
 from gateway.audit.ledger import ledger_entry
@@ -69,7 +69,7 @@ def decide(request: Request, body: Any = Depends(json_body), who: Principal = De
     return Response(orjson.dumps(decision), media_type="application/json")
 
 
-@router.get("/consent/$simulate", summary="What a recipient would receive about a person today")
+@router.get("/consent/$simulate", summary="What a recipient would receive about a person today", response_class=FhirJSONResponse)
 def simulate(
     request: Request,
     patient: str = Query(..., description="Patient/{id}"),
