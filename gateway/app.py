@@ -23,7 +23,7 @@ from gateway.fhir.service import FhirService
 from gateway.ingest.routes import router as ingest_router
 from gateway.ops import Metrics, RequestMiddleware, router as ops_router
 from gateway.pathway import PathwayWorkflow, router as pathway_router
-from gateway.ratelimit import BodyLimit, RateLimit, RateLimiter
+from gateway.ratelimit import InputLimits, RateLimit, RateLimiter
 from gateway.runtime import Gateway
 from gateway.sharing.lifecycle import ConsentLifecycle
 from gateway.sharing.policy import ConsentPolicy
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.include_router(pathway_router, responses=refusals)
     app.include_router(fhir_router, responses=refusals, default_response_class=FhirJSONResponse)
     app.mount("/console", create_console(app))
-    app.add_middleware(BodyLimit)
+    app.add_middleware(InputLimits)
     app.add_middleware(RateLimiter, limit=RateLimit.from_env(), client_of=lambda token: gateway.tokens.verify(token).client_id)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

@@ -124,8 +124,10 @@ class BodyTooLarge(FhirError):
         super().__init__(413, f"request body is larger than {limit // MB} MB", "too-long")
 
 
-class BodyLimit:
-    """Refuses request bodies over the limit for their path with 413 and an OperationOutcome.
+class InputLimits:
+    """Refuses request bodies over the limit for their path with 413, and NUL characters in
+    the URL with 400 (no FHIR value contains one, and PostgreSQL cannot store one), each
+    with an OperationOutcome.
 
     A declared Content-Length over the limit is refused before anything is read;
     a body sent without one is counted as it arrives and refused when it passes the limit.
@@ -141,6 +143,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            await error_response(FhirError(400, "the URL contains a NUL character (%00), which no value may hold", "invalid"))(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
         declared = _header(scope, b"content-length")

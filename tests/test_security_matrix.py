@@ -25,7 +25,7 @@ from gateway.app import create_app
 from gateway.auth.tokens import ASSERTION_TYPE
 from gateway.client import client_assertion
 from gateway.fhir.capability import SUPPORTED_TYPES
-from gateway.ratelimit import MB, BodyLimit, RateLimit, TokenBuckets
+from gateway.ratelimit import MB, InputLimits, RateLimit, TokenBuckets
 from gateway.store.models import ClientRow
 from tests.conftest import ALL_SCOPES, HSCP, LiveServer, free_port
 from tests.test_sharing import CARERS_CENTRE, partnership, person  # noqa: F401 - fixtures
@@ -284,7 +284,7 @@ def test_oversized_bodies_are_refused_with_413_declared_or_streamed(make_client)
 
 
 def test_ingest_has_a_larger_body_limit_than_the_fhir_api() -> None:
-    limits = BodyLimit(app=None)  # type: ignore[arg-type]
+    limits = InputLimits(app=None)  # type: ignore[arg-type]
     assert limits.limit_for("/fhir/Patient") == 5 * MB
     assert limits.limit_for("/ingest/emis") > 5 * MB
 
@@ -372,3 +372,16 @@ def test_console_sign_in_cookie_is_http_only_strict_and_secure_over_https(gatewa
     finally:
         gateway.settings = original
     assert "; secure" in secured.headers["set-cookie"].lower()
+
+
+def test_nul_characters_are_refused_not_sent_to_the_database(server, make_client):  # type: ignore[no-untyped-def]
+    social = make_client("social-work")
+    in_url = social.get("Task", params={"status": "ready\x00"})
+    assert in_url.status_code == 400 and in_url.json()["resourceType"] == "OperationOutcome"
+    assert social.get("Patient/abc%00def").status_code == 400
+    patient = {"resourceType": "Patient", "identifier": [{"system": "https://pathway.scot/Id/test", "value": "a\u0000b"}]}
+    in_body = social.post("Patient", patient)
+    assert in_body.status_code in (201, 400, 422), in_body.text  # stored as sent, or refused: never a database error
+    form = {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE, "client_assertion": "x.y.z", "client_id": "a\x00b"}
+    in_form = httpx.post(f"{server.url}/oauth/token", data=form)
+    assert in_form.status_code in (400, 401) and in_form.json()["resourceType"] == "OperationOutcome"

@@ -22,7 +22,7 @@ def audit_events(
     request: Request,
     patient: str = Query(..., description="Patient/{id}"),
     count: int = Query(50, alias="_count", ge=1, le=MAX_COUNT),
-    offset: int = Query(0, alias="_offset", ge=0),
+    offset: int = Query(0, alias="_offset", ge=0, le=10**9),  # beyond a database integer otherwise
     who: Principal = Depends(principal),
 ) -> Response:
     require_special_scope(who, "audit.read")

@@ -41,6 +41,9 @@ def token(
     base = base_url(request)
     if grant_type != "client_credentials":
         return _oauth_error(AuthError("grant_type must be client_credentials", "unsupported_grant_type"))
+    if any("\x00" in value for value in (client_assertion_type, client_assertion, client_id, scope) if value):
+        # No valid field holds one, and PostgreSQL cannot store one (not even in the audit entry).
+        return _oauth_error(AuthError("a form field contains a NUL character", "invalid_request"))
     audiences = {f"{base}/oauth/token", str(request.url).split("?")[0]}
     try:
         with gateway.transaction() as session:
