@@ -3,12 +3,13 @@
 ``ingest(source, data, agent=...)`` reads one extract and returns an
 :class:`IngestResult`: the resources to store, deletions, quarantined records
 with their reasons, possible matches for review, and the DESIGN §5.4 report.
-``stream`` yields per-record results for extracts too large to hold at once.
+``stream`` yields per-record results; ``ingest(..., on_batch=...)`` hands accepted
+records over in batches and keeps only counts, for extracts too large to hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,10 +19,13 @@ from adapters import socialwork, thirdsector
 from adapters.common import IngestError, Mapped, Quarantined, read_bytes
 from adapters.identity import MemoryPatientIndex, PatientIndex
 
+Quarantine = Quarantined  # the name the gateway's brief uses
+
 SOURCES = ("emis", "socialwork", "thirdsector")
 PROVENANCE_TARGET_LIMIT = 1000
+BATCH_SIZE = 500
 
-__all__ = ["SOURCES", "IngestError", "IngestResult", "Mapped", "MemoryPatientIndex", "PatientIndex", "Quarantined", "ingest", "stream"]
+__all__ = ["SOURCES", "IngestError", "IngestResult", "Mapped", "MemoryPatientIndex", "PatientIndex", "Quarantine", "Quarantined", "ingest", "stream"]
 
 
 def stream(source: str, data: bytes | Path, *, index: PatientIndex | None = None) -> Iterator[Mapped | Quarantined]:
@@ -40,7 +44,11 @@ def stream(source: str, data: bytes | Path, *, index: PatientIndex | None = None
 
 @dataclass
 class IngestResult:
-    """Everything one extract produced, and its report."""
+    """Everything one extract produced, and its report.
+
+    Counts are kept as records arrive, so the report is right whether the
+    records themselves are kept (``records``) or handed on in batches.
+    """
 
     source: str
     agent: dict[str, str]
@@ -49,6 +57,12 @@ class IngestResult:
     quarantined: list[Quarantined] = field(default_factory=list)
     match_review: list[dict[str, Any]] = field(default_factory=list)
     unknown_organisations: set[str] = field(default_factory=set)
+    known_organisations: set[str] | None = None
+    keep_records: bool = True
+    accepted: int = 0
+    resource_counts: dict[str, int] = field(default_factory=dict)
+    persons: set[str] = field(default_factory=set)
+    deleted: int = 0
 
     @property
     def resources(self) -> list[dict[str, Any]]:
@@ -69,33 +83,54 @@ class IngestResult:
             if review:
                 self.match_review.append(review)
             return
-        self.records.append(item)
+        self._count(item, 1)
+        self.match_review += item.reviews
+        if self.known_organisations is not None:
+            for resource in item.resources:
+                provider = (resource.get("serviceProvider") or {}).get("identifier", {}).get("value")
+                if provider and provider not in self.known_organisations:
+                    self.unknown_organisations.add(provider)
+        if self.keep_records:
+            self.records.append(item)
+
+    def _count(self, record: Mapped, sign: int) -> None:
+        self.accepted += sign
+        self.deleted += sign * len(record.deletions)
+        for resource in record.resources:
+            kind = resource["resourceType"]
+            self.resource_counts[kind] = self.resource_counts.get(kind, 0) + sign
+        if sign > 0:
+            self.persons |= record.persons
 
     def refuse(self, record: Mapped, reason: str) -> None:
         """Move an accepted record to quarantine (the gateway refused what it became)."""
-        self.records.remove(record)
+        if self.keep_records:
+            self.records.remove(record)
+        self._count(record, -1)
         self.quarantined.append(Quarantined(record.location, reason))
 
     def report(self) -> dict[str, Any]:
-        """The ingest report of DESIGN §5.4 (plus unknown organisations and match review)."""
-        counts: dict[str, int] = {}
-        for resource in self.resources:
-            counts[resource["resourceType"]] = counts.get(resource["resourceType"], 0) + 1
+        """The ingest report of DESIGN §5.4 (plus deletions, unknown organisations and match review)."""
         return {
             "source": self.source,
-            "records": len(self.records) + len(self.quarantined),
-            "accepted": len(self.records),
+            "records": self.accepted + len(self.quarantined),
+            "accepted": self.accepted,
             "quarantined": [{"location": q.location, "reason": q.reason} for q in self.quarantined],
-            "resources": counts,
-            "persons": len({p for record in self.records for p in record.persons}),
-            "deleted": len(self.deletions),
+            "resources": {kind: n for kind, n in self.resource_counts.items() if n},
+            "persons": len(self.persons),
+            "deleted": self.deleted,
             "unknown_organisations": sorted(self.unknown_organisations),
             "match_review": len(self.match_review),
         }
 
     def provenance(self) -> dict[str, Any]:
-        """One Provenance for the ingest: the pushing organisation, the extract, what it produced."""
+        """One Provenance for the ingest: the pushing organisation, the extract, what it produced.
+
+        Bounded for any extract size: the first PROVENANCE_TARGET_LIMIT targets are
+        listed, and the source entity states how many records and resources there were.
+        """
         targets = [{"reference": f"{r['resourceType']}/{r['id']}"} for r in self.resources[:PROVENANCE_TARGET_LIMIT]]
+        produced = sum(self.resource_counts.values())
         return {
             "resourceType": "Provenance",
             "target": targets or [{"display": "no resources"}],
@@ -108,7 +143,7 @@ class IngestResult:
                 }
             ],
             "entity": [
-                {"role": "source", "what": {"display": f"{self.source} extract: {len(self.records)} records accepted ({len(self.resources)} resources; targets listed up to {PROVENANCE_TARGET_LIMIT})"}}
+                {"role": "source", "what": {"display": f"{self.source} extract: {self.accepted} records accepted ({produced} resources; targets listed up to {PROVENANCE_TARGET_LIMIT})"}}
             ],
         }
 
@@ -121,14 +156,23 @@ def ingest(
     index: PatientIndex | None = None,
     known_organisations: set[str] | None = None,
     received: datetime | None = None,
+    on_batch: Callable[[list[Mapped]], None] | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> IngestResult:
-    """Read a whole extract (raises IngestError when it cannot be read at all)."""
-    result = IngestResult(source, agent, received or datetime.now(timezone.utc))
+    """Read a whole extract (raises IngestError when it cannot be read at all).
+
+    With ``on_batch`` the accepted records are handed over ``batch_size`` at a time,
+    in store order, and not kept: memory stays flat however long the extract is.
+    """
+    result = IngestResult(source, agent, received or datetime.now(timezone.utc), known_organisations=known_organisations, keep_records=on_batch is None)
+    batch: list[Mapped] = []
     for item in stream(source, data, index=index):
         result.add(item)
-    if known_organisations is not None:
-        for resource in result.resources:
-            provider = (resource.get("serviceProvider") or {}).get("identifier", {}).get("value")
-            if provider and provider not in known_organisations:
-                result.unknown_organisations.add(provider)
+        if on_batch is not None and isinstance(item, Mapped):
+            batch.append(item)
+            if len(batch) >= batch_size:
+                on_batch(batch)
+                batch = []
+    if on_batch is not None and batch:
+        on_batch(batch)
     return result

@@ -1,0 +1,145 @@
+"""Ingest benchmark: map a generated EMIS extract and compare with fhir.resources validation alone.
+
+    python bench/ingest.py                 # 100,000 patients (about 700,000 rows)
+    python bench/ingest.py --patients 5000 # a quick run
+
+Prints rows/s and resources/s for mapping (read, map, label, validate), the
+process's peak memory, and the rate at which ``fhir.resources.R4B`` validates
+the same kinds of resources on its own: the ceiling mapping is measured against
+(target: mapping at least half the ceiling, peak memory under 500 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import resource
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import adapters  # noqa: E402
+from adapters.common import Mapped  # noqa: E402
+from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
+from mappings.identifiers import make_chi  # noqa: E402
+
+ORG = "{5B0E0000-0000-4000-8000-000000000001}"
+GP = "{5B0E0000-0000-4000-8000-0000000000A1}"
+CLINICAL_CODES = [
+    ("1001", "Opioid dependence", "E240.00", "75544000"),
+    ("1002", "Alcohol dependence syndrome", "E23..00", "66590003"),
+    ("1003", "Systolic blood pressure", "2469.00", "271649006"),
+    ("1004", "Depressive disorder NEC", "E2B..00", ""),
+]
+DRUG_CODES = [("2001", "Methadone 1mg/ml oral solution sugar free", "900000000000001"), ("2002", "Buprenorphine 8mg sublingual tablets", "900000000000002")]
+SAMPLE_RECORDS = 10_000
+
+
+def _write(path: Path, header: list[str], rows: object) -> int:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        count = 0
+        for row in rows:  # type: ignore[attr-defined]
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+def _guid(kind: int, n: int) -> str:
+    return f"{{{kind:08X}-0000-4000-8000-{n:012X}}}"
+
+
+def generate(folder: Path, patients: int, observations: int, drugs: int) -> int:
+    """Write an EMIS extract of ``patients`` people; returns the number of data rows."""
+    rows = _write(folder / "Admin_Organisation.csv", ["OrganisationGuid", "OrganisationName", "ODSCode", "OrganisationType"], [[ORG, "Bench Practice", "99999", "General Practice"]])
+    rows += _write(folder / "Admin_UserInRole.csv", ["UserInRoleGuid", "OrganisationGuid", "Title", "GivenName", "Surname", "JobCategoryCode", "JobCategoryName"], [[GP, ORG, "Dr", "Ada", "Bench", "R0260", "GP"]])
+    rows += _write(folder / "Coding_ClinicalCode.csv", ["CodeId", "Term", "ReadTermId", "SnomedCTConceptId"], CLINICAL_CODES)
+    rows += _write(folder / "Coding_DrugCode.csv", ["CodeId", "Term", "DmdProductCodeId"], DRUG_CODES)
+
+    def people() -> object:
+        for n in range(patients):
+            born = date(1950, 1, 1) + timedelta(days=n % 18_000)
+            sex = "M" if n % 2 else "F"
+            chi = make_chi(born, "male" if sex == "M" else "female", n // 36_000)
+            yield [_guid(1, n), ORG, GP, sex, born.isoformat(), "Given", f"Family{n}", chi, "1 Bench St", "Dundee", "DD1 1AA", "false", "false", "false"]
+
+    rows += _write(
+        folder / "Admin_Patient.csv",
+        ["PatientGuid", "OrganisationGuid", "UsualGpUserInRoleGuid", "Sex", "DateOfBirth", "GivenName", "Surname", "NhsNumber", "NumberAndStreet", "Town", "Postcode", "Deleted", "SpineSensitive", "IsConfidential"],
+        people(),
+    )
+    rows += _write(
+        folder / "CareRecord_Observation.csv",
+        ["ObservationGuid", "PatientGuid", "OrganisationGuid", "EffectiveDate", "EffectiveDatePrecision", "ClinicianUserInRoleGuid", "CodeId", "Value", "NumericUnit", "Deleted", "IsConfidential"],
+        (
+            [_guid(2, n * observations + k), _guid(1, n), ORG, "2026-03-02", "YMD", GP, CLINICAL_CODES[k % len(CLINICAL_CODES)][0], "128" if k % 4 == 2 else "", "mmHg" if k % 4 == 2 else "", "false", "false"]
+            for n in range(patients)
+            for k in range(observations)
+        ),
+    )
+    rows += _write(
+        folder / "Prescribing_DrugRecord.csv",
+        ["DrugRecordGuid", "PatientGuid", "OrganisationGuid", "EffectiveDate", "EffectiveDatePrecision", "ClinicanUserInRoleGuid", "CodeId", "Dosage", "PrescriptionType", "IsActive", "Deleted"],
+        ([_guid(3, n * drugs + k), _guid(1, n), ORG, "2026-01-05", "YMD", GP, DRUG_CODES[k % 2][0], "as directed", "Repeat", "true", "false"] for n in range(patients) for k in range(drugs)),
+    )
+    rows += _write(
+        folder / "Prescribing_IssueRecord.csv",
+        ["IssueRecordGuid", "PatientGuid", "OrganisationGuid", "DrugRecordGuid", "EffectiveDate", "CodeId", "Dosage", "Quantity", "QuantityUnit", "CourseDurationInDays", "Deleted"],
+        ([_guid(4, n * drugs + k), _guid(1, n), ORG, _guid(3, n * drugs + k), "2026-02-01", DRUG_CODES[k % 2][0], "as directed", "14", "tablet", "14", "false"] for n in range(patients) for k in range(drugs)),
+    )
+    return rows
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--observations", type=int, default=4, help="observations per patient")
+    parser.add_argument("--drugs", type=int, default=1, help="drug records (and issues) per patient")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        started = time.perf_counter()
+        rows = generate(folder, args.patients, args.observations, args.drugs)
+        print(f"generated {rows:,} rows for {args.patients:,} patients in {time.perf_counter() - started:.1f} s")
+
+        produced, seen, every = 0, 0, max(1, rows // SAMPLE_RECORDS)
+        sample: list[dict[str, object]] = []  # every n-th record's resources: the same mix as the whole
+
+        def count(batch: list[Mapped]) -> None:
+            nonlocal produced, seen
+            for record in batch:
+                produced += len(record.resources)
+                seen += 1
+                if seen % every == 0:
+                    sample.extend(record.resources)
+
+        started = time.perf_counter()
+        result = adapters.ingest("emis", folder, agent={"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "99999"}, on_batch=count)
+        mapping = time.perf_counter() - started
+        report = result.report()
+        print(f"mapping:  {mapping:.1f} s, {rows / mapping:,.0f} rows/s, {produced / mapping:,.0f} resources/s "
+              f"({report['accepted']:,} accepted, {len(report['quarantined']):,} quarantined), peak memory {peak_rss_mb():,.0f} MB")
+
+    models = {kind: get_fhir_model_class(kind) for kind in {r["resourceType"] for r in sample}}
+    started = time.perf_counter()
+    for resource_ in sample:
+        models[resource_["resourceType"]].model_validate(resource_)
+    ceiling = len(sample) / (time.perf_counter() - started)
+    rate = produced / mapping
+    print(f"ceiling:  fhir.resources alone validates {ceiling:,.0f} resources/s (same mix, {len(sample):,} resources)")
+    print(f"mapping runs at {rate / ceiling:.0%} of the ceiling (target >= 50%); peak memory target < 500 MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
