@@ -5,7 +5,8 @@
 
 Prints rows/s and resources/s for mapping (read, map, label, validate), the
 process's peak memory, and the rate at which ``fhir.resources.R4B`` validates
-the same kinds of resources on its own: the ceiling mapping is measured against
+the very same resources on its own (each batch is validated a second time, timed
+apart from mapping, so memory stays flat): the ceiling mapping is measured against
 (target: mapping at least half the ceiling, peak memory under 500 MB).
 """
 
@@ -19,6 +20,7 @@ import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,7 +38,6 @@ CLINICAL_CODES = [
     ("1004", "Depressive disorder NEC", "E2B..00", ""),
 ]
 DRUG_CODES = [("2001", "Methadone 1mg/ml oral solution sugar free", "900000000000001"), ("2002", "Buprenorphine 8mg sublingual tablets", "900000000000002")]
-SAMPLE_RECORDS = 10_000
 
 
 def _write(path: Path, header: list[str], rows: object) -> int:
@@ -112,31 +113,29 @@ def main(argv: list[str] | None = None) -> int:
         rows = generate(folder, args.patients, args.observations, args.drugs)
         print(f"generated {rows:,} rows for {args.patients:,} patients in {time.perf_counter() - started:.1f} s")
 
-        produced, seen, every = 0, 0, max(1, rows // SAMPLE_RECORDS)
-        sample: list[dict[str, object]] = []  # every n-th record's resources: the same mix as the whole
+        produced, validating = 0, 0.0
+        models: dict[str, Any] = {}
 
-        def count(batch: list[Mapped]) -> None:
-            nonlocal produced, seen
+        def validate_again(batch: list[Mapped]) -> None:
+            """The ceiling: fhir.resources alone validating the very resources mapping produced."""
+            nonlocal produced, validating
+            started = time.perf_counter()
             for record in batch:
+                for built in record.resources:
+                    kind = built["resourceType"]
+                    model = models.get(kind) or models.setdefault(kind, get_fhir_model_class(kind))
+                    model.model_validate(built)
                 produced += len(record.resources)
-                seen += 1
-                if seen % every == 0:
-                    sample.extend(record.resources)
+            validating += time.perf_counter() - started
 
         started = time.perf_counter()
-        result = adapters.ingest("emis", folder, agent={"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "99999"}, on_batch=count)
-        mapping = time.perf_counter() - started
+        result = adapters.ingest("emis", folder, agent={"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "99999"}, on_batch=validate_again)
+        mapping = time.perf_counter() - started - validating
         report = result.report()
-        print(f"mapping:  {mapping:.1f} s, {rows / mapping:,.0f} rows/s, {produced / mapping:,.0f} resources/s "
-              f"({report['accepted']:,} accepted, {len(report['quarantined']):,} quarantined), peak memory {peak_rss_mb():,.0f} MB")
-
-    models = {kind: get_fhir_model_class(kind) for kind in {r["resourceType"] for r in sample}}
-    started = time.perf_counter()
-    for resource_ in sample:
-        models[resource_["resourceType"]].model_validate(resource_)
-    ceiling = len(sample) / (time.perf_counter() - started)
-    rate = produced / mapping
-    print(f"ceiling:  fhir.resources alone validates {ceiling:,.0f} resources/s (same mix, {len(sample):,} resources)")
+    rate, ceiling = produced / mapping, produced / validating
+    print(f"mapping:  {mapping:.1f} s, {rows / mapping:,.0f} rows/s, {rate:,.0f} resources/s "
+          f"({report['accepted']:,} accepted, {len(report['quarantined']):,} quarantined), peak memory {peak_rss_mb():,.0f} MB")
+    print(f"ceiling:  fhir.resources alone validates the same {produced:,} resources at {ceiling:,.0f} resources/s")
     print(f"mapping runs at {rate / ceiling:.0%} of the ceiling (target >= 50%); peak memory target < 500 MB")
     return 0
 
