@@ -23,6 +23,7 @@ _NEWEST_DIGEST = (
 # The settings parsed from the newest imported pathway.yaml, by its SHA-256: every write of
 # the workflow needs them, and parsing the YAML each time was nearly half of a referral's cost.
 _parsed: dict[str, "PathwayConf"] = {}
+_SESSION_KEY = "pathway.conf"
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,19 @@ class PathwayConf:
 
 
 def load_pathway_conf(session: Session) -> PathwayConf:
-    """The imported pathway settings (parsed once per imported version); a 503
-    OperationOutcome saying what to do when missing or wrong."""
+    """The imported pathway settings, looked up once per transaction; a 503 OperationOutcome
+    saying what to do when missing or wrong."""
+    conf = session.info.get(_SESSION_KEY)
+    if conf is None:
+        conf = session.info[_SESSION_KEY] = _newest(session)
+    return conf
+
+
+def _newest(session: Session) -> PathwayConf:
+    """The newest imported pathway.yaml, parsed once per version."""
     digest = session.scalar(_NEWEST_DIGEST)
-    conf = _parsed.get(digest) if digest else None
-    if conf is not None:
-        return conf
+    if digest in _parsed:
+        return _parsed[digest]
     try:
         conf = PathwayConf.from_document(conf_document(session, PATHWAY_YAML))
     except (LookupError, ValueError) as problem:
