@@ -30,6 +30,10 @@ def _fold(text: str) -> str:
     return " ".join(text.lower().replace("-", " ").split())
 
 
+def _postcode(text: str | None) -> str:
+    return "".join((text or "").upper().split())
+
+
 class MemoryPatientIndex:
     """An in-memory index for dry runs and tests."""
 
@@ -37,10 +41,15 @@ class MemoryPatientIndex:
         self._identifiers: dict[tuple[str, str], str] = {}
         self._people: dict[tuple[str, str, str], list[str]] = {}
         self._families: dict[tuple[str, str], list[str]] = {}
+        self._postcodes: dict[str, str] = {}
 
-    def add(self, patient_id: str, *, identifiers: list[tuple[str, str]] = (), given: str = "", family: str = "", birth_date: str = "") -> None:  # type: ignore[assignment]
+    def add(
+        self, patient_id: str, *, identifiers: list[tuple[str, str]] = (), given: str = "", family: str = "", birth_date: str = "", postcode: str = ""  # type: ignore[assignment]
+    ) -> None:
         for identifier in identifiers:
             self._identifiers[identifier] = patient_id
+        if postcode:
+            self._postcodes[patient_id] = _postcode(postcode)
         if birth_date:
             self._people.setdefault((_fold(given), _fold(family), birth_date), []).append(patient_id)
             self._families.setdefault((_fold(family), birth_date), []).append(patient_id)
@@ -49,7 +58,10 @@ class MemoryPatientIndex:
         return self._identifiers.get((system, value))
 
     def by_demographics(self, given: str, family: str, birth_date: str, postcode: str | None = None) -> list[str]:
-        return list(dict.fromkeys(self._people.get((_fold(given), _fold(family), birth_date), [])))
+        """People with these names and birth date; when both sides have a postcode, it must agree too."""
+        found = dict.fromkeys(self._people.get((_fold(given), _fold(family), birth_date), []))
+        wanted = _postcode(postcode)
+        return [p for p in found if not (wanted and self._postcodes.get(p)) or self._postcodes[p] == wanted]
 
     def near(self, family: str, birth_date: str) -> list[str]:
         return list(dict.fromkeys(self._families.get((_fold(family), birth_date), [])))

@@ -18,6 +18,7 @@ import orjson
 
 from adapters.common import IngestError, Mapped, Quarantined, RecordProblem, finish, parse_date, validation_problem
 from adapters.identity import PatientIndex, checked_chi, existing_by_chi, patient_id_for_chi
+from mappings.codes import relationship_concept
 from mappings.identifiers import CHI_SYSTEM, REFERRAL_SYSTEM, source_system
 
 SOURCE = "socialwork"
@@ -26,19 +27,12 @@ RISK_SYSTEM = "https://pathway.scot/CodeSystem/risk-type"
 ASSESSMENT_SYSTEM = "https://pathway.scot/CodeSystem/social-work-assessment"
 SUBSTANCE_SYSTEM = "https://pathway.scot/CodeSystem/substance"
 FINDING_SYSTEM = "https://pathway.scot/CodeSystem/social-work-finding"
-ROLE_CODE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 RISK_PROBABILITY = "http://terminology.hl7.org/CodeSystem/risk-probability"
 RISK_TYPES = ("domestic-abuse", "adult-protection", "child-protection", "mappa", "overdose", "self-harm")
 ASSESSMENT_TYPES = ("rehab-readiness", "adult-support-protection", "carer", "other")
 SUBSTANCES = ("alcohol", "opioids", "benzodiazepines", "cocaine", "cannabis", "other")
 LEVELS = {"low": "low", "medium": "moderate", "high": "high"}
 SEXES = {"male": "male", "female": "female", "other": "other", "unknown": "unknown"}
-# Carer relationships to HL7 v3 RoleCode (others are kept as text).
-RELATIONSHIPS = {
-    "mother": "MTH", "father": "FTH", "sister": "SIS", "brother": "BRO", "son": "SON", "daughter": "DAU",
-    "wife": "WIFE", "husband": "HUSB", "partner": "SIGOTHR", "friend": "FRND", "grandmother": "GRMTH",
-    "grandfather": "GRFTH", "aunt": "AUNT", "uncle": "UNCLE", "neighbour": "NBOR",
-}
 
 
 def records(raw: bytes) -> Iterator[tuple[str, Any]]:
@@ -109,16 +103,11 @@ def _patient(case: dict[str, Any], case_id: str, index: PatientIndex | None) -> 
 
 
 def _carer(carer: dict[str, Any], case_id: str, patient_ref: str) -> dict[str, Any]:
-    relationship = str(carer.get("relationship", "")).lower()
     resource: dict[str, Any] = {
         "resourceType": "RelatedPerson",
         "patient": {"reference": patient_ref},
         "name": [{"text": str(carer.get("name", "")).strip() or "unnamed carer"}],
-        "relationship": [
-            {"coding": [{"system": ROLE_CODE, "code": RELATIONSHIPS[relationship]}], "text": relationship}
-            if relationship in RELATIONSHIPS
-            else {"text": relationship or "carer"}
-        ],
+        "relationship": [relationship_concept(str(carer.get("relationship", "")))],
         "extension": [{"url": EXTENSION + "involve-in-reviews", "valueBoolean": bool(carer.get("involve_in_reviews"))}],
         "identifier": [{"system": source_system(SOURCE, "carer-id"), "value": f"{case_id}/{carer.get('id')}"}],
     }
