@@ -308,6 +308,7 @@ def _peak(folder: Path) -> tuple[int, int]:
         tracemalloc.stop()
 
 
+@pytest.mark.slow  # about 20 s; skip with -m "not slow"
 def test_observations_stream_in_constant_memory_bigger(tmp_path: Path) -> None:
     # Ten times the rows, the same peak. 50,000 rows rather than 200,000: tracing every allocation
     # triples the time and the test must stay well under a minute (200,000 measured by hand: same peak).
