@@ -29,6 +29,8 @@ SOURCE_BASE = "https://pathway.scot/source"
 MAX_ZIP_MEMBERS = 200
 MAX_UNCOMPRESSED = 2 * 1024**3
 MAX_RATIO = 200
+# Text is decoded with replacement, so one bad byte costs its row (quarantined), not the file.
+UNDECODABLE = "\ufffd"
 
 
 class IngestError(Exception):
@@ -140,6 +142,9 @@ def csv_rows(text_stream: Iterable[str], name: str) -> Iterator[tuple[str, dict[
         if len(row) != len(header):
             yield location, None, f"row has {len(row)} fields, the header has {len(header)}"
             continue
+        if any(UNDECODABLE in field for field in row):
+            yield location, None, "row contains bytes that are not valid UTF-8"
+            continue
         yield location, dict(zip(header, row)), None
 
 
@@ -184,9 +189,9 @@ class Files:
         """The named file as text (UTF-8, BOM tolerated), or None when it is absent."""
         if self._folder is not None:
             path = self._folder / name
-            return path.open(encoding="utf-8-sig", newline="") if path.exists() else None
+            return path.open(encoding="utf-8-sig", errors="replace", newline="") if path.exists() else None
         assert self._zip is not None
         match = next((m for m in self._zip.namelist() if PurePosixPath(m).name == name), None)
         if match is None:
             return None
-        return io.TextIOWrapper(self._zip.open(match), encoding="utf-8-sig", newline="")
+        return io.TextIOWrapper(self._zip.open(match), encoding="utf-8-sig", errors="replace", newline="")

@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from adapters.common import IngestError, Mapped, Quarantined, RecordProblem, csv_rows, finish, parse_date, validation_problem
+from adapters.common import Mapped, Quarantined, RecordProblem, csv_rows, finish, parse_date, validation_problem
 from adapters.identity import PatientIndex, checked_chi, existing_by_chi, match_person, patient_id_for_chi
 from mappings.identifiers import CHI_SYSTEM, PARTNER_SYSTEM, source_system
 
@@ -165,10 +165,7 @@ def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
 
 def read(data: bytes, index: PatientIndex | None, name: str = "thirdsector.csv") -> Iterator[Mapped | Quarantined]:
     """Map every row; unreadable, unmappable or unmatched rows are quarantined with the reason."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{name} is not UTF-8 text (byte {exc.start})") from None
+    text = data.decode("utf-8-sig", errors="replace")
     for location, row, problem in csv_rows(io.StringIO(text, newline=""), name):
         if problem or row is None:
             yield Quarantined(location, problem or "unreadable row")

@@ -77,11 +77,6 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="known bug, reported: a byte that is not UTF-8 in an EMIS CSV escapes adapters/common.py as UnicodeDecodeError",
-)
 def test_mutated_emis_files_in_a_zip_are_read_or_refused_never_crash() -> None:
     originals = {path.name: path.read_bytes() for path in EMIS_FILES}
 

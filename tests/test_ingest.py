@@ -93,8 +93,9 @@ def test_json_lines_reads_like_a_json_array() -> None:
 def test_unreadable_input_is_an_ingest_error() -> None:
     with pytest.raises(IngestError):
         adapters.ingest("socialwork", b"", agent=HSCP_ID)
-    with pytest.raises(IngestError):
-        adapters.ingest("thirdsector", b"\xff\xfe\x00bad", agent=HSCP_ID)
+    bad_bytes = (FIXTURES / "thirdsector.csv").read_bytes().replace(b"Discussed goals", b"Discussed \xff goals")
+    result = adapters.ingest("thirdsector", bad_bytes, agent=HSCP_ID)
+    assert ("thirdsector.csv:2", "row contains bytes that are not valid UTF-8") in [(q.location, q.reason) for q in result.quarantined]
 
 
 @pytest.fixture

@@ -270,8 +270,11 @@ def test_walk_through_from_referral_to_early_exit(gateway: Gateway, make_client)
     assert {"reference": "Organization/dundee-hscp"} in alert["recipient"]
     assert {"reference": "PractitionerRole/kw-sarah-mcintyre"} in alert["recipient"]
     assert {"reference": "Organization/dundee-recovery-service"} in alert["recipient"]
-    assert {"reference": carer} in alert["recipient"]
     assert "naloxone" in alert["payload"][1]["contentString"]
+    # the consented carer gets a carer-safe alert of their own, without the clinical plan
+    assert {"reference": carer} not in alert["recipient"]
+    carer_alert = one(social, f"Communication?recipient={carer}&category=contingency-alert")
+    assert carer_alert["priority"] == "urgent" and "naloxone" not in str(carer_alert["payload"])
     pathway = social.get(f"Task/{task['id']}").json()
     assert pathway["businessStatus"]["coding"][0]["code"] == "community-recovery"
     handovers = social.get(f"Task?part-of=Task/{task['id']}&code=https://pathway.scot/CodeSystem/task-type|handover").json()["entry"]

@@ -15,6 +15,7 @@ from gateway.pathway.notify import notify
 from gateway.pathway.records import care_team
 from gateway.pathway.referrals import contingency_plan
 from gateway.store.repository import Stored
+from mappings.labels import CATEGORY_SYSTEM, SENSITIVITY_SYSTEM
 
 
 def _unique(references: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -45,6 +46,8 @@ def early_exit_alert(pc: PathwayContext, facility_task: Stored, pathway_task: St
     alert = pc.derive(
         {
             "resourceType": "Communication",
+            # It carries the contingency plan: substance-use information, whatever the category says.
+            "meta": {"tag": [codes.coding(CATEGORY_SYSTEM, "substance-use")], "security": [codes.coding(SENSITIVITY_SYSTEM, "SUD")]},
             "status": "completed",
             "priority": "urgent",
             "category": [codes.concept(codes.COMMUNICATION_CATEGORY_SYSTEM, codes.CONTINGENCY_ALERT)],
@@ -52,7 +55,7 @@ def early_exit_alert(pc: PathwayContext, facility_task: Stored, pathway_task: St
             "about": [{"reference": facility_task.reference}, {"reference": pathway_task.reference}],
             "sent": pc.instant,
             "sender": task["owner"],
-            "recipient": organizations + [{"reference": carer} for carer in carers],
+            "recipient": organizations,
             "payload": [
                 {"contentString": f"Early exit from residential rehabilitation on {ended[:10]}. Tolerance is low and overdose risk high."},
                 {"contentString": f"Contingency plan: {plan_text}"},
@@ -60,5 +63,23 @@ def early_exit_alert(pc: PathwayContext, facility_task: Stored, pathway_task: St
         }
     )
     notify(pc.ctx.session, "contingency-alert", pc.keys_of(organizations), focus=alert.reference, patient=alert.patient, purpose="TREAT")
-    tell_carers(pc, "contingency-alert", alert, carers)
+    if carers:
+        # Carers get a carer-safe alert (pathway progress only): that the stay ended and whom to call.
+        carer_alert = pc.derive(
+            {
+                "resourceType": "Communication",
+                "status": "completed",
+                "priority": "urgent",
+                "category": [codes.concept(codes.COMMUNICATION_CATEGORY_SYSTEM, codes.CONTINGENCY_ALERT)],
+                "subject": task["for"],
+                "about": [{"reference": pathway_task.reference}],
+                "sent": pc.instant,
+                "sender": pathway_task.resource["owner"],
+                "recipient": [{"reference": carer} for carer in carers],
+                "payload": [
+                    {"contentString": f"The residential stay ended early on {ended[:10]}. The key worker has been told; please contact them today."}
+                ],
+            }
+        )
+        tell_carers(pc, "contingency-alert", carer_alert, carers)
     return alert
