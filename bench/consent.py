@@ -14,12 +14,20 @@ the ``pathway consent decide`` / ``POST /consent/$decide`` shape, for an HTTP fi
 from __future__ import annotations
 
 import argparse
+import http.client
+import multiprocessing
+import os
+import subprocess
+import tempfile
+import threading
 import itertools
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -31,6 +39,7 @@ ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CAT = "https://pathway.scot/CodeSystem/data-category"
 CHI = {"system": "https://fhir.nhs.uk/Id/chi-number", "value": "1503901238"}
 HSCP = {"system": ODS, "value": "S037"}
+HSCP_KEY = f"{ODS}|S037"
 FACILITY = {"system": PARTNER, "value": "rehab-tayview-house"}
 ADVOCACY = {"system": PARTNER, "value": "advocacy-dundee"}
 THIRD = {"system": PARTNER, "value": "third-sector-hillcrest"}
@@ -131,16 +140,87 @@ def in_process_rates(items: list[dict[str, Any]], seconds: float) -> tuple[list[
     return rates, mix
 
 
+def _decide_over_http(args: tuple[int, str, list[bytes], float, int]) -> list[float]:
+    """One load process: keep-alive connections posting decision requests until the deadline."""
+    port, token, bodies, deadline, threads = args
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def worker(offset: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        mine, n = [], offset
+        while time.time() < deadline:
+            started = time.perf_counter()
+            connection.request("POST", "/consent/$decide", body=bodies[n % len(bodies)], headers=headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise SystemExit(f"$decide answered {response.status}")
+            mine.append(time.perf_counter() - started)
+            n += 1
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return latencies
+
+
+def http_rate(seconds: float, port: int = 8767, processes: int = 2, threads: int = 4) -> None:
+    """``POST /consent/$decide`` against ``pathway serve``: the person and their three consents
+    stored, the demo agreements imported; prints decisions/s with p50/p99."""
+    from bench.fhir_api import percentile
+    from bench.referral import prepare, wait_until_serving
+    from gateway.client import PathwayClient
+    from gateway.runtime import Gateway
+    from gateway.settings import Settings
+    from mappings.labels import label_resource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url, secrets, base = f"sqlite:///{tmp}/decide.db", Path(tmp) / "secrets", f"http://127.0.0.1:{port}"
+        creds, _ = prepare(database_url, secrets, 0, base)
+        gateway = Gateway.start(Settings(database_url=database_url, secrets_dir=secrets, run_workers=False))
+        with gateway.transaction() as session:
+            repo = gateway.repository(session)
+            repo.create(label_resource({"resourceType": "Patient", "id": "p-ross", "identifier": [CHI], "birthDate": "1990-03-15", "gender": "male"}), HSCP_KEY)
+            for consent in consents():
+                repo.create(label_resource(dict(consent)), HSCP_KEY)
+        gateway.close()
+        bodies = [orjson.dumps(item["request"]) for item in scenario(with_agreements=True)]
+        env = {**os.environ, "PATHWAY_DATABASE_URL": database_url, "PATHWAY_SECRETS_DIR": str(secrets), "PATHWAY_LOG_LEVEL": "WARNING", "PATHWAY_RUN_WORKERS": "0"}
+        server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env=env)
+        try:
+            wait_until_serving(base)
+            token = PathwayClient(creds).token()
+            started = time.time()
+            jobs = [(port, token, bodies, started + seconds, threads)] * processes
+            with multiprocessing.get_context("spawn").Pool(processes) as pool:
+                latencies = [x for part in pool.map(_decide_over_http, jobs) for x in part]
+            elapsed = time.time() - started
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    print(f"HTTP POST /consent/$decide: {len(latencies) / elapsed:,.0f} decisions/s, p50 {percentile(latencies, 0.5):.1f} ms, "
+          f"p99 {percentile(latencies, 0.99):.1f} ms ({len(latencies)} requests, {processes * threads} connections)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--agreements", action="store_true", help="evaluate the agreement layer too")
+    parser.add_argument("--http", action="store_true", help="also measure POST /consent/$decide against pathway serve")
     args = parser.parse_args()
     items = scenario(args.agreements)
     rates, mix = in_process_rates(items, args.seconds)
     layers = "agreements + consents" if args.agreements else "consents"
     print(f"in-process ({layers}): median {statistics.median(rates):,.0f}, best {max(rates):,.0f} decisions per "
           f"CPU second on one core over {len(rates)} rounds; mix per {len(items)} requests: {mix}")
+    if args.http:
+        http_rate(max(args.seconds, 8.0))
 
 
 if __name__ == "__main__":
