@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing
-import os
-import subprocess
 import tempfile
 import threading
 import itertools
@@ -173,8 +171,8 @@ def _decide_over_http(args: tuple[int, str, list[bytes], float, int]) -> list[fl
 def http_rate(seconds: float, port: int = 8767, processes: int = 2, threads: int = 4) -> None:
     """``POST /consent/$decide`` against ``pathway serve``: the person and their three consents
     stored, the demo agreements imported; prints decisions/s with p50/p99."""
-    from bench.fhir_api import percentile
-    from bench.referral import prepare, wait_until_serving
+    from bench._serve import pathway_serve, percentile
+    from bench.referral import prepare
     from gateway.client import PathwayClient
     from gateway.runtime import Gateway
     from gateway.settings import Settings
@@ -191,19 +189,13 @@ def http_rate(seconds: float, port: int = 8767, processes: int = 2, threads: int
                 repo.create(label_resource(dict(consent)), HSCP_KEY)
         gateway.close()
         bodies = [orjson.dumps(item["request"]) for item in scenario(with_agreements=True)]
-        env = {**os.environ, "PATHWAY_DATABASE_URL": database_url, "PATHWAY_SECRETS_DIR": str(secrets), "PATHWAY_LOG_LEVEL": "WARNING", "PATHWAY_RUN_WORKERS": "0"}
-        server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env=env)
-        try:
-            wait_until_serving(base)
+        with pathway_serve(database_url, secrets, port):
             token = PathwayClient(creds).token()
             started = time.time()
             jobs = [(port, token, bodies, started + seconds, threads)] * processes
             with multiprocessing.get_context("spawn").Pool(processes) as pool:
                 latencies = [x for part in pool.map(_decide_over_http, jobs) for x in part]
             elapsed = time.time() - started
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
     print(f"HTTP POST /consent/$decide: {len(latencies) / elapsed:,.0f} decisions/s, p50 {percentile(latencies, 0.5):.1f} ms, "
           f"p99 {percentile(latencies, 0.99):.1f} ms ({len(latencies)} requests, {processes * threads} connections)")
 

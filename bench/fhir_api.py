@@ -15,7 +15,6 @@ import argparse
 import http.client
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,11 +22,11 @@ import time
 from datetime import date
 from pathlib import Path
 
-import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._serve import pathway_serve, percentile  # noqa: E402
 from gateway.auth.clients import credentials, new_client_key, register_client  # noqa: E402
 from gateway.client import PathwayClient  # noqa: E402
 from gateway.runtime import Gateway  # noqa: E402
@@ -45,11 +44,6 @@ def _patient(n: int) -> dict:  # type: ignore[type-arg]
         "gender": gender,
         "birthDate": born.isoformat(),
     }
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 def _load_process(args: tuple[str, int, str, str, list[str], float, int, int]) -> tuple[list[float], int, list[str]]:
@@ -133,26 +127,11 @@ def main() -> None:
             client = register_client(session, "bench", "https://fhir.nhs.uk/Id/ods-organization-code|S037", ["system/*.read", "system/*.write"], public_keys=[key.public_jwk])
             creds = credentials(client, key, base)
         gateway.close()
-        env = {**os.environ, "PATHWAY_DATABASE_URL": database_url, "PATHWAY_SECRETS_DIR": str(settings.secrets_dir), "PATHWAY_LOG_LEVEL": "WARNING", "PATHWAY_RUN_WORKERS": "0"}
-        server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(args.port)], env=env)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("server did not start")
-                time.sleep(0.1)
+        with pathway_serve(database_url, settings.secrets_dir, args.port):
             token = PathwayClient(creds).token()
             print(f"Pathway FHIR API on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.seconds:.0f} s per phase")
             created = drive("create", args.port, token, [], args.seconds, args.processes, args.threads)
             drive("read", args.port, token, created, args.seconds, args.processes, args.threads)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,10 @@ step did not expect).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import multiprocessing
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,11 +34,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._serve import pathway_serve, percentile  # noqa: E402
 from gateway.auth.clients import credentials, new_client_key, register_client  # noqa: E402
 from gateway.client import PathwayClient  # noqa: E402
 from gateway.conf import load_conf  # noqa: E402
@@ -79,11 +77,6 @@ def _referral(patient_ref: str, n: int) -> dict[str, Any]:
         "requester": {"reference": "PractitionerRole/kw-sarah-mcintyre"},
         "reasonCode": [{"text": "Alcohol dependence; ready for rehab"}],
     }
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
 
 class Connection:
@@ -200,19 +193,7 @@ def main() -> None:
         database_url = args.database_url or f"sqlite:///{tmp}/load.db"
         base = f"http://127.0.0.1:{args.port}"
         creds = _prepare(database_url, Path(tmp) / "secrets", base)
-        env = {**os.environ, "PATHWAY_DATABASE_URL": database_url, "PATHWAY_SECRETS_DIR": f"{tmp}/secrets", "PATHWAY_LOG_LEVEL": "WARNING", "PATHWAY_RUN_WORKERS": "0"}
-        server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(args.port)], env=env, cwd=REPO)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("server did not start")
-                time.sleep(0.1)
+        with pathway_serve(database_url, Path(tmp) / "secrets", args.port):
             tokens = {"social": PathwayClient(creds["load-social-work"]).token(), "facility": PathwayClient(creds["load-facility"]).token()}
             connections = args.processes * args.threads
             interval = connections / args.rate if args.rate else 0.0
@@ -221,9 +202,6 @@ def main() -> None:
             with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
                 results = pool.map(_load_process, jobs)
             elapsed = time.time() - started
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
     latencies: dict[str, list[float]] = defaultdict(list)
     for result in results:

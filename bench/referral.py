@@ -18,7 +18,6 @@ import argparse
 import http.client
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,12 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fhir_api import _patient, percentile  # noqa: E402
+from bench._serve import pathway_serve, percentile  # noqa: E402
+from bench.fhir_api import _patient  # noqa: E402
 from gateway.auth.clients import credentials, new_client_key, register_client  # noqa: E402
 from gateway.client import PathwayClient  # noqa: E402
 from gateway.conf import load_conf  # noqa: E402
@@ -126,18 +125,6 @@ def prepare(database_url: str, secrets_dir: Path, people: int, base: str) -> tup
         gateway.close()
 
 
-def wait_until_serving(base: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"pathway serve did not answer {base}/healthz within {seconds:g} s")
-
-
 def check_pathways_opened(client: PathwayClient, referrals: list[str]) -> None:
     """Every accepted referral has its pathway Task (spot-checked over HTTP, first and last)."""
     for referral_id in {referrals[0], referrals[-1]}:
@@ -162,10 +149,7 @@ def main() -> None:
         secrets_dir = Path(tmp) / "secrets"
         base = f"http://127.0.0.1:{args.port}"
         creds, people = prepare(database_url, secrets_dir, args.people, base)
-        env = {**os.environ, "PATHWAY_DATABASE_URL": database_url, "PATHWAY_SECRETS_DIR": str(secrets_dir), "PATHWAY_LOG_LEVEL": "WARNING", "PATHWAY_RUN_WORKERS": "0"}
-        server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(args.port)], env=env)
-        try:
-            wait_until_serving(base)
+        with pathway_serve(database_url, secrets_dir, args.port):
             client = PathwayClient(creds)
             print(f"Pathway referrals on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.seconds:g} s, {len(people)} people")
             started = time.time()
@@ -182,9 +166,6 @@ def main() -> None:
             )
             if referrals:
                 check_pathways_opened(client, referrals)
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 if __name__ == "__main__":
