@@ -24,7 +24,7 @@ import consent
 from gateway.audit.ledger import disclosure
 from gateway.auth.tokens import Principal
 from gateway.directory import current_agreements as load_agreements
-from gateway.fhir.access import DIRECTORY_TYPES, INTERNAL, Caller, Participants, Visible, WORKFLOW_PARTICIPANTS, WORKFLOW_WRITABLE
+from gateway.fhir.access import DIRECTORY_TYPES, WORKFLOW_PARTICIPANTS, Caller, CustodianPolicy, Visible
 from gateway.sharing.break_glass import active_grant
 from gateway.store.indexing import patient_of
 from gateway.store.crypto import Keyring
@@ -76,25 +76,19 @@ def simulated_caller(recipient: str, purpose: str, organization: str | None) -> 
     return Caller(principal, purpose, acting_for)
 
 
-class ConsentPolicy:
-    """Agreement + consent decisions for every disclosure; own and directory data pass."""
+class ConsentPolicy(CustodianPolicy):
+    """Agreement + consent decisions for every disclosure; own and directory data pass.
+    Who may change what is the custodian policy's rule."""
 
     def __init__(self, keyring: Keyring, cache_size: int = 50_000) -> None:
+        super().__init__()
         self.keyring = keyring
-        self.participants = Participants()
         self._decisions: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
         self._cache_size = cache_size
         self._agreements: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
         self._org_identifiers: dict[str, list[dict[str, str]]] = {}
 
-    # --- the three questions ---------------------------------------------------------
-
-    def write_refusal(self, session: Session, caller: Caller, previous: Stored | None, resource: dict[str, Any]) -> str | None:
-        if previous is None or previous.custodian == caller.organization or caller.principal.kind == INTERNAL:
-            return None
-        if previous.type in WORKFLOW_WRITABLE and self.participants.names(session, previous.type, previous.resource, caller.organization):
-            return None
-        return f"{previous.reference} is held by another organisation"
+    # --- what may be seen -------------------------------------------------------------
 
     def search_custodians(self, caller: Caller, resource_type: str) -> list[str] | None:
         return None
