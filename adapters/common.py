@@ -12,7 +12,7 @@ import csv
 import io
 import uuid
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -58,7 +58,30 @@ class Mapped:
 
 
 class RecordProblem(ValueError):
-    """Raised inside an adapter for one record; becomes a Quarantined entry."""
+    """Raised inside an adapter for one record; becomes a Quarantined entry.
+
+    ``review`` carries possible matches for a person who could not be matched with
+    certainty; they go to the match-review list with the quarantined record.
+    """
+
+    def __init__(self, message: str, review: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.review = review
+
+
+def checked(location: str, record: dict[str, Any] | None, build: Callable[[], Mapped]) -> Mapped | Quarantined:
+    """Map one source record; a RecordProblem or resources that are not valid FHIR R4
+    quarantine it with the reason, the record kept."""
+    try:
+        mapped = build()
+    except RecordProblem as problem:
+        kept = {**record, "review": problem.review} if record is not None and problem.review else record
+        return Quarantined(location, str(problem), kept)
+    invalid = validation_problem(mapped.resources)
+    if invalid:
+        return Quarantined(location, f"does not make valid FHIR: {invalid}", record)
+    mapped.location = location
+    return mapped
 
 
 def resource_id(source: str, *key: object) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from adapters.common import IngestError, Mapped, Quarantined, RecordProblem, finish, parse_date, validation_problem
+from adapters.common import IngestError, Mapped, Quarantined, RecordProblem, checked, finish, parse_date
 from adapters.identity import PatientIndex, checked_chi, existing_by_chi, patient_id_for_chi
 from mappings.codes import relationship_concept
 from mappings.identifiers import CHI_SYSTEM, REFERRAL_SYSTEM, source_system
@@ -240,14 +240,4 @@ def read(data: bytes, index: PatientIndex | None) -> Iterator[Mapped | Quarantin
         if isinstance(case, RecordProblem):
             yield Quarantined(where, str(case))
             continue
-        try:
-            mapped = map_case(case, index)
-        except RecordProblem as problem:
-            yield Quarantined(where, str(problem), case if isinstance(case, dict) else None)
-            continue
-        problem_text = validation_problem(mapped.resources)
-        if problem_text:
-            yield Quarantined(where, f"does not make valid FHIR: {problem_text}", case)
-            continue
-        mapped.location = where
-        yield mapped
+        yield checked(where, case if isinstance(case, dict) else None, lambda: map_case(case, index))

@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from adapters.common import Mapped, Quarantined, RecordProblem, csv_rows, finish, parse_date, validation_problem
+from adapters.common import Mapped, Quarantined, RecordProblem, checked, csv_rows, finish, parse_date
 from adapters.identity import PatientIndex, checked_chi, existing_by_chi, match_person, patient_id_for_chi
 from mappings.identifiers import CHI_SYSTEM, PARTNER_SYSTEM, source_system
 
@@ -38,14 +38,6 @@ CONTACT_CLASSES = {
 REQUIRED = ("org_id", "client_ref", "contact_date", "contact_type")
 
 
-class Unmatched(RecordProblem):
-    """No person could be matched with certainty; ``review`` holds near-misses, if any."""
-
-    def __init__(self, message: str, review: dict[str, Any] | None) -> None:
-        super().__init__(message)
-        self.review = review
-
-
 def _person(row: dict[str, str], index: PatientIndex | None) -> tuple[str, list[dict[str, Any]]]:
     """The Patient id a row is about, and a Patient to store when the CHI is new to Pathway."""
     given, family = row.get("given_name", "").strip(), row.get("family_name", "").strip()
@@ -65,11 +57,11 @@ def _person(row: dict[str, str], index: PatientIndex | None) -> tuple[str, list[
         patient["id"] = patient_id_for_chi(chi)
         return patient["id"], [patient]
     if not (given and family and birth_date):
-        raise Unmatched("unmatched: no CHI, and given name, family name and birth date are not all given", None)
+        raise RecordProblem("unmatched: no CHI, and given name, family name and birth date are not all given", None)
     match = match_person(index, given=given, family=family, birth_date=birth_date)
     if match.patient_id is None:
         reason = "unmatched: no CHI and no single person with this name and birth date"
-        raise Unmatched(reason + ("; possible matches sent for review" if match.review else ""), match.review)
+        raise RecordProblem(reason + ("; possible matches sent for review" if match.review else ""), match.review)
     return match.patient_id, []
 
 
@@ -170,17 +162,4 @@ def read(data: bytes, index: PatientIndex | None, name: str = "thirdsector.csv")
         if problem or row is None:
             yield Quarantined(location, problem or "unreadable row")
             continue
-        try:
-            mapped = map_row(row, index)
-        except Unmatched as unmatched:
-            yield Quarantined(location, str(unmatched), {**row, **({"review": unmatched.review} if unmatched.review else {})})
-            continue
-        except RecordProblem as problem_:
-            yield Quarantined(location, str(problem_), row)
-            continue
-        invalid = validation_problem(mapped.resources)
-        if invalid:
-            yield Quarantined(location, f"does not make valid FHIR: {invalid}", row)
-            continue
-        mapped.location = location
-        yield mapped
+        yield checked(location, row, lambda: map_row(row, index))

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
-from adapters.common import Files, IngestError, Mapped, Quarantined, RecordProblem, validation_problem
+from adapters.common import Files, IngestError, Mapped, Quarantined, RecordProblem, checked
 from adapters.emis import admin, care_record, prescribing
 from adapters.emis.coding import load_codes
 from adapters.emis.extract import Extract, guid, record_key
@@ -74,14 +74,4 @@ def _mapped(extract: Extract, table: str, mapper: Mapper) -> Iterator[tuple[dict
         if row is None:
             yield None, Quarantined(location, problem or "unreadable row")
             continue
-        try:
-            mapped = mapper(row, extract)
-        except RecordProblem as refusal:
-            yield row, Quarantined(location, str(refusal), row)
-            continue
-        invalid = validation_problem(mapped.resources)
-        if invalid:
-            yield row, Quarantined(location, f"does not make valid FHIR: {invalid}", row)
-            continue
-        mapped.location = location
-        yield row, mapped
+        yield row, checked(location, row, lambda: mapper(row, extract))
