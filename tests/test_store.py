@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from sqlalchemy import select
 
 from gateway.cli import main
 from gateway.runtime import Gateway
 from gateway.store.models import ResourceRow, ResourceVersionRow, SearchTokenRow
+from gateway.store.writelock import WriteLock
 
 CHI = "0101800002"
 
@@ -88,3 +93,17 @@ def test_rotate_data_reencrypts_current_and_history(gateway: Gateway, settings, 
             assert rotated.repository(session).vread("Condition", stored.id, 1).resource["code"]["text"] == "Depressive episode"
     finally:
         rotated.close()
+
+
+def _other_process_can_write(lock_file: Path) -> bool:
+    probe = "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)"
+    return subprocess.run([sys.executable, "-c", probe, str(lock_file)], capture_output=True).returncode == 0
+
+
+def test_sqlite_write_lock_keeps_other_processes_waiting_until_released(tmp_path: Path) -> None:
+    lock = WriteLock(tmp_path / "pathway.db")
+    lock_file = tmp_path / "pathway.db-writelock"
+    with lock:
+        assert not _other_process_can_write(lock_file)
+    assert _other_process_can_write(lock_file)
+    lock.close()
