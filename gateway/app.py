@@ -64,6 +64,13 @@ async def _unexpected_error(_request: Request, exc: Exception) -> Response:
     return error_response(FhirError(500, "internal error; nothing was changed", "exception"))
 
 
+def fhir_service(gateway: Gateway, policy: AccessPolicy | None = None) -> FhirService:
+    """The FHIR service with consent-driven access, labelling, and the consent and pathway hooks."""
+    service = FhirService(gateway, policy or ConsentPolicy(gateway.keyring), label_resource)
+    service.hooks.extend([ConsentLifecycle(), PathwayWorkflow()])
+    return service
+
+
 def create_app(settings: Settings | None = None, *, gateway: Gateway | None = None, policy: AccessPolicy | None = None) -> FastAPI:
     """Build the gateway application (migrating the database when it starts its own gateway)."""
     gateway = gateway or Gateway.start(settings or Settings.from_env())
@@ -81,8 +88,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     )
     app.state.gateway = gateway
     app.state.metrics = Metrics()
-    app.state.fhir = FhirService(gateway, policy or ConsentPolicy(gateway.keyring), label_resource)
-    app.state.fhir.hooks.extend([ConsentLifecycle(), PathwayWorkflow()])
+    app.state.fhir = fhir_service(gateway, policy)
     app.add_exception_handler(FhirError, fhir_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -99,6 +105,6 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.include_router(fhir_router, responses=refusals, default_response_class=FhirJSONResponse)
     app.mount("/console", create_console(app))
     app.add_middleware(InputLimits)
-    app.add_middleware(RateLimiter, limit=RateLimit.from_env(), client_of=lambda token: gateway.tokens.verify(token).client_id)
+    app.add_middleware(RateLimiter, limit=RateLimit.from_env(gateway.settings.workers), client_of=lambda token: gateway.tokens.verify(token).client_id)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

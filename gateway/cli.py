@@ -28,7 +28,8 @@ def _gateway(settings: Settings | None = None):  # type: ignore[no-untyped-def]
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
-    serve(Settings.from_env(), host=args.host, port=args.port)
+    settings = Settings.from_env(**({"workers": args.workers} if args.workers else {}))
+    serve(settings, host=args.host, port=args.port)
     return 0
 
 
@@ -194,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, help="request-serving processes (default PATHWAY_WORKERS, else 1)")
     serve.set_defaults(run=cmd_serve)
 
     demo = commands.add_parser("demo", help="fresh database with the demo partnership, then serve")

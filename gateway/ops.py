@@ -12,6 +12,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,8 +49,16 @@ def configure_logging(level: str | None = None) -> None:
     root.propagate = False
 
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class Metrics:
-    """The gateway's Prometheus metrics, in a registry of their own."""
+    """The gateway's Prometheus metrics, in a registry of their own.
+
+    When ``pathway serve`` runs several processes it names a directory in
+    PROMETHEUS_MULTIPROC_DIR before starting them; each then keeps its counts
+    there and any of them can report the sum.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -63,6 +72,14 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus text format, summed over all serving processes."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 class RequestMiddleware:
@@ -114,4 +131,4 @@ def healthz(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -3,7 +3,8 @@
 OperationOutcome, so a refused partner system is told why and when to try again.
 
 The rate limit is read from ``PATHWAY_RATE_LIMIT`` as ``RATE[,BURST]`` (requests
-per second and bucket size, e.g. ``2000,4000``) or ``off``. Callers are told
+per second and bucket size, e.g. ``2000,4000``) or ``off``; with several serving
+processes each keeps its share, so together they allow no more. Callers are told
 apart by the client id of a valid bearer token; a request without one counts
 against its remote address, so forged tokens cannot drain a real client's bucket.
 """
@@ -53,9 +54,11 @@ class RateLimit:
         return cls(rate, burst)
 
     @classmethod
-    def from_env(cls) -> "RateLimit | None":
+    def from_env(cls, processes: int = 1) -> "RateLimit | None":
+        """The configured limit, as one of ``processes`` serving processes enforces it."""
         text = os.environ.get(RATE_LIMIT_ENV)
-        return cls(DEFAULT_RATE, DEFAULT_BURST) if text is None else cls.parse(text)
+        limit = cls(DEFAULT_RATE, DEFAULT_BURST) if text is None else cls.parse(text)
+        return limit and cls(limit.rate / processes, max(1.0, limit.burst / processes))
 
 
 class TokenBuckets:

@@ -1,28 +1,42 @@
-"""Running the gateway: uvicorn plus the background duties of a gateway process."""
+"""Running the gateway: uvicorn plus the background duties of a gateway.
+
+With one worker, ``pathway serve`` answers requests and runs the background
+duties and the delivery worker in one process. With several, uvicorn starts
+that many request-serving processes on the same socket and this process
+supervises them (restarting any that die) and does the background work, so
+HTTP and delivery use separate cores. Processes share nothing but the
+database: the audit chain head and delivery leases are locked there, consent
+decisions are cached by the versions they depend on, and console sessions are
+stored rows.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import threading
 
 import uvicorn
+from fastapi import FastAPI
 
-from gateway.app import create_app
+from gateway.app import create_app, fhir_service
 from gateway.audit.chain import seal
 from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.service import FhirService
+from gateway.ops import MULTIPROCESS_ENV, configure_logging
 from gateway.pathway.overdue import raise_overdue_reviews
-from gateway.ops import configure_logging
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 
 log = logging.getLogger("pathway")
 SEAL_INTERVAL_SECONDS = 60.0
+_UVICORN = {"log_config": None, "access_log": False, "server_header": False}
 
 
 class BackgroundDuties:
-    """Periodic work each gateway process shares: sealing the audit chain head and
-    flagging reviews that are past due."""
+    """Periodic work of a gateway: sealing the audit chain head and flagging reviews
+    that are past due."""
 
     def __init__(self, gateway: Gateway, fhir: FhirService, interval: float = SEAL_INTERVAL_SECONDS) -> None:
         self.gateway, self.fhir, self.interval = gateway, fhir, interval
@@ -46,20 +60,38 @@ class BackgroundDuties:
                 log.exception("background duties failed; retrying next interval")
 
 
+def worker_app() -> FastAPI:
+    """The application of one request-serving process (uvicorn's factory; settings from
+    the environment ``serve`` passes on, database already migrated)."""
+    configure_logging()
+    return create_app(gateway=Gateway.start(Settings.from_env(), run_migrations=False))
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve the gateway until interrupted."""
+    """Serve the gateway until interrupted, from ``settings.workers`` processes."""
     configure_logging()
     gateway = Gateway.start(settings)
-    app = create_app(gateway=gateway)
-    duties = BackgroundDuties(gateway, app.state.fhir)
-    deliveries = DeliveryWorker(gateway, app.state.fhir.policy)
+    fhir = fhir_service(gateway)
+    duties = BackgroundDuties(gateway, fhir)
+    deliveries = DeliveryWorker(gateway, fhir.policy)
     if settings.run_workers:
         duties.start()
         deliveries.start()
     try:
-        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
+        if settings.workers == 1:
+            uvicorn.run(create_app(gateway=gateway), host=host, port=port, **_UVICORN)
+        else:
+            _serve_from_processes(settings, host, port)
     finally:
         if settings.run_workers:
             deliveries.stop()
             duties.stop()
         deliveries.close()
+        gateway.close()
+
+
+def _serve_from_processes(settings: Settings, host: str, port: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="pathway-metrics-") as metrics_dir:
+        os.environ.update(settings.to_env())
+        os.environ[MULTIPROCESS_ENV] = metrics_dir
+        uvicorn.run("gateway.server:worker_app", factory=True, workers=settings.workers, host=host, port=port, **_UVICORN)

@@ -57,7 +57,8 @@ def fast_delivery_conf(gateway: Gateway, **delivery: float) -> None:
 class ServeProcess:
     """``pathway serve`` (with its delivery worker) as a child process that can be killed and restarted."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, workers: int = 1) -> None:
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -70,8 +71,9 @@ class ServeProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port)]
-        self.process = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("PATHWAY_FAULTS_LOG", os.devnull), "ab"))
+        command = [sys.executable, "-m", "gateway.cli", "serve", "--port", str(self.port), "--workers", str(self.workers)]
+        log = open(os.environ.get("PATHWAY_FAULTS_LOG", os.devnull), "ab")
+        self.process = subprocess.Popen(command, env=self.env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -82,9 +84,10 @@ class ServeProcess:
         raise RuntimeError("pathway serve did not answer /healthz within 30 s")
 
     def kill(self) -> None:
-        """SIGKILL: no clean shutdown, no chance to record what was in flight."""
+        """SIGKILL to the gateway and any worker processes: no clean shutdown, no chance
+        to record what was in flight."""
         assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
 

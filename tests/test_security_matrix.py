@@ -301,6 +301,14 @@ def test_rate_limit_setting_is_parsed_or_refused_with_a_reason() -> None:
             RateLimit.parse(bad)
 
 
+def test_serving_processes_share_the_rate_limit_so_together_they_allow_no_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATHWAY_RATE_LIMIT", "100,300")
+    assert RateLimit.from_env() == RateLimit(100, 300)
+    assert RateLimit.from_env(processes=2) == RateLimit(50, 150)
+    monkeypatch.setenv("PATHWAY_RATE_LIMIT", "off")
+    assert RateLimit.from_env(processes=2) is None
+
+
 def test_token_bucket_refills_at_the_rate_up_to_the_burst() -> None:
     now = [0.0]
     buckets = TokenBuckets(RateLimit(rate=2, burst=3), clock=lambda: now[0])
