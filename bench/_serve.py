@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -33,9 +34,17 @@ def wait_until_serving(base: str, seconds: float = 30) -> None:
     raise SystemExit(f"pathway serve did not answer {base}/healthz within {seconds:g} s")
 
 
+def add_serving_arguments(parser: argparse.ArgumentParser, port: int) -> None:
+    """``--port`` and ``--workers`` for the `pathway serve` a bench starts."""
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="pathway serve --workers (default 1)"
+    )
+
+
 @contextmanager
-def pathway_serve(database_url: str, secrets_dir: Path, port: int) -> Iterator[str]:
-    """`pathway serve` on 127.0.0.1:port (quiet logs, no background workers); yields its base URL."""
+def pathway_serve(database_url: str, secrets_dir: Path, port: int, workers: int = 1) -> Iterator[str]:
+    """`pathway serve --workers N` on 127.0.0.1:port (quiet logs, no background work); yields its base URL."""
     env = {
         **os.environ,
         "PATHWAY_DATABASE_URL": database_url,
@@ -43,7 +52,7 @@ def pathway_serve(database_url: str, secrets_dir: Path, port: int) -> Iterator[s
         "PATHWAY_LOG_LEVEL": "WARNING",
         "PATHWAY_RUN_WORKERS": "0",
     }
-    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)], env=env, cwd=REPO)
+    server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)], env=env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(base)

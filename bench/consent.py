@@ -29,6 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._serve import add_serving_arguments  # noqa: E402
 from consent import decide  # noqa: E402
 
 PARTNER = "https://pathway.scot/Id/partner"
@@ -168,7 +169,7 @@ def _decide_over_http(args: tuple[int, str, list[bytes], float, int]) -> list[fl
     return latencies
 
 
-def http_rate(seconds: float, port: int = 8767, processes: int = 2, threads: int = 4) -> None:
+def http_rate(seconds: float, port: int = 8767, workers: int = 1, processes: int = 2, threads: int = 4) -> None:
     """``POST /consent/$decide`` against ``pathway serve``: the person and their three consents
     stored, the demo agreements imported; prints decisions/s with p50/p99."""
     from bench._serve import pathway_serve, percentile
@@ -189,7 +190,7 @@ def http_rate(seconds: float, port: int = 8767, processes: int = 2, threads: int
                 repo.create(label_resource(dict(consent)), HSCP_KEY)
         gateway.close()
         bodies = [orjson.dumps(item["request"]) for item in scenario(with_agreements=True)]
-        with pathway_serve(database_url, secrets, port):
+        with pathway_serve(database_url, secrets, port, workers):
             token = PathwayClient(creds).token()
             started = time.time()
             jobs = [(port, token, bodies, started + seconds, threads)] * processes
@@ -205,6 +206,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--agreements", action="store_true", help="evaluate the agreement layer too")
     parser.add_argument("--http", action="store_true", help="also measure POST /consent/$decide against pathway serve")
+    add_serving_arguments(parser, 8767)
     args = parser.parse_args()
     items = scenario(args.agreements)
     rates, mix = in_process_rates(items, args.seconds)
@@ -212,7 +214,7 @@ def main() -> None:
     print(f"in-process ({layers}): median {statistics.median(rates):,.0f}, best {max(rates):,.0f} decisions per "
           f"CPU second on one core over {len(rates)} rounds; mix per {len(items)} requests: {mix}")
     if args.http:
-        http_rate(max(args.seconds, 8.0))
+        http_rate(max(args.seconds, 8.0), args.port, args.workers)
 
 
 if __name__ == "__main__":

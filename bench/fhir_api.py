@@ -26,7 +26,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._serve import pathway_serve, percentile  # noqa: E402
+from bench._serve import add_serving_arguments, pathway_serve, percentile  # noqa: E402
 from gateway.auth.clients import credentials, new_client_key, register_client  # noqa: E402
 from gateway.client import PathwayClient  # noqa: E402
 from gateway.runtime import Gateway  # noqa: E402
@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
     parser.add_argument("--threads", type=int, default=8, help="connections per load process")
-    parser.add_argument("--port", type=int, default=8765)
+    add_serving_arguments(parser, 8765)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
     args = parser.parse_args()
 
@@ -127,9 +127,9 @@ def main() -> None:
             client = register_client(session, "bench", "https://fhir.nhs.uk/Id/ods-organization-code|S037", ["system/*.read", "system/*.write"], public_keys=[key.public_jwk])
             creds = credentials(client, key, base)
         gateway.close()
-        with pathway_serve(database_url, settings.secrets_dir, args.port):
+        with pathway_serve(database_url, settings.secrets_dir, args.port, args.workers):
             token = PathwayClient(creds).token()
-            print(f"Pathway FHIR API on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.seconds:.0f} s per phase")
+            print(f"Pathway FHIR API on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.workers} worker(s), {args.seconds:.0f} s per phase")
             created = drive("create", args.port, token, [], args.seconds, args.processes, args.threads)
             drive("read", args.port, token, created, args.seconds, args.processes, args.threads)
 

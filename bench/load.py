@@ -38,7 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._serve import pathway_serve, percentile  # noqa: E402
+from bench._serve import add_serving_arguments, pathway_serve, percentile  # noqa: E402
 from gateway.auth.clients import credentials, new_client_key, register_client  # noqa: E402
 from gateway.client import PathwayClient  # noqa: E402
 from gateway.conf import load_conf  # noqa: E402
@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300.0, help="target steps per second over all connections (0: unpaced)")
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
     parser.add_argument("--threads", type=int, default=8, help="connections per load process")
-    parser.add_argument("--port", type=int, default=8766)
+    add_serving_arguments(parser, 8766)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory (give a fresh PostgreSQL database to test that)")
     args = parser.parse_args()
 
@@ -193,7 +193,7 @@ def main() -> None:
         database_url = args.database_url or f"sqlite:///{tmp}/load.db"
         base = f"http://127.0.0.1:{args.port}"
         creds = _prepare(database_url, Path(tmp) / "secrets", base)
-        with pathway_serve(database_url, Path(tmp) / "secrets", args.port):
+        with pathway_serve(database_url, Path(tmp) / "secrets", args.port, args.workers):
             tokens = {"social": PathwayClient(creds["load-social-work"]).token(), "facility": PathwayClient(creds["load-facility"]).token()}
             connections = args.processes * args.threads
             interval = connections / args.rate if args.rate else 0.0
@@ -209,7 +209,7 @@ def main() -> None:
             latencies[kind] += samples
     errors = [e for r in results for e in r["errors"]]
     every = [x for samples in latencies.values() for x in samples]
-    print(f"Pathway mixed load on {database_url.split(':')[0]}, {os.cpu_count()} cores, {elapsed:.0f} s, {connections} connections, target {args.rate:.0f} steps/s")
+    print(f"Pathway mixed load on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.workers} worker(s), {elapsed:.0f} s, {connections} connections, target {args.rate:.0f} steps/s")
     for kind, samples in sorted(latencies.items()) + [("all", every)]:
         print(
             f"{kind:9s} {len(samples) / elapsed:7.0f} req/s   p50 {percentile(samples, 0.5):6.1f} ms   p95 {percentile(samples, 0.95):6.1f} ms   "

@@ -29,7 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._serve import pathway_serve, percentile  # noqa: E402
+from bench._serve import add_serving_arguments, pathway_serve, percentile  # noqa: E402
 from bench.fhir_api import _patient  # noqa: E402
 from gateway.auth.clients import credentials, new_client_key, register_client  # noqa: E402
 from gateway.client import PathwayClient  # noqa: E402
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
     parser.add_argument("--threads", type=int, default=8, help="connections per load process")
     parser.add_argument("--people", type=int, default=2000, help="Patients known before the run (referred in turn)")
-    parser.add_argument("--port", type=int, default=8766)
+    add_serving_arguments(parser, 8766)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
     args = parser.parse_args()
 
@@ -149,9 +149,9 @@ def main() -> None:
         secrets_dir = Path(tmp) / "secrets"
         base = f"http://127.0.0.1:{args.port}"
         creds, people = prepare(database_url, secrets_dir, args.people, base)
-        with pathway_serve(database_url, secrets_dir, args.port):
+        with pathway_serve(database_url, secrets_dir, args.port, args.workers):
             client = PathwayClient(creds)
-            print(f"Pathway referrals on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.seconds:g} s, {len(people)} people")
+            print(f"Pathway referrals on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.workers} worker(s), {args.seconds:g} s, {len(people)} people")
             started = time.time()
             jobs = [(args.port, client.token(), people, started + args.seconds, args.threads, p * args.threads) for p in range(args.processes)]
             with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
