@@ -1,7 +1,11 @@
 """Delivery throughput: signed pushes to a local receiver, healthy and 30%-failing.
 
-    .venv/bin/python bench/delivery.py                   # 5,000 healthy, 10,000 through a 30%-failing receiver
-    .venv/bin/python bench/delivery.py --healthy 1000 --failing 1000 --threads 8
+    .venv/bin/python bench/delivery.py                   # 10,000 healthy, 10,000 through a 30%-failing receiver
+    .venv/bin/python bench/delivery.py --healthy 1000 --failing 1000 --processes 1 --threads 8
+
+The senders are `pathway deliveries work` processes (two by default, one per core
+here) on the bench's database, with the demo conf/ imported and pathway.yaml's
+retries shortened to fractions of a second.
 
 The receiver runs in its own process (a minimal HTTP/1.1 server on 127.0.0.1
 that answers at once, counting distinct X-Pathway-Delivery keys), so it does
@@ -26,7 +30,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 _LENGTH = re.compile(rb"(?i)content-length:\s*(\d+)")
 _KEY = re.compile(rb"(?i)x-pathway-delivery:\s*([^\r\n]+)")
@@ -104,34 +109,42 @@ class ReceiverProcess:
 
 
 def queue_deliveries(gateway, count: int, recipient: str) -> None:  # type: ignore[no-untyped-def]
-    """Tasks naming ``recipient`` as owner, each with its facility-referral delivery queued."""
+    """Tasks naming ``recipient`` as owner, each with its facility-referral delivery queued,
+    all committed at once so the senders see the whole queue together."""
     from gateway.delivery import enqueue
 
     system, _, value = recipient.partition("|")
-    for start in range(0, count, 500):
-        with gateway.transaction() as session:
-            repo = gateway.repository(session)
-            for _ in range(min(500, count - start)):
-                task = repo.create(
-                    {
-                        "resourceType": "Task",
-                        "status": "requested",
-                        "intent": "order",
-                        "for": {"reference": "Patient/bench"},
-                        "owner": {"identifier": {"system": system, "value": value}},
-                    },
-                    "https://fhir.nhs.uk/Id/ods-organization-code|S037",
-                )
-                enqueue(session, event="facility-referral", recipient=recipient, focus=task.reference, patient="Patient/bench", purpose="CAREMGT")
+    with gateway.transaction() as session:
+        repo = gateway.repository(session)
+        for _ in range(count):
+            task = repo.create(
+                {
+                    "resourceType": "Task",
+                    "status": "requested",
+                    "intent": "order",
+                    "for": {"reference": "Patient/bench"},
+                    "owner": {"identifier": {"system": system, "value": value}},
+                },
+                "https://fhir.nhs.uk/Id/ods-organization-code|S037",
+            )
+            enqueue(session, event="facility-referral", recipient=recipient, focus=task.reference, patient="Patient/bench", purpose="CAREMGT")
 
 
-def _worker(gateway, threads: int):  # type: ignore[no-untyped-def]
-    from gateway.delivery.retry import RetrySettings
-    from gateway.delivery.worker import DeliveryWorker
-    from gateway.fhir.access import CustodianPolicy
+def import_conf_with_quick_retries(gateway, tmp: Path) -> None:  # type: ignore[no-untyped-def]
+    """The demo conf/, its pathway.yaml retrying within a second (the receiver fails at once)."""
+    import shutil
 
-    settings = RetrySettings(base_delay_seconds=0.01, max_delay_seconds=0.5, max_attempts=30, timeout_seconds=5)
-    return DeliveryWorker(gateway, CustodianPolicy(), threads=threads, settings=settings, idle_sleep=0.005)
+    import yaml
+
+    from gateway.conf import load_conf
+    from gateway.directory import import_conf
+
+    conf_dir = tmp / "conf"
+    shutil.copytree(REPO / "conf", conf_dir)
+    pathway = yaml.safe_load((conf_dir / "pathway.yaml").read_text())
+    pathway["delivery"] = {"max_attempts": 30, "base_delay_seconds": 0.01, "max_delay_seconds": 0.5, "timeout_seconds": 5, "lease_seconds": 60}
+    (conf_dir / "pathway.yaml").write_text(yaml.safe_dump(pathway))
+    import_conf(gateway, load_conf(conf_dir), conf_dir)
 
 
 def _left(gateway, recipient: str) -> int:  # type: ignore[no-untyped-def]
@@ -147,66 +160,40 @@ def _left(gateway, recipient: str) -> int:  # type: ignore[no-untyped-def]
         )
 
 
-def send_in_process(database_url: str, secrets_dir: str, threads: int) -> None:
-    """A second gateway process's worker: start on "go" from stdin, stop at end of input."""
-    from gateway.runtime import Gateway
-    from gateway.settings import Settings
-
-    gateway = Gateway.start(Settings(database_url=database_url, secrets_dir=Path(secrets_dir), run_workers=False), run_migrations=False)
-    worker = _worker(gateway, threads)
-    print("ready", flush=True)
-    sys.stdin.readline()
-    worker.start()
-    sys.stdin.readline()
-    worker.close()
-    gateway.close()
+def start_senders(gateway, processes: int, threads: int) -> list[subprocess.Popen]:  # type: ignore[no-untyped-def,type-arg]
+    """``processes`` x ``pathway deliveries work --threads THREADS``, each ready once it says so."""
+    env = {**os.environ, **gateway.settings.to_env(), "PATHWAY_LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "gateway.cli", "deliveries", "work", "--threads", str(threads)]
+    senders = [subprocess.Popen(command, env=env, cwd=REPO, stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+    for sender in senders:
+        assert sender.stderr is not None and "sending with" in sender.stderr.readline()
+    return senders
 
 
-def run(gateway, receiver: ReceiverProcess, count: int, threads: int, processes: int, recipient: str) -> tuple[float, dict[str, int]]:  # type: ignore[no-untyped-def]
-    """Queue ``count`` deliveries to ``receiver`` and time ``processes`` workers draining them."""
+def run(gateway, receiver: ReceiverProcess, count: int, recipient: str) -> tuple[float, dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Queue ``count`` deliveries to ``receiver`` and time the running senders draining them
+    (from the commit that queues them; senders that find nothing to do look every 0.2 s)."""
     from gateway.delivery import sync_subscriptions
 
     with gateway.transaction() as session:
         sync_subscriptions(session, [(recipient, receiver.url, ["facility-referral"])])
     queue_deliveries(gateway, count, recipient)
-    helpers = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--send", gateway.settings.database_url, str(gateway.settings.secrets_dir), str(threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        for _ in range(processes - 1)
-    ]
-    for helper in helpers:
-        assert helper.stdout is not None and helper.stdout.readline().strip() == "ready"
-    worker = _worker(gateway, threads)
     started = time.perf_counter()
-    for helper in helpers:
-        helper.stdin.write("go\n")  # type: ignore[union-attr]
-        helper.stdin.flush()  # type: ignore[union-attr]
-    worker.start()
     while _left(gateway, recipient):
         time.sleep(0.02)
-    elapsed = time.perf_counter() - started
-    for helper in helpers:
-        helper.communicate("stop\n", timeout=60)
-    worker.close()
-    return elapsed, receiver.stats()
+    return time.perf_counter() - started, receiver.stats()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--healthy", type=int, default=5000, help="deliveries to the healthy receiver")
+    parser.add_argument("--healthy", type=int, default=10000, help="deliveries to the healthy receiver")
     parser.add_argument("--failing", type=int, default=10000, help="deliveries through the 30%%-failing receiver")
-    parser.add_argument("--threads", type=int, default=8, help="sending threads")
-    parser.add_argument("--processes", type=int, default=1, help="gateway processes sending (each with its own engine)")
+    parser.add_argument("--threads", type=int, default=8, help="sending threads per process")
+    parser.add_argument("--processes", type=int, default=2, help="`pathway deliveries work` processes (default 2, one per core here)")
     parser.add_argument("--receiver", nargs=2, metavar=("PORT", "FAILURE_RATE"), help=argparse.SUPPRESS)
-    parser.add_argument("--send", nargs=3, metavar=("DATABASE_URL", "SECRETS_DIR", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.receiver:
         serve_receiver(int(args.receiver[0]), float(args.receiver[1]))
-        return
-    if args.send:
-        send_in_process(args.send[0], args.send[1], int(args.send[2]))
         return
 
     from gateway.runtime import Gateway
@@ -215,6 +202,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = os.environ.get("PATHWAY_DATABASE_URL") or f"sqlite:///{tmp}/bench.db"
         gateway = Gateway.start(Settings(database_url=url, secrets_dir=Path(tmp) / "secrets", run_workers=False))
+        import_conf_with_quick_retries(gateway, Path(tmp))
+        senders = start_senders(gateway, args.processes, args.threads)
         for label, count, rate, recipient in (
             ("healthy receiver", args.healthy, 0.0, "https://pathway.scot/Id/partner|bench-healthy"),
             ("30%-failing receiver", args.failing, 0.3, "https://pathway.scot/Id/partner|bench-failing"),
@@ -223,13 +212,16 @@ def main() -> None:
                 continue
             receiver = ReceiverProcess(rate)
             try:
-                elapsed, stats = run(gateway, receiver, count, args.threads, args.processes, recipient)
+                elapsed, stats = run(gateway, receiver, count, recipient)
             finally:
                 receiver.close()
             print(
                 f"{label}, {args.processes} process(es) x {args.threads} threads: {count} deliveries drained in {elapsed:.2f} s = {count / elapsed:,.0f} deliveries/s "
                 f"({stats['posts']} POSTs, {stats['accepted']} distinct keys accepted)"
             )
+        for sender in senders:
+            sender.terminate()
+            sender.wait(timeout=60)
         gateway.close()
 
 

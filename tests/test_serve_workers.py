@@ -1,11 +1,14 @@
-"""`pathway serve --workers 2`: two request-serving processes and a supervisor that
-delivers, sharing one database with nothing lost, doubled or unchained."""
+"""Gateways of several processes: `pathway serve --workers 2` (two request-serving
+processes and a supervisor that delivers) and `pathway deliveries work` (an extra
+sender), sharing one database with nothing lost, doubled or unchained."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,7 @@ from gateway.client import PathwayClient
 from gateway.delivery import sync_subscriptions
 from gateway.runtime import Gateway
 from gateway.settings import Settings
-from tests.conftest import ALL_SCOPES, HSCP
+from tests.conftest import ALL_SCOPES, HSCP, REPO
 from tests.test_delivery import Receiver, refer, statuses
 from tests.test_delivery import jwks, receiver  # noqa: F401 - fixtures
 from tests.test_faults import FACILITY, ServeProcess, fast_delivery_conf, wait_for
@@ -115,3 +118,21 @@ def test_a_killed_worker_is_replaced_and_the_gateway_keeps_answering(two_workers
     wait_for(lambda: len(workers_of(two_workers) - before) == 1 and len(workers_of(two_workers)) == 2, 20, lambda: f"no replacement worker ({workers_of(two_workers)})")
     answers = {httpx.get(f"{two_workers.url}/healthz", timeout=5).status_code for _ in range(10)}
     assert answers == {200}
+
+
+def test_an_extra_sender_process_delivers_and_stops_cleanly_on_sigterm(gateway: Gateway, settings: Settings, receiver) -> None:  # type: ignore[no-untyped-def]
+    endpoint: Receiver = receiver()
+    fast_delivery_conf(gateway)
+    with gateway.transaction() as session:
+        sync_subscriptions(session, [(FACILITY, endpoint.url, ["facility-referral"])])
+    queued = refer(gateway, count=20)
+    env = {**os.environ, **settings.to_env(), "PATHWAY_LOG_LEVEL": "ERROR"}
+    sender = subprocess.Popen([sys.executable, "-m", "gateway.cli", "deliveries", "work", "--threads", "4"], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: statuses(gateway)["delivered"] == len(queued), 30, lambda: f"not delivered ({statuses(gateway)})")
+        assert set(endpoint.accepted) == set(queued) and max(endpoint.posts.values()) == 1
+    finally:
+        sender.send_signal(signal.SIGTERM)
+        _out, errors = sender.communicate(timeout=30)
+    assert sender.returncode == 0, errors
+    assert "sending with 4 threads" in errors

@@ -1,9 +1,11 @@
-"""``pathway deliveries``: look at the outbox and replay dead letters."""
+"""``pathway deliveries``: look at the outbox, replay dead letters, run a sender process."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Any
 
 from gateway.delivery.models import STATUSES
@@ -74,6 +76,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
         gateway.close()
 
 
+def cmd_work(args: argparse.Namespace) -> int:
+    """Send deliveries until SIGINT or SIGTERM: a sender process beside ``pathway serve``
+    (which sends too); any number may run, as leases keep them from sending the same one."""
+    from gateway.app import fhir_service
+    from gateway.cli import _gateway
+    from gateway.delivery.worker import DeliveryWorker
+    from gateway.ops import configure_logging
+
+    configure_logging()
+    gateway = _gateway()
+    worker = DeliveryWorker(gateway, fhir_service(gateway).policy, threads=args.threads)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    print(f"delivery worker {worker.name} sending with {args.threads} threads", file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        worker.close()
+        gateway.close()
+    return 0
+
+
 def add_commands(commands: Any) -> None:
     """Add ``deliveries list`` and ``deliveries replay`` to the ``pathway`` subcommands."""
     deliveries = commands.add_parser("deliveries", help="push deliveries (the outbox)").add_subparsers(
@@ -89,3 +116,6 @@ def add_commands(commands: Any) -> None:
     again.add_argument("--dead", action="store_true", help="replay every dead-lettered delivery")
     again.add_argument("--yes", action="store_true", help="do not ask before replaying")
     again.set_defaults(run=cmd_replay)
+    work = deliveries.add_parser("work", help="send deliveries until interrupted (an extra sender process)")
+    work.add_argument("--threads", type=int, default=8, help="concurrent sends")
+    work.set_defaults(run=cmd_work)
