@@ -72,7 +72,8 @@ def enqueue(
         _check_reference(ref, "include")
     # Advancing each subscription's counter numbers its events and, on PostgreSQL,
     # locks the subscription row so concurrent events get distinct numbers.
-    counted = session.execute(
+    connection = session.connection()
+    counted = connection.execute(
         update(SUBSCRIPTION)
         .where(SUBSCRIPTION.c.recipient == recipient, SUBSCRIPTION.c.event == event, SUBSCRIPTION.c.active.is_(True))
         .values(events_queued=SUBSCRIPTION.c.events_queued + 1)
@@ -102,7 +103,7 @@ def enqueue(
         }
         for sub_id, endpoint, number in sorted(counted)
     ]
-    session.execute(insert(DELIVERY), rows)
+    connection.execute(insert(DELIVERY), rows)
     return [Queued(r["id"], recipient, r["endpoint"], event) for r in rows]
 
 

@@ -80,7 +80,7 @@ def load_pathway_conf(session: Session) -> PathwayConf:
 
 def _newest(session: Session) -> PathwayConf:
     """The newest imported pathway.yaml, parsed once per version."""
-    digest = session.scalar(_NEWEST_DIGEST)
+    digest = session.connection().execute(_NEWEST_DIGEST).scalar()
     if digest in _parsed:
         return _parsed[digest]
     try:

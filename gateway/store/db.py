@@ -20,7 +20,7 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
     # Enough pooled connections for the request threads: an overflow connection
     # would be opened (with its pragmas) and closed on every use.
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=40, max_overflow=10)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=40, max_overflow=10, pool_use_lifo=True)
 
     @event.listens_for(engine, "connect")
     def _sqlite_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]

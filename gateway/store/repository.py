@@ -240,10 +240,11 @@ class Repository:
 
     def create(self, resource: dict[str, Any], custodian: str) -> Stored:
         """Store a new resource under a fresh id (or the one it carries, if unused)."""
-        resource_id = resource.get("id") or str(uuid.uuid4())
-        if self._current_row(resource["resourceType"], resource_id) is not None:
+        resource_id = resource.get("id")
+        if resource_id is None:
+            resource["id"] = str(uuid.uuid4())  # new by construction: nothing to look up
+        elif self._current_row(resource["resourceType"], resource_id) is not None:
             raise VersionConflict(0, self.read(resource["resourceType"], resource_id).version_id)
-        resource["id"] = resource_id
         return self._write(resource, custodian, previous=None)
 
     def update(self, resource: dict[str, Any], custodian: str, if_match: int | None = None) -> Stored:
