@@ -19,10 +19,9 @@ import orjson
 from adapters.common import IngestError, Mapped, Quarantined, RecordProblem, checked, finish, parse_date
 from adapters.identity import PatientIndex, checked_chi, existing_by_chi, patient_id_for_chi
 from mappings.codes import relationship_concept
-from mappings.identifiers import CHI_SYSTEM, REFERRAL_SYSTEM, source_system
+from mappings.identifiers import CHI_SYSTEM, EXTENSION_BASE, REFERRAL_SYSTEM, source_system
 
 SOURCE = "socialwork"
-EXTENSION = "https://pathway.scot/StructureDefinition/"
 RISK_SYSTEM = "https://pathway.scot/CodeSystem/risk-type"
 ASSESSMENT_SYSTEM = "https://pathway.scot/CodeSystem/social-work-assessment"
 SUBSTANCE_SYSTEM = "https://pathway.scot/CodeSystem/substance"
@@ -108,7 +107,7 @@ def _carer(carer: dict[str, Any], case_id: str, patient_ref: str) -> dict[str, A
         "patient": {"reference": patient_ref},
         "name": [{"text": str(carer.get("name", "")).strip() or "unnamed carer"}],
         "relationship": [relationship_concept(str(carer.get("relationship", "")))],
-        "extension": [{"url": EXTENSION + "involve-in-reviews", "valueBoolean": bool(carer.get("involve_in_reviews"))}],
+        "extension": [{"url": EXTENSION_BASE + "involve-in-reviews", "valueBoolean": bool(carer.get("involve_in_reviews"))}],
         "identifier": [{"system": source_system(SOURCE, "carer-id"), "value": f"{case_id}/{carer.get('id')}"}],
     }
     if carer.get("phone"):
@@ -184,10 +183,10 @@ def _referral(referral: dict[str, Any], case_id: str, patient_ref: str, worker_r
         "code": {"text": "Residential rehabilitation pathway referral"},
         "subject": {"reference": patient_ref},
         "reasonCode": [{"coding": [{"system": SUBSTANCE_SYSTEM, "code": s}]} for s in substances],
-        "extension": [{"url": EXTENSION + "goal", "valueString": str(g)} for g in referral.get("goals", [])]
-        + ([{"url": EXTENSION + "contingency-plan", "valueString": str(referral["contingency_plan"])}] if referral.get("contingency_plan") else [])
-        + [{"url": EXTENSION + "detox-required", "valueBoolean": bool(referral.get("detox_required"))}]
-        + [{"url": EXTENSION + "preferred-facility", "valueString": str(f)} for f in referral.get("preferred_facilities", [])],
+        "extension": [{"url": EXTENSION_BASE + "goal", "valueString": str(g)} for g in referral.get("goals", [])]
+        + ([{"url": EXTENSION_BASE + "contingency-plan", "valueString": str(referral["contingency_plan"])}] if referral.get("contingency_plan") else [])
+        + [{"url": EXTENSION_BASE + "detox-required", "valueBoolean": bool(referral.get("detox_required"))}]
+        + [{"url": EXTENSION_BASE + "preferred-facility", "valueString": str(f)} for f in referral.get("preferred_facilities", [])],
     }
     if referral.get("date"):
         request["authoredOn"] = parse_date(referral["date"], "referral date")

@@ -10,6 +10,7 @@ NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 PARTNER_SYSTEM = "https://pathway.scot/Id/partner"
 REFERRAL_SYSTEM = "https://pathway.scot/Id/referral"
+EXTENSION_BASE = "https://pathway.scot/StructureDefinition/"  # Pathway's own extensions
 
 
 def source_system(source: str, kind: str) -> str:

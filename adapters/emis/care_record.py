@@ -13,14 +13,13 @@ from typing import Any
 from adapters.common import Mapped, Quarantined, RecordProblem, finish
 from adapters.emis.coding import clinical_concept
 from adapters.emis.extract import SOURCE, Extract, Key, confidential, deleted, effective, flag, guid, number, pruned, record_key, reference
-from mappings.identifiers import source_system
+from mappings.identifiers import EXTENSION_BASE, source_system
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 PROBLEM_STATUSES = {"active": "active", "past": "resolved"}
-EXTENSION = "https://pathway.scot/StructureDefinition/"
 
 
 def load_problems(extract: Extract) -> Iterator[Quarantined]:
@@ -96,8 +95,8 @@ def _condition(key: Key, problem: dict[str, str], common: dict[str, Any], onset:
     if status is None:
         raise RecordProblem(f"ProblemStatusDescription {problem['ProblemStatusDescription']!r} (at {problem['location']}) is not Active or Past")
     extensions = [
-        {"url": EXTENSION + "problem-significance", "valueString": problem["SignificanceDescription"]},
-        {"url": EXTENSION + "problem-last-review", "valueDate": effective(problem, "LastReviewDate")},
+        {"url": EXTENSION_BASE + "problem-significance", "valueString": problem["SignificanceDescription"]},
+        {"url": EXTENSION_BASE + "problem-last-review", "valueDate": effective(problem, "LastReviewDate")},
     ]
     return {
         "resourceType": "Condition",

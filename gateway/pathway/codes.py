@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from mappings.identifiers import EXTENSION_BASE
+
 STAGE_SYSTEM = "https://pathway.scot/CodeSystem/stage"
-STAGE_EXTENSION = "https://pathway.scot/StructureDefinition/pathway-stage"
+STAGE_EXTENSION = EXTENSION_BASE + "pathway-stage"
 REQUEST_CATEGORY_SYSTEM = "https://pathway.scot/CodeSystem/request-category"
 TASK_REASON_SYSTEM = "https://pathway.scot/CodeSystem/task-reason"
 TASK_TYPE_SYSTEM = "https://pathway.scot/CodeSystem/task-type"
@@ -87,7 +89,6 @@ def code_of(element: Any, system: str) -> str | None:
 # What a referral carries beyond the core ServiceRequest elements (DESIGN §5.2 "referral").
 SUBSTANCE_SYSTEM = "https://pathway.scot/CodeSystem/substance"
 PLAN_ACTIVITY_SYSTEM = "https://pathway.scot/CodeSystem/plan-activity"
-EXTENSION_BASE = "https://pathway.scot/StructureDefinition/"
 PREFERRED_FACILITY = EXTENSION_BASE + "preferred-facility"  # valueReference Organization
 DETOX_REQUIRED = EXTENSION_BASE + "detox-required"  # valueBoolean
 GOAL = EXTENSION_BASE + "goal"  # valueString
