@@ -15,10 +15,13 @@ from typing import Any
 
 from adapters.common import Mapped, Quarantined, RecordProblem, checked, csv_rows, finish, parse_date
 from adapters.identity import PatientIndex, checked_chi, existing_by_chi, match_person, patient_id_for_chi
-from mappings.identifiers import CHI_SYSTEM, PARTNER_SYSTEM, source_system
+from mappings.identifiers import CHI_SYSTEM, EXTENSION_BASE, PARTNER_SYSTEM, source_system
 
 SOURCE = "thirdsector"
 CONTACT_SYSTEM = "https://pathway.scot/CodeSystem/third-sector-contact"
+# R4's Encounter has no note element: the worker's note on the contact travels in this
+# extension as an Annotation (text, author, date).
+CONTACT_NOTE = EXTENSION_BASE + "contact-note"
 STAR_SYSTEM = "https://pathway.scot/CodeSystem/outcome-star-area"
 STAR_QUESTIONNAIRE = "https://pathway.scot/Questionnaire/outcome-star"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -98,8 +101,12 @@ def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
         "serviceProvider": {"identifier": {"system": PARTNER_SYSTEM, "value": org}},
         "identifier": [{"system": source_system(SOURCE, "client-ref"), "value": f"{org}/{client}"}],
     }
-    if row.get("worker", "").strip():
-        encounter["participant"] = [{"individual": {"display": row["worker"].strip()}}]
+    worker, note = row.get("worker", "").strip(), row.get("note", "").strip()
+    if worker:
+        encounter["participant"] = [{"individual": {"display": worker}}]
+    if note:
+        annotation = {"text": note, "time": when, **({"authorString": worker} if worker else {})}
+        encounter["extension"] = [{"url": CONTACT_NOTE, "valueAnnotation": annotation}]
     encounter = finish(encounter, SOURCE, *key)
     resources.append(encounter)
     if kind == "star-reading":
