@@ -50,7 +50,7 @@ class Gateway:
             session_factory(engine),
             load_keyring(settings.secrets_dir),
             signing_key,
-            AccessTokens(signing_key),
+            AccessTokens(signing_key, settings.public_url.rstrip("/") if settings.public_url else None),
             sqlite_write_lock(engine) if engine.dialect.name == "sqlite" else nullcontext(),
         )
 

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.jwk import OctKey
+from joserfc.jwk import ECKey, OctKey
 from sqlalchemy import delete
 
 from gateway.app import create_app
-from gateway.auth.tokens import ASSERTION_TYPE
+from gateway.auth.tokens import ASSERTION_TYPE, AccessTokens, AuthError
 from gateway.client import client_assertion
 from gateway.fhir.capability import SUPPORTED_TYPES
 from gateway.ratelimit import MB, InputLimits, RateLimit, TokenBuckets
@@ -115,6 +115,26 @@ def test_expired_access_token_signed_by_the_gateway_is_refused(server, gateway):
     now = int(time.time())
     stale = gateway.signing_key.sign_jwt({"sub": "social-work", "org": HSCP, "scope": "system/*.read", "iat": now - 900, "exp": now - 600})
     _api_refuses(server, stale, "expired")
+
+
+def test_a_jwt_the_gateway_signed_that_is_not_an_access_token_is_refused(server, gateway):  # type: ignore[no-untyped-def]
+    now = int(time.time())
+    claims = {"iss": server.url, "aud": server.url, "sub": "social-work", "org": HSCP, "scope": "system/*.read", "exp": now + 60}
+    private = ECKey.import_key((gateway.settings.secrets_dir / "gateway-signing-key.pem").read_bytes())
+    other_kind = jwt.encode({"alg": "ES384", "kid": gateway.signing_key.kid, "typ": "JWT"}, claims, private, algorithms=["ES384"])
+    _api_refuses(server, other_kind, "not valid")
+
+
+def test_an_access_token_naming_another_issuer_or_audience_is_refused(gateway) -> None:  # type: ignore[no-untyped-def]
+    now = int(time.time())
+    pinned = AccessTokens(gateway.signing_key, issuer="https://pathway.example")
+    good = {"iss": "https://pathway.example", "aud": "https://pathway.example", "sub": "social-work", "org": HSCP, "exp": now + 60}
+    assert pinned.verify(gateway.signing_key.sign_jwt(good)).client_id == "social-work"
+    for wrong in ({"iss": "https://elsewhere.example"}, {"aud": "https://elsewhere.example"}):
+        with pytest.raises(AuthError, match="not issued here"):
+            pinned.verify(gateway.signing_key.sign_jwt(good | wrong))
+    with pytest.raises(AuthError, match="not issued here"):  # unpinned, issuer and audience must still agree
+        AccessTokens(gateway.signing_key).verify(gateway.signing_key.sign_jwt(good | {"aud": "https://elsewhere.example"}))
 
 
 def test_access_token_with_alg_none_is_refused(server, make_client):  # type: ignore[no-untyped-def]

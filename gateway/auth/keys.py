@@ -17,6 +17,7 @@ from joserfc.jwk import ECKey, KeySet
 from joserfc.util import urlsafe_b64encode
 
 ALGORITHM = "ES384"
+ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068: tells our access tokens from anything else we sign
 
 
 class SigningKey:
@@ -35,11 +36,16 @@ class SigningKey:
         return {"keys": [self._public]}
 
     def sign_jwt(self, claims: dict[str, Any]) -> str:
-        return jwt.encode({"alg": ALGORITHM, "kid": self.kid, "typ": "JWT"}, claims, self._key, algorithms=[ALGORITHM])
+        """An access token carrying ``claims``."""
+        return jwt.encode({"alg": ALGORITHM, "kid": self.kid, "typ": ACCESS_TOKEN_TYPE}, claims, self._key, algorithms=[ALGORITHM])
 
     def verify_jwt(self, token: str) -> dict[str, Any]:
-        """Check the signature of a token we issued and return its claims (checked by the caller)."""
-        return dict(jwt.decode(token, self._key, algorithms=[ALGORITHM]).claims)
+        """Check the signature and type of an access token we issued and return its claims
+        (checked by the caller); ValueError when it is some other JWT."""
+        decoded = jwt.decode(token, self._key, algorithms=[ALGORITHM])
+        if decoded.header.get("typ") != ACCESS_TOKEN_TYPE:
+            raise ValueError(f"not an access token (typ {decoded.header.get('typ')!r})")
+        return dict(decoded.claims)
 
     def sign_detached(self, payload: bytes) -> str:
         """A compact JWS over ``payload`` with the payload part left empty (RFC 7515 appendix F)."""

@@ -158,8 +158,11 @@ def issue_access_token(
 class AccessTokens:
     """Verifies the gateway's own access tokens, remembering recent good ones."""
 
-    def __init__(self, signing_key: SigningKey, size: int = 4096) -> None:
+    def __init__(self, signing_key: SigningKey, issuer: str | None = None, size: int = 4096) -> None:
+        """``issuer`` is the token URL tokens must name as issuer and audience; when None
+        (no public URL set, so it follows each request) they must name the same one."""
         self.signing_key = signing_key
+        self.issuer = issuer
         self._cache: OrderedDict[str, Principal] = OrderedDict()
         self._size = size
 
@@ -173,6 +176,8 @@ class AccessTokens:
                 raise AuthError("access token is not valid", "invalid_token") from None
             if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("sub"), str):
                 raise AuthError("access token is not valid", "invalid_token")
+            if claims.get("aud") != claims.get("iss") or (self.issuer is not None and claims.get("iss") != self.issuer):
+                raise AuthError("access token was not issued here", "invalid_token")
             principal = Principal(
                 claims["sub"],
                 str(claims.get("org", "")),
