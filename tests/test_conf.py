@@ -100,7 +100,7 @@ def test_agreements_include_two_versions_and_an_overdue_review(conf: Conf) -> No
     versions = {}
     for agreement in dumped:
         versions.setdefault(agreement["id"], []).append(agreement["version"])
-    assert sorted(versions["isa-dhscp-tayview"]) == [1, 2]
+    assert sorted(versions["isa-dhscp-tayview"]) == [1, 2, 3]
     assert any(a["review_date"] and date.fromisoformat(str(a["review_date"])) < date.today() for a in dumped)
     carers = next(a for a in dumped if a["id"] == "isa-dhscp-carers")
     assert carers["categories"] == ["pathway-progress"] and carers["purposes"] == ["carer-support"]

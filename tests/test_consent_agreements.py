@@ -48,11 +48,23 @@ def ask(agreements: list[dict[str, Any]], at: str = "2026-06-01T09:00:00Z", **ch
     return decide(request, [PERMIT_ALL], agreements)
 
 
+def demo_agreements() -> list[dict[str, Any]]:
+    return yaml.safe_load((Path(__file__).parents[1] / "conf" / "agreements.yaml").read_text())["agreements"]
+
+
 def test_demo_agreements_parse() -> None:
-    documents = yaml.safe_load((Path(__file__).parents[1] / "conf" / "agreements.yaml").read_text())["agreements"]
-    agreements = [parse_agreement(d) for d in documents]
+    agreements = [parse_agreement(d) for d in demo_agreements()]
     assert all(isinstance(a, Agreement) for a in agreements)
-    assert "isa-dhscp-tayview@2" in [a.ref for a in current_versions(agreements)]
+    assert "isa-dhscp-tayview@3" in [a.ref for a in current_versions(agreements)]
+
+
+@pytest.mark.parametrize("facility", ["rehab-tayview-house", "rehab-lomond-brae"])
+def test_demo_facilities_receive_the_social_work_case_but_not_domestic_abuse(facility: str) -> None:
+    actor = [{"system": FACILITY["system"], "value": facility}]
+    person = ask(demo_agreements(), at="2026-12-01T09:00:00Z", actor=actor, purpose="CAREMGT", data={"categories": ["demographics", "social-care"]})
+    assert person["decision"] == "permit" and not person.get("obligations"), person
+    abuse = ask(demo_agreements(), at="2026-12-01T09:00:00Z", actor=actor, purpose="CAREMGT", data={"categories": ["domestic-abuse", "social-care"]})
+    assert abuse["obligations"] == [{"redact": {"security": [], "categories": ["domestic-abuse"], "codes": [], "classes": []}}]
 
 
 def test_parse_names_the_faulty_field() -> None:
