@@ -238,6 +238,20 @@ def test_carer_portal_gets_no_clinical_data_whatever_it_asks_for(person, make_cl
     assert portal.get(f"MedicationStatement/{person['methadone']}").status_code == 400
 
 
+def test_carer_portal_cannot_change_records_even_with_write_scopes(person, make_client):  # type: ignore[no-untyped-def]
+    portal = make_client("carer-portal", CARERS_CENTRE, ALL_SCOPES, kind="portal")
+    as_carer = {"X-Pathway-Acting-For": person["carer"], "X-Pathway-Purpose": "carer-support"}
+    note = {"resourceType": "Observation", "status": "final", "code": {"text": "carer note"}, "subject": {"reference": person["patient"]}}
+    attempts = [
+        portal.post("Observation", json=note, headers=as_carer),
+        portal.request("DELETE", f"MedicationStatement/{person['methadone']}", headers=as_carer),
+        portal.post("", json={"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": note, "request": {"method": "POST", "url": "Observation"}}]}, headers=as_carer),
+    ]
+    for refused in attempts:
+        assert refused.status_code in (403, 404) and refused.json()["resourceType"] == "OperationOutcome", refused.text
+    assert "portal" in attempts[0].json()["issue"][0]["diagnostics"]
+
+
 def test_only_portal_clients_may_act_for_a_person(person, make_client):  # type: ignore[no-untyped-def]
     system = make_client("system-client", CARERS_CENTRE, ALL_SCOPES)
     response = system.get(f"EpisodeOfCare/{person['progress']}", headers={"X-Pathway-Acting-For": person["carer"]})

@@ -110,6 +110,8 @@ class CustodianPolicy:
         self.participants = Participants()
 
     def write_refusal(self, session: Session, caller: Caller, previous: Stored | None, resource: dict[str, Any]) -> str | None:
+        if caller.acting_for is not None:
+            return "a portal acting for a person may read what they consented to, not change records"
         if previous is None or previous.custodian == caller.organization or caller.principal.kind == INTERNAL:
             return None
         if previous.type in WORKFLOW_WRITABLE and self.participants.names(session, previous.type, previous.resource, caller.organization):
