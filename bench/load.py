@@ -90,9 +90,14 @@ class Connection:
     def call(self, kind: str, method: str, path: str, body: Any = None, expect: int = 200, headers: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, dict[str, str]]:
         payload = None if body is None else (body if isinstance(body, bytes) else orjson.dumps(body))
         started = time.perf_counter()
-        self.http.request(method, path, body=payload, headers={**self.headers, **(headers or {})})
-        response = self.http.getresponse()
-        data = response.read()
+        try:
+            self.http.request(method, path, body=payload, headers={**self.headers, **(headers or {})})
+            response = self.http.getresponse()
+            data = response.read()
+        except (http.client.HTTPException, OSError) as failure:  # counted, then a fresh connection
+            self.errors.append(f"{kind} {method} {path.split('?')[0]} -> connection failed: {failure!r}")
+            self.http.close()
+            return None, {}
         self.latencies[kind].append(time.perf_counter() - started)
         if response.status != expect:
             self.errors.append(f"{kind} {method} {path.split('?')[0]} -> {response.status}: {data[:160]!r}")

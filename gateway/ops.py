@@ -39,14 +39,17 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str | None = None) -> None:
-    """JSON logs on stderr at ``level`` (default: PATHWAY_LOG_LEVEL, else INFO)."""
+    """JSON logs on stderr at ``level`` (default: PATHWAY_LOG_LEVEL, else INFO), for
+    Pathway and for uvicorn."""
     level = level or os.environ.get("PATHWAY_LOG_LEVEL", "INFO")
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("pathway")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    # uvicorn's own messages (a worker process that died and was replaced, say) as well
+    for name in ("pathway", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
 
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
