@@ -91,6 +91,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
 
 
 def _serve_from_processes(settings: Settings, host: str, port: int) -> None:
+    """uvicorn's supervisor over ``settings.workers`` processes, which read these settings
+    from the environment and keep their metrics in a directory shared for the run."""
     with tempfile.TemporaryDirectory(prefix="pathway-metrics-") as metrics_dir:
         os.environ.update(settings.to_env())
         os.environ[MULTIPROCESS_ENV] = metrics_dir

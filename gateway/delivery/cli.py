@@ -102,7 +102,7 @@ def cmd_work(args: argparse.Namespace) -> int:
 
 
 def add_commands(commands: Any) -> None:
-    """Add ``deliveries list`` and ``deliveries replay`` to the ``pathway`` subcommands."""
+    """Add ``deliveries list``, ``replay`` and ``work`` to the ``pathway`` subcommands."""
     deliveries = commands.add_parser("deliveries", help="push deliveries (the outbox)").add_subparsers(
         dest="deliveries_command", required=True
     )
