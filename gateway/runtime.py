@@ -18,6 +18,7 @@ from gateway.settings import Settings
 from gateway.store.crypto import Keyring, load_keyring
 from gateway.store.db import make_engine, migrate, session_factory
 from gateway.store.repository import Repository
+from gateway.store.checkpoint import WalCheckpointer
 from gateway.store.writelock import WriteLock
 
 
@@ -32,6 +33,7 @@ class Gateway:
     signing_key: SigningKey
     tokens: AccessTokens
     write_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
+    checkpointer: WalCheckpointer | None = None
     audit: AuditWriter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -44,6 +46,8 @@ class Gateway:
         if run_migrations:
             migrate(engine)
         signing_key = load_signing_key(settings.secrets_dir)
+        sqlite = engine.dialect.name == "sqlite"
+        database = sqlite_file(engine)
         return cls(
             settings,
             engine,
@@ -51,7 +55,8 @@ class Gateway:
             load_keyring(settings.secrets_dir),
             signing_key,
             AccessTokens(signing_key, settings.public_url.rstrip("/") if settings.public_url else None),
-            sqlite_write_lock(engine) if engine.dialect.name == "sqlite" else nullcontext(),
+            WriteLock(database) if sqlite else nullcontext(),
+            WalCheckpointer(database) if database else None,
         )
 
     @contextmanager
@@ -74,12 +79,16 @@ class Gateway:
         return Repository(session, self.keyring)
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.engine.dispose()
         if isinstance(self.write_lock, WriteLock):
             self.write_lock.close()
 
 
-def sqlite_write_lock(engine: Engine) -> WriteLock:
-    """The write lock for a SQLite engine: shared with other processes for a database file."""
+def sqlite_file(engine: Engine) -> Path | None:
+    """The database file of a SQLite engine (None for PostgreSQL or an in-memory database)."""
     database = engine.url.database
-    return WriteLock(Path(database).resolve() if database and database != ":memory:" and not database.startswith("file:") else None)
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).resolve()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from sqlalchemy import select
@@ -11,6 +13,7 @@ from sqlalchemy import select
 from gateway.cli import main
 from gateway.runtime import Gateway
 from gateway.store.models import ResourceRow, ResourceVersionRow, SearchTokenRow
+from gateway.store.checkpoint import WalCheckpointer
 from gateway.store.writelock import WriteLock
 
 CHI = "0101800002"
@@ -107,3 +110,22 @@ def test_sqlite_write_lock_keeps_other_processes_waiting_until_released(tmp_path
         assert not _other_process_can_write(lock_file)
     assert _other_process_can_write(lock_file)
     lock.close()
+
+
+def test_the_checkpointer_copies_the_log_into_the_database_file_by_itself(tmp_path: Path) -> None:
+    database = tmp_path / "pathway.db"
+    writer = sqlite3.connect(database, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # only the checkpointer may copy
+    writer.execute("CREATE TABLE t (b BLOB)")
+    writer.executemany("INSERT INTO t VALUES (?)", [(bytes(1000),)] * 2000)
+    assert database.stat().st_size < 100_000  # the 2 MB written so far are all in the log
+    checkpointer = WalCheckpointer(database, interval=0.01)
+    try:
+        deadline = time.monotonic() + 5
+        while database.stat().st_size < 2_000_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert database.stat().st_size >= 2_000_000
+    finally:
+        checkpointer.close()
+        writer.close()

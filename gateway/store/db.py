@@ -9,6 +9,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from gateway.store.checkpoint import WRITER_CHECKPOINT_PAGES
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -33,6 +35,8 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA mmap_size=268435456")
         cursor.execute("PRAGMA cache_size=-32768")
+        # Checkpoints are the WalCheckpointer's job; this is the backstop (gateway.store.checkpoint).
+        cursor.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
