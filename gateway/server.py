@@ -71,15 +71,17 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
     """Serve the gateway until interrupted, from ``settings.workers`` processes."""
     configure_logging()
     gateway = Gateway.start(settings)
-    fhir = fhir_service(gateway)
+    # One process: the background work shares the application's FHIR service (and its caches).
+    app = create_app(gateway=gateway) if settings.workers == 1 else None
+    fhir = app.state.fhir if app is not None else fhir_service(gateway)
     duties = BackgroundDuties(gateway, fhir)
     deliveries = DeliveryWorker(gateway, fhir.policy)
     if settings.run_workers:
         duties.start()
         deliveries.start()
     try:
-        if settings.workers == 1:
-            uvicorn.run(create_app(gateway=gateway), host=host, port=port, **_UVICORN)
+        if app is not None:
+            uvicorn.run(app, host=host, port=port, **_UVICORN)
         else:
             _serve_from_processes(settings, host, port)
     finally:
