@@ -5,7 +5,9 @@ By default the writer whose commit takes the log past a threshold does that copy
 waits several milliseconds. Here a thread with its own connection does it a few
 times a second instead; the SQLite library releases the interpreter lock while
 it works, so it runs on another core. Writers keep a much higher threshold of
-their own as a backstop should this thread fall behind.
+their own as a backstop should this thread fall behind. Every gateway process on
+the file runs one; when two try at once, one finds the checkpoint lock taken and
+skips that round.
 """
 
 from __future__ import annotations
