@@ -2,7 +2,7 @@
 
 An agreement applies to a request when it is ``active``, ``start <= at <= end`` (past ``end`` it
 is expired whatever its status says), the request's holder is a party, some identifier of the
-request's actor is another party, and the purpose is one of its purposes. Only the highest
+request's actor (or of its ``organization``, when a person receives through a portal) is another party, and the purpose is one of its purposes. Only the highest
 version of each agreement id counts.
 """
 
@@ -149,11 +149,12 @@ def evaluate_agreements(agreements: Sequence[Agreement], request: Request, today
     holder = request.holder
     if holder is None:
         return AgreementOutcome(False, ["holder required: agreements are evaluated for the organisation holding the data"])
+    recipient = request.organization if request.organization is not None else request.actor
     reasons: list[str] = []
     applying: list[_Terms] = []
     for agreement in agreements:
         terms = _terms(agreement)
-        if holder not in terms.parties or not any(a != holder and a in terms.parties for a in request.actor):
+        if holder not in terms.parties or not any(a != holder and a in terms.parties for a in recipient):
             continue
         problem = _why_not(terms, request.purpose, today)
         if problem:

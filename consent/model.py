@@ -137,6 +137,9 @@ class Request:
     data: Data | None  # None: any data
     holder: tuple[str, str] | None
     at: float
+    # The organisation the recipient receives through (a portal's, for a person acting through
+    # it): agreements are matched against it instead of ``actor``; consents never see it.
+    organization: set[tuple[str, str]] | None = None
 
 
 def _keys(entries: Any, field: str) -> set[tuple[str, str]]:
@@ -227,4 +230,5 @@ def parse_request(request: Any, now: float | None = None) -> Request:
         data=parse_data(request.get("data")),
         holder=holder_key,
         at=moment,
+        organization=_keys(request["organization"], "organization") if request.get("organization") is not None else None,
     )
