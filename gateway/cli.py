@@ -65,6 +65,7 @@ def cmd_conf_load(args: argparse.Namespace) -> int:
 
 def cmd_keys_new(args: argparse.Namespace) -> int:
     from gateway.auth.clients import credentials, new_client_key, register_client
+    from gateway.store.crypto import write_owner_only
 
     system, sep, value = args.org.partition("|")
     if not sep or not system or not value:
@@ -86,9 +87,7 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
     out = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
     if args.out:
         path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(out)
-        path.chmod(0o600)
+        write_owner_only(path, out)
         print(f"client {args.client} registered; credentials in {path}")
     else:
         sys.stdout.write(out.decode() + "\n")
@@ -97,18 +96,19 @@ def cmd_keys_new(args: argparse.Namespace) -> int:
 
 def cmd_keys_rotate_data(_args: argparse.Namespace) -> int:
     from gateway.store.crypto import save_keyring
+    from gateway.store.rotation import reseal_all
 
     gateway = _gateway()
     try:
         rotated = gateway.keyring.rotated()
-        gateway.keyring = rotated
         with gateway.transaction() as session:
-            count = gateway.repository(session).reencrypt_all()
+            counts = reseal_all(session, rotated)
         # Save only after the rows are re-sealed: a failure leaves the old keyring in force.
         save_keyring(gateway.settings.secrets_dir, rotated)
     finally:
         gateway.close()
-    _print_json({"active_key": rotated.active, "reencrypted": count})
+    total = sum(counts.values()) - counts["audit_patients_blinded"]
+    _print_json({"active_key": rotated.active, "reencrypted": total, "by_kind": counts})
     return 0
 
 
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--base-url", default="http://127.0.0.1:8000")
     new.add_argument("--out")
     new.set_defaults(run=cmd_keys_new)
-    rotate = keys.add_parser("rotate-data", help="new data key; re-encrypt stored resources")
+    rotate = keys.add_parser("rotate-data", help="new data key; re-encrypt everything stored about people")
     rotate.set_defaults(run=cmd_keys_rotate_data)
 
     ingest = commands.add_parser("ingest", help="map (and store) a partner extract; prints the ingest report")

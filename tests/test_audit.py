@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 from sqlalchemy import delete, select, update
 
-from gateway.audit.chain import seal, verify
+from gateway.audit.chain import read_event, seal, verify
 from gateway.cli import main
 from gateway.store.models import AuditRow, AuditSealRow
 
@@ -28,7 +27,7 @@ def audited(make_client, gateway, settings, monkeypatch):  # type: ignore[no-unt
 
 def _events(gateway) -> list[dict]:  # type: ignore[no-untyped-def, type-arg]
     with gateway.sessions() as session:
-        return [orjson.loads(r.body) for r in session.scalars(select(AuditRow).order_by(AuditRow.seq))]
+        return [read_event(session, r) for r in session.scalars(select(AuditRow).order_by(AuditRow.seq))]
 
 
 def test_every_access_writes_an_audit_event(audited):  # type: ignore[no-untyped-def]

@@ -5,6 +5,15 @@ entry's hash, so changing, reordering or deleting a row breaks the chain at
 that row. Appends lock the single head row, so they serialise across
 processes. Periodic seals sign the head with the gateway key; anyone with the
 public key can check a seal, and with it that nothing before it was altered.
+
+An entry names a person (its patient, the acting-for person, the records
+touched), so its body is stored sealed with the data keys (AES-GCM, bound to
+its sequence number) and its ``patient`` column holds a blind index of the
+reference. The hash covers the plaintext body: re-sealing under a new data key
+(``pathway keys rotate-data``) leaves every hash and signed seal valid, and a
+changed row is still found, either because it no longer opens (the
+ciphertext was altered or moved) or because what it opens to does not match
+its hash.
 """
 
 from __future__ import annotations
@@ -16,10 +25,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from gateway.auth.keys import SigningKey, verify_detached
+from gateway.store.crypto import Keyring, keyring_of
 from gateway.store.models import AuditHeadRow, AuditRow, AuditSealRow
 from gateway.store.repository import fhir_instant, now_utc
 
@@ -64,6 +75,25 @@ class Actor:
 
 def _hash(seq: int, prev_hash: str, body: bytes) -> str:
     return hashlib.sha256(f"{seq}:{prev_hash}:".encode() + body).hexdigest()
+
+
+def _associated(seq: int) -> bytes:
+    return f"audit/{seq}".encode()
+
+
+def _plain(keyring: Keyring, seq: int, body: bytes) -> bytes:
+    """The entry's JSON; bodies written before entries were sealed are JSON already."""
+    return body if body.startswith(b"{") else keyring.open(body, _associated(seq))
+
+
+def read_event(session: Session, row: AuditRow) -> dict[str, Any]:
+    """The AuditEvent an audit row holds."""
+    return orjson.loads(_plain(keyring_of(session), row.seq, row.body))
+
+
+def patient_index(session: Session, patient: str) -> str:
+    """What the ``patient`` column holds for entries about ``patient`` ("Patient/id")."""
+    return keyring_of(session).blind(patient)
 
 
 def audit_event(
@@ -122,6 +152,7 @@ _PATIENT_ROLE = {"system": "http://terminology.hl7.org/CodeSystem/object-role", 
 def append_many(session: Session, entries: Sequence[tuple[dict[str, Any], str | None, str | None]]) -> list[int]:
     """Add (event, patient, client id) entries at the end of the chain inside the
     caller's transaction; returns their sequence numbers."""
+    keyring = keyring_of(session)
     connection = session.connection()
     seq, digest = connection.execute(_LOCK_HEAD).one()
     rows = []
@@ -135,10 +166,10 @@ def append_many(session: Session, entries: Sequence[tuple[dict[str, Any], str | 
             {
                 "seq": seq,
                 "recorded": recorded,
-                "patient": patient,
+                "patient": keyring.blind(patient) if patient else None,
                 "client_id": client_id,
                 "action": event["subtype"][0]["code"],
-                "body": body,
+                "body": keyring.seal(body, _associated(seq)),
                 "prev_hash": prev_hash,
                 "hash": digest,
             }
@@ -178,6 +209,7 @@ class ChainReport:
 
 def verify(session: Session, signing_key: SigningKey | None = None) -> ChainReport:
     """Walk the chain from the start and report the first link that does not hold."""
+    keyring = keyring_of(session)
     prev_seq, prev_hash, checked = 0, GENESIS, 0
     head = session.get(AuditHeadRow, 1)
     for row in _rows(session):
@@ -185,7 +217,13 @@ def verify(session: Session, signing_key: SigningKey | None = None) -> ChainRepo
             return ChainReport(checked, head.seq, f"audit entry {prev_seq + 1} is missing (entry {row.seq} follows {prev_seq})")
         if row.prev_hash != prev_hash:
             return ChainReport(checked, head.seq, f"audit entry {row.seq} does not link to entry {prev_seq} (reordered or replaced)")
-        if _hash(row.seq, row.prev_hash, row.body) != row.hash:
+        try:
+            body = _plain(keyring, row.seq, row.body)
+        except KeyError as missing:
+            return ChainReport(checked, head.seq, f"audit entry {row.seq} cannot be opened: {missing.args[0]}")
+        except (InvalidTag, ValueError):
+            return ChainReport(checked, head.seq, f"audit entry {row.seq} was changed: its sealed content does not open")
+        if _hash(row.seq, row.prev_hash, body) != row.hash:
             return ChainReport(checked, head.seq, f"audit entry {row.seq} was changed: its content does not match its hash")
         prev_seq, prev_hash, checked = row.seq, row.hash, checked + 1
     if head.seq != prev_seq or head.hash != prev_hash:
@@ -195,6 +233,42 @@ def verify(session: Session, signing_key: SigningKey | None = None) -> ChainRepo
         if problem:
             return ChainReport(checked, head.seq, problem)
     return ChainReport(checked, head.seq, None)
+
+
+_RESEAL = update(AUDIT).where(AUDIT.c.seq == bindparam("b_seq"))
+
+
+def reseal_entries(session: Session, keyring: Keyring, batch: int = 1000) -> int:
+    """Seal every entry under ``keyring``'s active key (entries under older keys, and
+    entries written in clear before entries were sealed); hashes do not change.
+    Returns how many entries were re-sealed."""
+    connection = session.connection()
+    count, last = 0, 0
+    while rows := connection.execute(
+        select(AUDIT.c.seq, AUDIT.c.body).where(AUDIT.c.seq > last).order_by(AUDIT.c.seq).limit(batch)
+    ).all():
+        changes = [
+            {"b_seq": row.seq, "body": keyring.seal(_plain(keyring, row.seq, row.body), _associated(row.seq))}
+            for row in rows
+            if row.body.startswith(b"{") or keyring.sealed_with(row.body) != keyring.active
+        ]
+        if changes:
+            connection.execute(_RESEAL, changes)
+        count, last = count + len(changes), rows[-1].seq
+    return count
+
+
+def reindex_patients(session: Session, keyring: Keyring) -> int:
+    """Replace clear ``Patient/id`` references left in the ``patient`` column by entries
+    written before it held blind indexes. Returns how many entries changed."""
+    connection = session.connection()
+    clear = connection.execute(select(AUDIT.c.seq, AUDIT.c.patient).where(AUDIT.c.patient.like("%/%"))).all()
+    if clear:
+        connection.execute(
+            update(AUDIT).where(AUDIT.c.seq == bindparam("b_seq")),
+            [{"b_seq": row.seq, "patient": keyring.blind(row.patient)} for row in clear],
+        )
+    return len(clear)
 
 
 def seal(session: Session, signing_key: SigningKey) -> AuditSealRow | None:

@@ -1,13 +1,19 @@
-"""The disclosure ledger: who received what about a person, when, and on what basis."""
+"""The disclosure ledger: who received what about a person, when, and on what basis.
+
+The ``patient`` column holds a blind index of the person's reference, so the
+ledger can be searched by person without naming anyone in the table; the other
+columns hold references (opaque ids), organisations and codes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-from sqlalchemy import insert
+from sqlalchemy import ColumnElement, insert
 from sqlalchemy.orm import Session
 
+from gateway.store.crypto import keyring_of
 from gateway.store.models import DisclosureRow
 
 LEDGER = DisclosureRow.__table__
@@ -44,8 +50,15 @@ def disclosure(
 
 
 def insert_disclosures(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Add ledger rows made by :func:`disclosure` (their patient stored as a blind index)."""
     if rows:
-        session.execute(insert(LEDGER), rows)
+        blind = keyring_of(session).blind
+        session.execute(insert(LEDGER), [{**row, "patient": blind(row["patient"])} for row in rows])
+
+
+def about_patient(session: Session, patient: str) -> ColumnElement[bool]:
+    """The condition selecting the ledger rows about ``patient`` ("Patient/id")."""
+    return DisclosureRow.patient == keyring_of(session).blind(patient)
 
 
 def ledger_entry(row: DisclosureRow) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from sqlalchemy import select
 
-from gateway.audit.chain import append, audit_event
+from gateway.audit.chain import append, audit_event, patient_index, read_event
 from gateway.auth.tokens import Principal
 from gateway.deps import base_url, get_gateway, principal, require_special_scope
 from gateway.fhir import bundles
@@ -30,10 +30,14 @@ def audit_events(
     gateway = get_gateway(request)
     with gateway.transaction() as session:
         rows = session.scalars(
-            select(AuditRow).where(AuditRow.patient == reference).order_by(AuditRow.seq.desc()).offset(offset).limit(count + 1)
+            select(AuditRow)
+            .where(AuditRow.patient == patient_index(session, reference))
+            .order_by(AuditRow.seq.desc())
+            .offset(offset)
+            .limit(count + 1)
         ).all()
+        events = [read_event(session, r) for r in rows[:count]]
         append(session, audit_event("search-type", None, patient=reference, detail=f"audit trail read by {who.client_id}"), patient=reference, client_id=who.client_id)
-    events = [orjson.loads(r.body) for r in rows[:count]]
     params = [("patient", reference), ("_count", str(count)), ("_offset", str(offset))]
     next_offset = offset + count if len(rows) > count else None
     return Response(

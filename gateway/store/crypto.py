@@ -3,7 +3,9 @@
 The keyring lives in the secrets directory (never in the repository or the
 database). Each ciphertext records the id of the key that sealed it, and is
 bound to its row by associated data, so a ciphertext moved to another row
-does not decrypt.
+does not decrypt. Rows with a key id column keep the id there
+(:meth:`Keyring.encrypt`); others carry it in front of the ciphertext
+(:meth:`Keyring.seal`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,21 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy.orm import Session
 
 NONCE_BYTES = 12
+# Separates the key id from the ciphertext in a sealed value; key ids never contain it.
+_KEY_ID_END = b":"
+SESSION_KEY = "pathway_keyring"
+
+
+class KeyringMissing(RuntimeError):
+    """A session was made without the keyring (see ``gateway.store.db.session_factory``)."""
 
 
 @dataclass
@@ -29,17 +39,41 @@ class Keyring:
     keys: dict[str, bytes]
     active: str
     index_key: bytes
+    # One cipher object per key, made on first use: building one per call costs
+    # more than sealing a small resource.
+    _ciphers: dict[str, AESGCM] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _cipher(self, key_id: str) -> AESGCM:
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            key = self.keys.get(key_id)
+            if key is None:
+                raise KeyError(f"data key {key_id!r} is not in the keyring")
+            cipher = self._ciphers[key_id] = AESGCM(key)
+        return cipher
 
     def encrypt(self, plaintext: bytes, associated: bytes) -> tuple[str, bytes]:
         """Seal under the active key; returns (key id, nonce + ciphertext)."""
         nonce = os.urandom(NONCE_BYTES)
-        return self.active, nonce + AESGCM(self.keys[self.active]).encrypt(nonce, plaintext, associated)
+        return self.active, nonce + self._cipher(self.active).encrypt(nonce, plaintext, associated)
 
     def decrypt(self, key_id: str, sealed: bytes, associated: bytes) -> bytes:
-        key = self.keys.get(key_id)
-        if key is None:
-            raise KeyError(f"data key {key_id!r} is not in the keyring")
-        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+        """Open what :meth:`encrypt` sealed; raises InvalidTag when it was altered or moved."""
+        return self._cipher(key_id).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+
+    def seal(self, plaintext: bytes, associated: bytes) -> bytes:
+        """Seal under the active key into one value: key id, ``:``, nonce + ciphertext."""
+        key_id, sealed = self.encrypt(plaintext, associated)
+        return key_id.encode() + _KEY_ID_END + sealed
+
+    def open(self, value: bytes, associated: bytes) -> bytes:
+        """Open what :meth:`seal` made."""
+        key_id, _, sealed = value.partition(_KEY_ID_END)
+        return self.decrypt(key_id.decode(), sealed, associated)
+
+    def sealed_with(self, value: bytes) -> str:
+        """The id of the key a :meth:`seal` value was sealed with."""
+        return value.partition(_KEY_ID_END)[0].decode()
 
     def blind(self, value: str) -> str:
         """A keyed hash of a searchable value, stable across data-key rotation."""
@@ -49,6 +83,14 @@ class Keyring:
         """A keyring with a fresh active key; old keys stay to decrypt old rows."""
         key_id = f"k{len(self.keys) + 1}-{secrets.token_hex(3)}"
         return Keyring({**self.keys, key_id: AESGCM.generate_key(256)}, key_id, self.index_key)
+
+
+def keyring_of(session: Session) -> Keyring:
+    """The keyring the session's factory was given."""
+    keyring = session.info.get(SESSION_KEY)
+    if keyring is None:
+        raise KeyringMissing("this session has no keyring: make sessions with gateway.store.db.session_factory(engine, keyring)")
+    return keyring
 
 
 def _path(secrets_dir: Path) -> Path:
@@ -72,14 +114,21 @@ def load_keyring(secrets_dir: Path) -> Keyring:
 
 def save_keyring(secrets_dir: Path, keyring: Keyring) -> None:
     """Write the keyring readable by its owner only, replacing the old file atomically."""
-    secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     doc = {
         "active": keyring.active,
         "keys": {kid: base64.b64encode(k).decode() for kid, k in keyring.keys.items()},
         "index_key": base64.b64encode(keyring.index_key).decode(),
     }
     tmp = _path(secrets_dir).with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(orjson.dumps(doc))
+    write_owner_only(tmp, orjson.dumps(doc))
     tmp.replace(_path(secrets_dir))
+
+
+def write_owner_only(path: Path, content: bytes) -> None:
+    """Write a secret to a new file that only its owner can read, in a directory only
+    its owner can enter; the mode is set when the file is made, before anything is in it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.unlink(missing_ok=True)  # O_EXCL: never reuse a file whose mode someone else chose
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)

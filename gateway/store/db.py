@@ -10,19 +10,31 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway.store.checkpoint import WRITER_CHECKPOINT_PAGES
+from gateway.store.crypto import SESSION_KEY, Keyring
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 def make_engine(url: str) -> Engine:
-    """An engine tuned for the backend: WAL and immediate write locks on SQLite."""
+    """An engine tuned for the backend: WAL and immediate write locks on SQLite.
+
+    Statement parameters are left out of errors and logs (``hide_parameters``):
+    they carry sealed bodies, blind indexes and references to people.
+    """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+        return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
     # Enough pooled connections for the request threads: an overflow connection
     # would be opened (with its pragmas) and closed on every use.
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=40, max_overflow=10, pool_use_lifo=True)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=40,
+        max_overflow=10,
+        pool_use_lifo=True,
+        hide_parameters=True,
+    )
 
     @event.listens_for(engine, "connect")
     def _sqlite_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -67,5 +79,7 @@ def migrate(engine: Engine) -> None:
     command.upgrade(alembic_config(engine), "head")
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, keyring: Keyring) -> sessionmaker[Session]:
+    """Sessions that carry the keyring, for the code that seals rows outside the
+    repository (audit entries, ledger rows; ``gateway.store.crypto.keyring_of``)."""
+    return sessionmaker(engine, expire_on_commit=False, info={SESSION_KEY: keyring})

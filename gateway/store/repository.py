@@ -23,22 +23,9 @@ from gateway.store.models import ResourceRow, ResourceVersionRow, SearchTokenRow
 
 CATEGORY_SYSTEM = "https://pathway.scot/CodeSystem/data-category"
 CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-# Categories whose resources are encrypted at rest whatever their confidentiality.
-SENSITIVE_CATEGORIES = frozenset(
-    {
-        "substance-use",
-        "prescribing",
-        "mental-health",
-        "sexual-health",
-        "domestic-abuse",
-        "justice",
-        "social-care",
-        "child-protection",
-        "physical-health",
-        "reviews",
-        "contact-details",
-    }
-)
+# The directory, readable without keys; every other resource is about a person
+# (or is Pathway's own workflow around one) and is sealed (DESIGN §9).
+DIRECTORY_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Endpoint"})
 
 
 # Core tables: the hot paths skip the ORM unit of work (measured: 3-4x faster per request).
@@ -117,8 +104,9 @@ def labels_of(resource: dict[str, Any]) -> tuple[frozenset[str], frozenset[str]]
     return security, categories
 
 
-def needs_encryption(security: frozenset[str], categories: frozenset[str]) -> bool:
-    return bool(security & {"R", "V"} or categories & SENSITIVE_CATEGORIES or security - {"N"})
+def is_sealed(type_: str) -> bool:
+    """Whether resources of this type are stored encrypted."""
+    return type_ not in DIRECTORY_TYPES
 
 
 class Repository:
@@ -291,7 +279,7 @@ class Repository:
         raw = orjson.dumps(resource)
         key_id: str | None = None
         body = raw
-        if needs_encryption(security, categories):
+        if is_sealed(type_):
             key_id, body = self.keyring.encrypt(raw, _associated(type_, id_, version_id))
         columns = dict(
             version_id=version_id,
@@ -331,18 +319,29 @@ class Repository:
         if rows:
             connection.execute(_INSERT_TOKENS, [{"type": type_, "id": id_, "param": p, "value": v} for p, v in rows])
 
-    def reencrypt_all(self) -> int:
-        """Re-seal every encrypted row (current and history) under the active key."""
+    def reencrypt_all(self, batch: int = 500) -> int:
+        """Seal every row (current and history) that is not under the active key: rows
+        under older keys, and rows of person types stored in clear before every such
+        type was sealed. Returns how many rows were re-sealed."""
         count = 0
-        for model in (ResourceRow, ResourceVersionRow):
-            for row in self.session.scalars(select(model).where(model.key_id.is_not(None))):
-                if row.key_id == self.keyring.active:
-                    continue
-                associated = _associated(row.type, row.id, row.version_id)
-                plain = self.keyring.decrypt(row.key_id, row.body, associated)
-                row.key_id, row.body = self.keyring.encrypt(plain, associated)
-                count += 1
-        self.session.flush()
+        connection = self.session.connection()
+        for table in (RESOURCE, VERSION):
+            stale = select(table.c.type, table.c.id, table.c.version_id, table.c.key_id, table.c.body).where(
+                table.c.type.not_in(DIRECTORY_TYPES),
+                (table.c.key_id != self.keyring.active) | table.c.key_id.is_(None),
+            )
+            reseal = update(table).where(
+                table.c.type == bindparam("b_type"), table.c.id == bindparam("b_id"), table.c.version_id == bindparam("b_version")
+            )
+            while rows := connection.execute(stale.limit(batch)).all():
+                changes = []
+                for row in rows:
+                    associated = _associated(row.type, row.id, row.version_id)
+                    plain = self.keyring.decrypt(row.key_id, row.body, associated) if row.key_id else row.body
+                    key_id, body = self.keyring.encrypt(plain, associated)
+                    changes.append({"b_type": row.type, "b_id": row.id, "b_version": row.version_id, "key_id": key_id, "body": body})
+                connection.execute(reseal, changes)
+                count += len(changes)
         return count
 
 
