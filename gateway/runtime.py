@@ -38,7 +38,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.audit = AuditWriter(self.transaction)
-        self._read_sessions = session_factory(self.engine.execution_options(pathway_readonly=True))
+        self._read_sessions = session_factory(self.engine.execution_options(pathway_readonly=True), self.keyring)
 
     @classmethod
     def start(cls, settings: Settings, *, run_migrations: bool = True) -> "Gateway":
@@ -48,11 +48,12 @@ class Gateway:
         signing_key = load_signing_key(settings.secrets_dir)
         sqlite = engine.dialect.name == "sqlite"
         database = sqlite_file(engine)
+        keyring = load_keyring(settings.secrets_dir)
         return cls(
             settings,
             engine,
-            session_factory(engine),
-            load_keyring(settings.secrets_dir),
+            session_factory(engine, keyring),
+            keyring,
             signing_key,
             AccessTokens(signing_key, settings.public_url.rstrip("/") if settings.public_url else None),
             WriteLock(database) if sqlite else nullcontext(),
