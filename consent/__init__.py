@@ -5,6 +5,7 @@ No web, no database, no clock except the request's ``at``. See DESIGN §6 and §
 
 from consent.agreements import Agreement, current_versions, parse_agreement
 from consent.decide import decide, decide_many
+from consent.expiry import until_epoch
 from consent.model import Identifier
 from consent.redact import Redaction, redact
 
@@ -17,4 +18,5 @@ __all__ = [
     "decide_many",
     "parse_agreement",
     "redact",
+    "until_epoch",
 ]

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from consent._cache import IdentityCache
+from consent.expiry import INFINITY, boundary_list, day_after, day_start, next_boundary
 from consent.model import DATA_CATEGORIES, Identifier, Request
 
 
@@ -100,6 +101,7 @@ class AgreementOutcome:
     agreements: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     redact_categories: list[str] = field(default_factory=list)
+    until: float = INFINITY  # the next instant an agreement between these parties changes
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +117,16 @@ class _Terms:
     start: date
     end: date | None
     review_date: date | None
+    boundaries: tuple[float, ...]  # when it starts, expires and becomes due for review (midnights UTC)
 
     @classmethod
     def of(cls, agreement: Agreement) -> _Terms:
+        changes = [day_start(agreement.start)]
+        changes += [day_after(day) for day in (agreement.end, agreement.review_date) if day is not None]
         return cls(
             agreement.id, agreement.ref, agreement.status, frozenset((p.system, p.value) for p in agreement.parties),
             tuple(agreement.purposes), frozenset(agreement.categories), agreement.start, agreement.end,
-            agreement.review_date,
+            agreement.review_date, boundary_list(changes),
         )
 
 
@@ -152,10 +157,12 @@ def evaluate_agreements(agreements: Sequence[Agreement], request: Request, today
     recipient = request.organization if request.organization is not None else request.actor
     reasons: list[str] = []
     applying: list[_Terms] = []
+    until = INFINITY
     for agreement in agreements:
         terms = _terms(agreement)
         if holder not in terms.parties or not any(a != holder and a in terms.parties for a in recipient):
             continue
+        until = min(until, next_boundary(terms.boundaries, request.at))
         problem = _why_not(terms, request.purpose, today)
         if problem:
             reasons.append(f"agreement {terms.ref} does not apply: {problem}")
@@ -164,7 +171,7 @@ def evaluate_agreements(agreements: Sequence[Agreement], request: Request, today
     if not applying:
         reasons.append(f"no agreement applies between holder {holder[0]}|{holder[1]} and this recipient "
                        f"for purpose {request.purpose} → deny")
-        return AgreementOutcome(False, reasons)
+        return AgreementOutcome(False, reasons, until=until)
 
     covered = frozenset().union(*(t.categories for t in applying))
     refs = [t.ref for t in applying]
@@ -175,10 +182,10 @@ def evaluate_agreements(agreements: Sequence[Agreement], request: Request, today
         if len(uncovered) == len(asked):
             reasons.append(f"agreement {', '.join(refs)} covers none of the requested categories "
                            f"{', '.join(sorted(asked))} → deny")
-            return AgreementOutcome(False, reasons, refs, flags)
+            return AgreementOutcome(False, reasons, refs, flags, until=until)
     else:
         # Any data: everything the agreements do not cover is withheld.
         uncovered = sorted(DATA_CATEGORIES - covered)
     reasons.append(f"agreement {', '.join(refs)} permits purpose {request.purpose}"
                    + (f" → redact {', '.join(uncovered)} (not covered)" if uncovered else ""))
-    return AgreementOutcome(True, reasons, refs, flags, uncovered)
+    return AgreementOutcome(True, reasons, refs, flags, uncovered, until)

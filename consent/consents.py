@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consent._cache import IdentityCache
+from consent.expiry import boundary_list
 from consent.model import REFERENCE_SYSTEM, identifier_key, relative_reference
 from consent.provisions import ConsentFormatError, Provision, compile_provision
 
@@ -29,9 +30,11 @@ class CompiledConsent:
     period: tuple[float, float] | None  # the root provision's: the consent counts only within it
     error: str | None  # why the provisions cannot be evaluated
     not_applicable: str = field(init=False)  # the reason text, built once
+    boundaries: tuple[float, ...] = field(init=False)  # when any period in it starts or ends, sorted
 
     def __post_init__(self) -> None:
         self.not_applicable = f"{self.ref} does not apply to this request"
+        self.boundaries = boundary_list(self.root.period_bounds()) if self.root is not None else ()
 
 
 def _patient_keys(consent: dict[str, Any]) -> frozenset[tuple[str, str]]:

@@ -1,12 +1,14 @@
 """The disclosure decision: agreements (DESIGN §6.1) AND the person's consents (§6.2).
 
 Across the consents that count, the strongest whole-request answer wins: specific deny >
-specific permit > default deny > default permit. A permit keeps the partial denies (redact
-obligations) whose rank is at least its own, and whatever the winning permits all leave out.
+specific permit > default deny > default permit. A winning permit redacts what the winning
+permits all leave out and what every data-scoped deny that applies names, in any consent,
+outranked or not; an outranked one is lifted only for the data a winning permit names itself.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,7 +18,8 @@ from consent._cache import IdentityCache
 from consent.agreements import Agreement, current_versions, evaluate_agreements, parse_agreement
 from consent.consents import compiled
 from consent.model import Request, RequestError, parse_request
-from consent.provisions import DENY, EMPTY, Answer, DataScope, PartialDeny, describe, stronger
+from consent.expiry import INFINITY, iso_instant
+from consent.provisions import DENY, EMPTY, Answer, DataScope, ScopedDeny, describe, stronger
 
 PERMIT_DECISION, DENY_DECISION, NO_CONSENT = "permit", "deny", "no-consent"
 _DIMENSIONS = ("security", "categories", "codes", "classes")
@@ -30,26 +33,34 @@ class ConsentOutcome:
     reasons: list[str]
     consents: list[str] = field(default_factory=list)
     redaction: DataScope = EMPTY
+    until: float = INFINITY  # the next instant the answer could change
 
 
 def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> ConsentOutcome:
     """Evaluate the person's Consents for a normalised request."""
     reasons: list[str] = []
     answers: list[tuple[str, Answer]] = []
-    partials: list[PartialDeny] = []
+    withheld: list[ScopedDeny] = []
     counted = top = 0
+    until = INFINITY
     for consent in consents:
         compiled_consent = compiled(consent)
         if not compiled_consent.active or compiled_consent.patient.isdisjoint(request.patient):
             continue
+        boundaries = compiled_consent.boundaries
+        if boundaries and boundaries[-1] > request.at:  # inline: this loop runs for every decision
+            changes = boundaries[bisect_right(boundaries, request.at)]
+            if changes < until:
+                until = changes
         period = compiled_consent.period
         if period is not None and not (period[0] <= request.at < period[1]):
             continue  # expired or not yet started
         counted += 1
         ref = compiled_consent.ref
         if compiled_consent.error is not None:
-            return ConsentOutcome(DENY_DECISION, [f"{ref} cannot be evaluated: {compiled_consent.error} → deny"], [ref])
-        answer = compiled_consent.root.evaluate(request, partials) if compiled_consent.root is not None else False
+            reason = f"{ref} cannot be evaluated: {compiled_consent.error} → deny"
+            return ConsentOutcome(DENY_DECISION, [reason], [ref], until=until)
+        answer = compiled_consent.root.evaluate(request, withheld) if compiled_consent.root is not None else False
         if answer is False:
             reasons.append(compiled_consent.not_applicable)
         elif answer is not None:
@@ -57,10 +68,10 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
             top = max(top, answer.rank)
 
     if not answers:
-        reasons += [p.reason for p in partials]
+        reasons += [w.reason for w in withheld]
         reasons.append("no consent of this person applies to this request → no-consent" if counted
                        else "no active consent of this person is in force → no-consent")
-        return ConsentOutcome(NO_CONSENT, reasons)
+        return ConsentOutcome(NO_CONSENT, reasons, until=until)
 
     winner: Answer | None = None
     used: list[str] = []
@@ -73,19 +84,31 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
             reasons += [f"{reason}, outranked" for reason in answer.reasons]
     assert winner is not None
     if winner.kind == DENY:
-        return ConsentOutcome(DENY_DECISION, reasons, _unique(used))
+        return ConsentOutcome(DENY_DECISION, reasons, _unique(used), until=until)
 
     redaction = winner.narrowed
     if redaction:
         reasons.append(f"the permit covers only part of the request → redact {describe(redaction)}")
-    for partial in partials:
-        if partial.rank >= top:
-            redaction |= partial.scope
-            used.append(partial.consent)
-            reasons.append(partial.reason)
+    for deny in withheld:
+        if deny.rank >= top:
+            kept = deny.scope
+            reasons.append(deny.reason)
         else:
-            reasons.append(f"{partial.reason}, outranked")
-    return ConsentOutcome(PERMIT_DECISION, reasons, _unique(used), redaction)
+            # Outranked, it still holds, except for the data the stronger permit names itself.
+            kept = deny.scope - winner.names
+            reasons.append(_outranked_reason(deny, kept))
+        if kept:
+            redaction |= kept
+            used.append(deny.consent)
+    return ConsentOutcome(PERMIT_DECISION, reasons, _unique(used), redaction, until)
+
+
+def _outranked_reason(deny: ScopedDeny, kept: DataScope) -> str:
+    if kept == deny.scope:
+        return f"{deny.reason}, holds whatever other consents permit"
+    if kept:
+        return f"{deny.reason}, lifted for {describe(deny.scope - kept)} by a stronger permit naming it; {describe(kept)} stays redacted"
+    return f"{deny.reason}, lifted by a stronger permit naming that data"
 
 
 def _unique(refs: list[str]) -> list[str]:
@@ -137,6 +160,7 @@ def _decision(
     consents: list[str] | None = None,
     flags: list[str] | None = None,
     redaction: DataScope = EMPTY,
+    until: float = INFINITY,
 ) -> dict[str, Any]:
     return {
         "decision": decision,
@@ -145,6 +169,7 @@ def _decision(
         "consents": consents or [],
         "flags": flags or [],
         "obligations": obligations(redaction) if decision == PERMIT_DECISION else [],
+        "until": iso_instant(until),
     }
 
 
@@ -156,7 +181,9 @@ def decide(
     """The decision for a DESIGN §8 request over the person's Consents and, when given, the agreements.
 
     With ``agreements`` None only the consent layer is evaluated. Both layers must permit;
-    their redact obligations merge. Never raises for a bad request: it is refused with a reason.
+    their redact obligations merge. ``"until"`` is the next instant after ``at`` at which a
+    period or agreement date read here could change the answer (ISO 8601 UTC), or None. Never
+    raises for a bad request: it is refused with a reason (and ``until`` None).
     """
     try:
         parsed = parse_request(request)
@@ -166,6 +193,7 @@ def decide(
     flags: list[str] = []
     agreement_refs: list[str] = []
     redaction: DataScope = EMPTY
+    until = INFINITY
     if agreements is not None:
         current, problems = _agreements(agreements)
         today = datetime.fromtimestamp(parsed.at, timezone.utc).date()
@@ -174,11 +202,14 @@ def decide(
         reasons += layer.reasons
         flags, agreement_refs = layer.flags, layer.agreements
         if not layer.permit:
-            return _decision(DENY_DECISION, reasons, agreement_refs, flags=flags)
+            return _decision(DENY_DECISION, reasons, agreement_refs, flags=flags, until=layer.until)
         redaction = frozenset(("categories", c) for c in layer.redact_categories)
+        until = layer.until
     outcome = consent_layer(parsed, consents)
     reasons += outcome.reasons
-    return _decision(outcome.decision, reasons, agreement_refs, outcome.consents, flags, redaction | outcome.redaction)
+    return _decision(
+        outcome.decision, reasons, agreement_refs, outcome.consents, flags, redaction | outcome.redaction, min(until, outcome.until)
+    )
 
 
 def decide_many(items: Sequence[Any]) -> list[dict[str, Any]]:

@@ -8,11 +8,15 @@ does not state (missing key, or no ``data`` at all) is unknown.
 
 - A deny whose data conditions all cover the request decides ``deny``. Otherwise (some
   condition only matches part, or is unknown) it is a *partial deny*: a ``redact`` obligation
-  for everything it names, in force within its enclosing answer.
+  for everything it names. A deny with a ``securityLabel`` condition is always partial: the
+  request's labels say what is present, and an item may carry none of them (as in LEAP).
+- Every data-scoped deny that applies, partial or not, is also reported as a
+  :class:`ScopedDeny`: its redaction holds whatever other answers permit, unless a stronger
+  permit names the same data (see ``consent.decide``).
 - A permit applies only when all its data conditions are known and match; what they do not
   cover is *narrowed* (redacted) from the permit.
 - The innermost applicable provision gives the answer; among applicable siblings the stronger
-  one by :func:`rank`. A full permit nested inside a partial deny lifts that deny.
+  one by :func:`rank`. A full permit nested inside a data-scoped deny lifts that deny.
 
 Security labels use the DESIGN §3 hierarchy: ``ETH`` is ``SUD``; ``ETHUD`` and ``OPIOIDUD``
 fall under ``SUD``. Confidentiality labels (N, R, V) can be matched by name but never count
@@ -22,9 +26,11 @@ as a part of the data. A provision actor's ``role`` is not compared.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from consent.expiry import day_start
 from consent.model import (
     DATA_CATEGORY_SYSTEM,
     REFERENCE_SYSTEM,
@@ -76,15 +82,11 @@ def _bounds(text: Any, where: str) -> tuple[float, float]:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=timezone.utc)
-            instant = moment.timestamp()
-            return instant, instant + 1e-6
+            # Both ends as a parsed request 'at' would be, so an 'at' at the end is outside.
+            return moment.timestamp(), (moment + timedelta(microseconds=1)).timestamp()
     except ValueError as error:
         raise ConsentFormatError(f"{where} {text!r} is not a FHIR date or dateTime") from error
-    return _midnight(first), _midnight(after)
-
-
-def _midnight(day: date) -> float:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+    return day_start(first), day_start(after)
 
 
 def compile_period(period: Any, where: str) -> tuple[float, float] | None:
@@ -169,11 +171,12 @@ class Answer:
     rank: int
     reasons: tuple[str, ...]  # "Consent/c1 provision[0] (permit, actor rehab-tayview-house) → permit"
     narrowed: DataScope  # what a data-scoped permit does not cover
+    names: DataScope  # the data a permit (or a permit enclosing it) names, labels with those under them
 
 
 @dataclass(slots=True)
-class PartialDeny:
-    """A deny that covers only part of the request: redact what it names."""
+class ScopedDeny:
+    """A data-scoped deny that applies: redact what it names."""
 
     rank: int
     scope: DataScope
@@ -182,17 +185,25 @@ class PartialDeny:
 
 
 def stronger(held: Answer | None, new: Answer) -> Answer:
-    """The stronger of two answers; equal ones merge (a tie of permits narrows to what both leave out)."""
+    """The stronger of two answers; equal ones merge (a tie of permits narrows to what both leave out
+    and names what either names)."""
     if held is None or new.rank > held.rank:
         return new
     if new.rank < held.rank:
         return held
-    return Answer(held.kind, held.rank, held.reasons + new.reasons, held.narrowed & new.narrowed)
+    return Answer(held.kind, held.rank, held.reasons + new.reasons, held.narrowed & new.narrowed, held.names | new.names)
 
 
 def describe(scope: DataScope) -> str:
     """``PSY, mental-health, http://snomed.info/sct|123`` for a reason text."""
     return ", ".join(sorted(f"{v[0]}|{v[1]}" if kind == "codes" else v for kind, v in scope))
+
+
+def names_of(scope: DataScope) -> DataScope:
+    """The data a provision naming ``scope`` speaks for: its labels widened to those under them."""
+    return frozenset(
+        ("security", label) for kind, value in scope if kind == "security" for label in labels_covered_by(value)
+    ) | scope
 
 
 @dataclass(slots=True)
@@ -209,16 +220,28 @@ class Provision:
     children: tuple[Provision, ...]
 
     # Built once and shared (answers are never changed): the whole answer without narrowing,
-    # by inherited specificity, and the reason text when this is a partial deny.
+    # by inherited specificity, and the reason text when this is a data-scoped deny.
     plain_answers: tuple[Answer, ...] = field(init=False)
     redact_reason: str = field(init=False)
+    covers_all_possible: bool = field(init=False)  # False for a securityLabel deny: never covers all the data
+    scoped_deny: bool = field(init=False)  # a deny with data conditions
 
     def __post_init__(self) -> None:
         reasons = (f"{self.source} → {self.kind}",)
+        names = names_of(self.scope) if self.kind == PERMIT else EMPTY
         self.plain_answers = tuple(
-            Answer(self.kind, rank(self.kind, inherited or self.specific), reasons, EMPTY) for inherited in (False, True)
+            Answer(self.kind, rank(self.kind, inherited or self.specific), reasons, EMPTY, names) for inherited in (False, True)
         )
         self.redact_reason = f"{self.source} → redact {describe(self.scope)}"
+        self.covers_all_possible = not (self.kind == DENY and any(isinstance(c, LabelCondition) for c in self.conditions))
+        self.scoped_deny = self.kind == DENY and bool(self.conditions)
+
+    def period_bounds(self) -> Iterator[float]:
+        """The start and end of this provision's period and of every nested one (infinite ones too)."""
+        if self.period is not None:
+            yield from self.period
+        for child in self.children:
+            yield from child.period_bounds()
 
     def coverage(self, data: Data | None) -> tuple[int, DataScope]:
         """How this provision's data conditions meet the requested data: NO, PART or FULL."""
@@ -231,12 +254,12 @@ class Provision:
                 return NO, EMPTY
             weakest = min(weakest, outcome)
             rest |= unmatched
-        return (FULL, EMPTY) if weakest == FULL else (PART, rest)
+        return (FULL, EMPTY) if weakest == FULL and self.covers_all_possible else (PART, rest)
 
-    def evaluate(self, request: Request, partials: list[PartialDeny], inherited_specific: bool = False) -> Answer | None | bool:
+    def evaluate(self, request: Request, withheld: list[ScopedDeny], inherited_specific: bool = False) -> Answer | None | bool:
         """This provision's whole-request answer (None for a partial deny), or False when it does not apply.
 
-        Partial denies found on the way are appended to ``partials``.
+        Data-scoped denies that apply and that no nested full permit lifts are appended to ``withheld``.
         """
         # Gates inline: this is the innermost loop of every decision.
         if self.actors is not None and self.actors.isdisjoint(request.actor):
@@ -257,27 +280,30 @@ class Provision:
         if not partial_deny:
             own = self.plain_answers[inherited_specific]
             if rest:
-                own = Answer(own.kind, own.rank, own.reasons, rest)
+                own = Answer(own.kind, own.rank, own.reasons, rest, own.names)
         inner: Answer | None = None
         lifted = False
         for child in self.children:
             if child.actors is not None and child.actors.isdisjoint(request.actor):
                 continue  # the commonest miss, checked before paying for the call
-            answer = child.evaluate(request, partials, specific)
+            answer = child.evaluate(request, withheld, specific)
             if answer is None or answer is False:
                 continue
-            if partial_deny:
+            if self.scoped_deny:
                 lifted = lifted or (answer.kind == PERMIT and not answer.narrowed)
-            else:
+            if not partial_deny:
                 inner = stronger(inner, answer)
+        if self.scoped_deny and not lifted:
+            withheld.append(ScopedDeny(rank(DENY, specific), self.scope, self.consent, self.redact_reason))
         if partial_deny:
-            if not lifted:
-                partials.append(PartialDeny(rank(DENY, specific), self.scope, self.consent, self.redact_reason))
             return None
+        assert own is not None
         if inner is None:
             return own
-        # The inner answer holds within this provision, so this provision's narrowing stays.
-        return Answer(inner.kind, inner.rank, inner.reasons, inner.narrowed | own.narrowed) if own.narrowed else inner
+        if not (own.narrowed or own.names):
+            return inner
+        # The inner answer holds within this provision: its narrowing stays, and what it names is named.
+        return Answer(inner.kind, inner.rank, inner.reasons, inner.narrowed | own.narrowed, inner.names | own.names)
 
 
 def _codings(value: Any, where: str) -> list[dict[str, Any]]:

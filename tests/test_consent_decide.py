@@ -1,7 +1,7 @@
 """Consent decisions from readable cases: tests/consent_cases/*.json.
 
 Each case holds ``consents``, optionally ``agreements``, a ``request`` and what to ``expect``:
-``decision``; and, when given, ``consents``, ``agreements``, ``flags`` (exact lists), ``redact``
+``decision``; and, when given, ``consents``, ``agreements``, ``flags`` (exact lists), ``until``, ``redact``
 (the merged redact obligation, missing kinds meaning none) and ``reasons_contain``.
 """
 
@@ -32,9 +32,9 @@ def test_consent_case(path: Path) -> None:
     case = json.loads(path.read_text())
     decision = decide(case["request"], case["consents"], case.get("agreements"))
     expect = case["expect"]
-    assert set(decision) == {"decision", "reasons", "agreements", "consents", "flags", "obligations"}
+    assert set(decision) == {"decision", "reasons", "agreements", "consents", "flags", "obligations", "until"}
     assert decision["decision"] == expect["decision"], decision["reasons"]
-    for key in ("consents", "agreements", "flags"):
+    for key in ("consents", "agreements", "flags", "until"):
         if key in expect:
             assert decision[key] == expect[key], decision["reasons"]
     if "redact" in expect:
