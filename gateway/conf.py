@@ -200,6 +200,8 @@ class Organization(_Strict):
     webhook: Webhook | None = None
     subscriptions: Annotated[list[EventType], AfterValidator(_unique)] = []
     clients: list[Client] = []
+    # May record a person's consent grants (DESIGN §7 "who may assert what"); any partner may record a refusal.
+    records_consent: bool = False
 
     def identifier(self, system: str) -> str | None:
         """This organisation's identifier value in ``system``, if it has one."""

@@ -19,11 +19,11 @@ from gateway.audit.chain import append, audit_event
 from gateway.auth.clients import register_client
 from gateway.conf import Conf, ConfError
 from gateway.delivery.outbox import sync_subscriptions
+from gateway.fhir.access import DIRECTORY_CUSTODIAN
 from gateway.runtime import Gateway
 from gateway.store.models import AgreementRow, ConfDocumentRow
 from gateway.store.repository import Repository, now_utc
 
-DIRECTORY_CUSTODIAN = "https://pathway.scot/Id/partner|pathway"
 CONF_FILES = ("partners.yaml", "agreements.yaml", "pathway.yaml")
 
 
@@ -120,3 +120,18 @@ def conf_document(session: Session, name: str) -> dict[str, Any]:
     if row is None:
         raise LookupError(f"{name} has not been imported; run `pathway conf load`")
     return yaml.safe_load(row.body) or {}
+
+
+def consent_recorders(session: Session) -> frozenset[str]:
+    """Every identifier ("system|value") of the organisations ``conf/`` authorises to record a
+    person's consent grants (``records_consent``); refusals may be recorded by any partner."""
+    try:
+        partners = conf_document(session, "partners.yaml")
+    except LookupError:
+        return frozenset()
+    return frozenset(
+        f"{i['system']}|{i['value']}"
+        for organization in partners.get("organizations", [])
+        if organization.get("records_consent") is True
+        for i in organization.get("identifiers", [])
+    )

@@ -27,6 +27,7 @@ from gateway.client import client_assertion
 from gateway.fhir.capability import SUPPORTED_TYPES
 from gateway.ratelimit import MB, InputLimits, RateLimit, TokenBuckets
 from gateway.store.models import ClientRow
+from gateway.fhir.access import DIRECTORY_CUSTODIAN
 from tests.conftest import ALL_SCOPES, HSCP, LiveServer, free_port
 from tests.test_sharing import CARERS_CENTRE, partnership, person  # noqa: F401 - fixtures
 
@@ -173,22 +174,28 @@ def test_token_of_a_deleted_client_stops_working(server, make_client, gateway): 
 # --- other organisations, every resource type ----------------------------------------------------
 
 
-def hold(social, resource_type: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """A person and one resource of ``resource_type`` about them, held by the HSCP."""
+def hold(social, resource_type: str, gateway) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A person and one resource of ``resource_type`` about them, held by the HSCP (a directory
+    entry comes from the configuration: partners may not write one)."""
     patient = social.post("Patient", sample("Patient", ""))
     assert patient.status_code == 201, patient.text
     ref = f"Patient/{patient.json()['id']}"
     if resource_type == "Patient":
         return {"patient": ref, "id": patient.json()["id"]}
     response = social.post(resource_type, sample(resource_type, ref))
+    if resource_type in DIRECTORY_TYPES:
+        assert response.status_code == 403, (resource_type, response.text)
+        with gateway.transaction() as session:
+            entry = gateway.repository(session).create(sample(resource_type, ref), DIRECTORY_CUSTODIAN)
+        return {"patient": ref, "id": entry.id}
     assert response.status_code == 201, (resource_type, response.text)
     return {"patient": ref, "id": response.json()["id"]}
 
 
 @pytest.mark.parametrize("resource_type", SUPPORTED_TYPES)
-def test_another_organisation_cannot_read_search_change_or_delete(make_client, resource_type):  # type: ignore[no-untyped-def]
+def test_another_organisation_cannot_read_search_change_or_delete(make_client, gateway, resource_type):  # type: ignore[no-untyped-def]
     social = make_client("social-work", HSCP)
-    held = hold(social, resource_type)
+    held = hold(social, resource_type, gateway)
     stranger = make_client("stranger", STRANGER, ALL_SCOPES)
     resource_id = held["id"]
     path = f"{resource_type}/{resource_id}"
@@ -272,9 +279,9 @@ INJECTIONS = [
 ]
 
 
-def test_sql_in_search_values_ids_and_types_finds_nothing_and_breaks_nothing(make_client):  # type: ignore[no-untyped-def]
+def test_sql_in_search_values_ids_and_types_finds_nothing_and_breaks_nothing(make_client, gateway):  # type: ignore[no-untyped-def]
     social = make_client("social-work")
-    task = hold(social, "Task")
+    task = hold(social, "Task", gateway)
     for param in ("identifier", "status", "patient", "focus", "owner", "category", "_lastUpdated", "_count", "_offset"):
         for value in INJECTIONS:
             response = social.get("Task", params={param: value})

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.fhir.access import DIRECTORY_CUSTODIAN
 from gateway.store.repository import Repository
 from mappings.identifiers import ODS_SYSTEM, PARTNER_SYSTEM
 
@@ -35,7 +36,7 @@ class Directory:
     @classmethod
     def load(cls, repo: Repository) -> "Directory":
         directory = cls()
-        for _, stored in repo.search("Organization", batch=200):
+        for _, stored in repo.search("Organization", custodians=[DIRECTORY_CUSTODIAN], batch=200):
             resource = stored.resource
             identifiers = [i for i in resource.get("identifier", []) if i.get("system") and i.get("value")]
             primary = _primary(identifiers)

@@ -29,7 +29,7 @@ from gateway.fhir.validation import validate_resource
 from gateway.runtime import Gateway
 from gateway.store.indexing import patient_of
 from gateway.store.models import ClientRow
-from gateway.store.repository import Gone, NotFound, Repository, Stored, VersionConflict
+from gateway.store.repository import NotFound, Repository, Stored, VersionConflict
 from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
 
 Labeller = Callable[[dict[str, Any]], dict[str, Any]]
@@ -166,18 +166,25 @@ class FhirService:
     # --- writes --------------------------------------------------------------------
 
     def write(
-        self, ctx: WriteContext, resource: dict[str, Any], *, custodian: str | None = None, if_match: int | None = None
+        self,
+        ctx: WriteContext,
+        resource: dict[str, Any],
+        *,
+        custodian: str | None = None,
+        if_match: int | None = None,
     ) -> Stored:
-        """Validate, label, check and store one resource within ``ctx``'s transaction."""
+        """Validate, label, check and store one resource within ``ctx``'s transaction.
+
+        A deleted id counts as an update of its last version: only its holder may write it again.
+        """
         self._check_type(resource["resourceType"])
         current = ctx.repo.current(resource["resourceType"], resource["id"]) if resource.get("id") else None
-        previous = current if current is not None and not current.deleted else None
-        refusal = self.policy.write_refusal(ctx.session, ctx.caller, previous, resource)
+        refusal = self.policy.write_refusal(ctx.session, ctx.caller, current, resource)
         if refusal:
             raise FhirError(403, refusal, "forbidden")
         _check_person_identifiers(resource)
         for hook in self.hooks:
-            hook.before_write(ctx, resource, previous)
+            hook.before_write(ctx, resource, current)
         self.labeller(resource)
         try:
             if current is None:
@@ -194,7 +201,43 @@ class FhirService:
             raise FhirError(404, str(missing), "not-found") from None
         ctx.written.append(stored)
         for hook in self.hooks:
-            hook.after_write(ctx, stored, previous)
+            hook.after_write(ctx, stored, current)
+        return stored
+
+    def _put(self, ctx: WriteContext, resource: dict[str, Any], if_match: int | None) -> Stored:
+        """An update by id from a partner (PUT): the caller must see what it replaces, and
+        may not choose the id of a new Patient (ids of people are assigned here)."""
+        resource_type, resource_id = resource["resourceType"], resource.get("id", "")
+        current = ctx.repo.current(resource_type, resource_id)
+        if current is None and resource_type == "Patient":
+            raise FhirError(404, f"Patient/{resource_id} is not known; Patient ids are assigned by Pathway (create with POST)", "not-found")
+        if current is not None and not self.may_know(ctx.session, ctx.caller, current):
+            raise FhirError(404, f"{current.reference} is not known", "not-found")
+        return self.write(ctx, resource, if_match=if_match)
+
+    def may_know(self, session: Session, caller: Caller, stored: Stored) -> bool:
+        """Whether the caller may know this version exists: it holds it, or may see it."""
+        if stored.custodian == caller.organization and caller.acting_for is None:
+            return True
+        return self.policy.visible(session, caller, [stored]).resources[0] is not None
+
+    def _delete(self, ctx: WriteContext, resource_type: str, resource_id: str, if_match: int | None) -> Stored | None:
+        """Delete within ``ctx``'s transaction through the same rules as an update; the deleted
+        version joins ``ctx.written`` so its audit entry names it and its person."""
+        self._check_type(resource_type)
+        current = ctx.repo.current(resource_type, resource_id)
+        if current is None or not self.may_know(ctx.session, ctx.caller, current):
+            raise FhirError(404, f"{resource_type}/{resource_id} is not known", "not-found")
+        if current.deleted:
+            return None
+        refusal = self.policy.delete_refusal(ctx.session, ctx.caller, current)
+        if refusal:
+            raise FhirError(403, refusal, "forbidden")
+        try:
+            stored = ctx.repo.delete(resource_type, resource_id, if_match)
+        except VersionConflict as conflict:
+            raise FhirError(412, f"{resource_type}/{resource_id}: {conflict}", "conflict") from None
+        ctx.written.append(stored)
         return stored
 
     def _audit_writes(self, ctx: WriteContext, interaction: str) -> None:
@@ -244,11 +287,8 @@ class FhirService:
             raise FhirError(400, f"resource id {resource.get('id')!r} does not match the URL id {resource_id!r}", "invalid", f"{resource_type}.id")
 
         def work(session: Session, repo: Repository) -> Stored:
-            previous = repo.current(resource_type, resource_id)
-            if previous is not None and not previous.deleted:
-                self._visible_one(session, caller, previous)
             ctx = WriteContext(session, repo, caller, self)
-            stored = self.write(ctx, resource, if_match=if_match)
+            stored = self._put(ctx, resource, if_match)
             self._audit_writes(ctx, "update")
             return stored
 
@@ -277,22 +317,10 @@ class FhirService:
         return self._run(caller, "patch", f"{resource_type}/{resource_id}", work)
 
     def delete(self, caller: Caller, resource_type: str, resource_id: str, if_match: int | None) -> None:
-        self._check_type(resource_type)
-
         def work(session: Session, repo: Repository) -> None:
-            previous = repo.current(resource_type, resource_id)
-            if previous is None or previous.deleted:
-                return None
-            self._visible_one(session, caller, previous)
-            refusal = self.policy.write_refusal(session, caller, previous, previous.resource)
-            if refusal:
-                raise FhirError(403, refusal, "forbidden")
-            try:
-                stored = repo.delete(resource_type, resource_id, if_match)
-            except VersionConflict as conflict:
-                raise FhirError(412, f"{resource_type}/{resource_id}: {conflict}", "conflict") from None
-            self._audit(session, caller, "delete", [stored.reference], stored.patient)
-            return None
+            ctx = WriteContext(session, repo, caller, self)
+            if self._delete(ctx, resource_type, resource_id, if_match) is not None:
+                self._audit_writes(ctx, "delete")
 
         self._run(caller, "delete", f"{resource_type}/{resource_id}", work)
 
@@ -302,12 +330,14 @@ class FhirService:
         self, session: Session, repo: Repository, caller: Caller, resource_type: str, resource_id: str
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         self._check_type(resource_type)
-        try:
-            stored = repo.read(resource_type, resource_id)
-        except NotFound as missing:
-            raise FhirError(404, str(missing), "not-found") from None
-        except Gone as gone:
-            raise FhirError(410, str(gone), "deleted") from None
+        stored = repo.current(resource_type, resource_id)
+        if stored is not None and stored.deleted:
+            # Only those who could see it learn that it was deleted.
+            if self.may_know(session, caller, stored):
+                raise FhirError(410, f"{resource_type}/{resource_id} was deleted", "deleted")
+            stored = None
+        if stored is None:
+            raise FhirError(404, f"{resource_type}/{resource_id} is not known", "not-found")
         return self._visible_one(session, caller, stored)
 
     async def read(self, caller: Caller, resource_type: str, resource_id: str) -> dict[str, Any]:
@@ -438,28 +468,21 @@ class FhirService:
 
         return self._run(caller, "transaction", None, work)
 
-    def _transaction_entry(self, ctx: WriteContext, entry: dict[str, Any], targets: dict[str, str]) -> dict[str, Any]:
+    def _transaction_entry(self, ctx: WriteContext, entry: Any, targets: dict[str, str]) -> dict[str, Any]:
+        if not isinstance(entry, dict):
+            raise FhirError(400, "each entry must be an object with a request (and, except for DELETE, a resource)", "structure")
         request = entry.get("request") or {}
         method, url = request.get("method"), str(request.get("url", ""))
         if method == "DELETE":
             resource_type, _, resource_id = url.partition("/")
-            previous = ctx.repo.current(resource_type, resource_id)
-            if previous is not None and not previous.deleted:
-                refusal = self.policy.write_refusal(ctx.session, ctx.caller, previous, previous.resource)
-                if refusal or self.policy.visible(ctx.session, ctx.caller, [previous]).resources[0] is None:
-                    raise FhirError(403, refusal or f"{url} may not be deleted by this caller", "forbidden")
-                ctx.repo.delete(resource_type, resource_id)
+            self._delete(ctx, resource_type, resource_id, parse_if_match(request.get("ifMatch")))
             return {"response": {"status": "204 No Content"}}
         resource = _resolve_references(entry.get("resource"), targets)
         if method not in ("POST", "PUT") or not isinstance(resource, dict):
             raise FhirError(400, "each entry needs request.method POST, PUT or DELETE and (except DELETE) a resource", "structure")
         validate_resource(resource, url.split("/")[0] or None)
         if_match = parse_if_match(request.get("ifMatch"))
-        if method == "PUT":
-            previous = ctx.repo.current(resource["resourceType"], resource.get("id", ""))
-            if previous is not None and not previous.deleted:
-                self._visible_one(ctx.session, ctx.caller, previous)
-        stored = self.write(ctx, resource, if_match=if_match)
+        stored = self._put(ctx, resource, if_match) if method == "PUT" else self.write(ctx, resource, if_match=if_match)
         status = "201 Created" if stored.version_id == 1 else "200 OK"
         return {
             "response": {

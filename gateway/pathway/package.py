@@ -13,7 +13,7 @@ from gateway.audit.ledger import insert_disclosures
 from gateway.fhir.access import AccessPolicy, Caller
 from gateway.fhir.outcomes import FhirError, operation_outcome, withheld_warning
 from gateway.pathway.records import organization_keys
-from gateway.store.repository import Gone, NotFound, Repository, Stored, fhir_instant, now_utc
+from gateway.store.repository import Repository, Stored, fhir_instant, now_utc
 
 # The person's resources a facility needs to take the referral (DESIGN §7 step 4).
 PACKAGE_TYPES = (
@@ -30,7 +30,8 @@ PACKAGE_TYPES = (
 
 
 def _gather(repo: Repository, patient: str) -> list[Stored]:
-    collected: list[Stored] = [repo.read("Patient", patient.split("/", 1)[1])]
+    record = repo.current("Patient", patient.split("/", 1)[1])
+    collected: list[Stored] = [record] if record is not None and not record.deleted else []
     for resource_type in PACKAGE_TYPES[1:]:
         collected.extend(stored for _, stored in repo.search(resource_type, patient=patient))
     return collected
@@ -38,10 +39,9 @@ def _gather(repo: Repository, patient: str) -> list[Stored]:
 
 def referral_package(session: Session, repo: Repository, policy: AccessPolicy, caller: Caller, task_id: str) -> dict[str, Any]:
     """A collection Bundle of what the Task's owner may see about the Task's person; audited."""
-    try:
-        task = repo.read("Task", task_id)
-    except (NotFound, Gone):
-        raise FhirError(404, f"Task/{task_id} is not known", "not-found") from None
+    task = repo.current("Task", task_id)
+    if task is None or task.deleted or policy.visible(session, caller, [task]).resources[0] is None:
+        raise FhirError(404, f"Task/{task_id} is not known", "not-found")
     resource = task.resource
     if caller.organization not in organization_keys(repo, resource.get("owner")):
         raise FhirError(403, "only the organisation that owns the Task may read its referral package", "forbidden")

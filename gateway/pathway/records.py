@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.fhir.access import DIRECTORY_CUSTODIAN
 from gateway.store.repository import Repository, Stored
 from mappings.identifiers import ODS_SYSTEM, PARTNER_SYSTEM, REFERRAL_SYSTEM
 
@@ -17,6 +18,12 @@ from gateway.pathway.codes import CARE_TEAM_ROLE_SYSTEM, TASK_TYPE_SYSTEM, code_
 def first(repo: Repository, resource_type: str, criteria: list[tuple[str, list[str]]]) -> Stored | None:
     """The newest current resource matching ``criteria``, if any."""
     return next((stored for _, stored in repo.search(resource_type, criteria, batch=1)), None)
+
+
+def directory_entry(repo: Repository, resource_type: str, resource_id: str) -> Stored | None:
+    """The directory's current ``resource_type/resource_id`` (from ``conf/``), if it has one."""
+    stored = repo.current(resource_type, resource_id)
+    return stored if stored is not None and not stored.deleted and stored.custodian == DIRECTORY_CUSTODIAN else None
 
 
 def referral_id(resource: dict[str, Any]) -> str | None:
@@ -58,8 +65,8 @@ def _organization(repo: Repository, reference: dict[str, Any] | None) -> dict[st
     kind, _, ident = str(reference.get("reference", "")).partition("/")
     if kind not in ("Organization", "PractitionerRole") or not ident:
         return None
-    stored = repo.current(kind, ident)
-    if stored is None or stored.deleted:
+    stored = directory_entry(repo, kind, ident)
+    if stored is None:
         return None
     if kind == "PractitionerRole":
         return _organization(repo, stored.resource.get("organization"))
@@ -92,10 +99,10 @@ def organization_ref(repo: Repository, key: str) -> dict[str, Any]:
     the directory, else logical by identifier."""
     remembered = _directory_ids.get(key)
     if remembered is not None:
-        stored = repo.current("Organization", remembered)
-        if stored is not None and not stored.deleted and key in _identifier_keys(stored.resource):
+        stored = directory_entry(repo, "Organization", remembered)
+        if stored is not None and key in _identifier_keys(stored.resource):
             return {"reference": stored.reference}
-    found = first(repo, "Organization", [("identifier", [key])])
+    found = next((s for _, s in repo.search("Organization", [("identifier", [key])], custodians=[DIRECTORY_CUSTODIAN], batch=1)), None)
     if found is not None:
         _directory_ids[key] = found.id
         return {"reference": found.reference}
@@ -105,8 +112,8 @@ def organization_ref(repo: Repository, key: str) -> dict[str, Any]:
 
 def directory_key(repo: Repository, organization_id: str) -> str | None:
     """The acting identifier of ``Organization/{organization_id}`` from the directory."""
-    stored = repo.current("Organization", organization_id)
-    return organization_key(stored.resource) if stored is not None and not stored.deleted else None
+    stored = directory_entry(repo, "Organization", organization_id)
+    return organization_key(stored.resource) if stored is not None else None
 
 
 def care_team(care_plan: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
