@@ -43,6 +43,8 @@ def directory(gateway: Gateway) -> None:
             role = {"resourceType": "PractitionerRole", "id": person["id"], "organization": {"reference": f"Organization/{person['organization']}"}}
             repo.update(role, DIRECTORY)
         session.add(ConfDocumentRow(name="pathway.yaml", version=1, sha256=hashlib.sha256(settings).hexdigest(), body=settings.decode(), loaded=now_utc()))
+        partners_raw = (REPO / "conf" / "partners.yaml").read_bytes()  # who may record consent
+        session.add(ConfDocumentRow(name="partners.yaml", version=1, sha256=hashlib.sha256(partners_raw).hexdigest(), body=partners_raw.decode(), loaded=now_utc()))
         sync_subscriptions(
             session,
             [

@@ -23,6 +23,7 @@ from gateway.audit.chain import Actor, audit_event
 from gateway.audit.ledger import ledger_entry
 from gateway.console.directory_names import Directory, person_name
 from gateway.directory import current_agreements
+from gateway.sharing.policy import grants
 from gateway.store.indexing import demographic_keys
 from gateway.store.models import DisclosureRow
 from gateway.store.repository import Repository, Stored
@@ -103,10 +104,13 @@ class ConsentVersion:
     recorded_by: str
     witnessed_by: str
     resource: dict[str, Any]
+    recording_organization: str  # the organisation that wrote it ("system|value")
+    grant_ignored: bool  # it grants, but that organisation may not record grants
 
 
-def consent_versions(repo: Repository, consent_id: str) -> list[ConsentVersion]:
-    """Every version of one Consent, newest first, with who recorded and witnessed it."""
+def consent_versions(repo: Repository, consent_id: str, recorders: frozenset[str]) -> list[ConsentVersion]:
+    """Every version of one Consent, newest first, with who recorded and witnessed it, and
+    whether its grants are ignored because its organisation may not record consent."""
     versions = []
     for stored in repo.history("Consent", consent_id):
         consent = stored.resource
@@ -119,14 +123,16 @@ def consent_versions(repo: Repository, consent_id: str) -> list[ConsentVersion]:
                 _extension_display(consent, RECORDER_EXTENSION),
                 ", ".join(w for w in witnesses if w),
                 consent,
+                stored.custodian,
+                grants(consent) and stored.custodian not in recorders,
             )
         )
     return versions
 
 
-def person_consents(repo: Repository, patient: str) -> list[list[ConsentVersion]]:
+def person_consents(repo: Repository, patient: str, recorders: frozenset[str]) -> list[list[ConsentVersion]]:
     """The person's Consents (each as its version timeline), most recently changed first."""
-    return [consent_versions(repo, stored.id) for _, stored in repo.search("Consent", patient=patient, batch=50)]
+    return [consent_versions(repo, stored.id, recorders) for _, stored in repo.search("Consent", patient=patient, batch=50)]
 
 
 def applicable_agreements(session: Session, repo: Repository, patient: str) -> list[dict[str, Any]]:

@@ -15,9 +15,12 @@ import orjson
 from sqlalchemy import select
 
 from gateway.delivery.outbox import drop_pending, enqueue
+from gateway.directory import consent_recorders
+from gateway.fhir.access import DIRECTORY_CUSTODIAN
 from gateway.fhir.outcomes import FhirError
 from gateway.fhir.service import WriteContext
 from gateway.store.models import DisclosureRow
+from gateway.sharing.policy import grants
 from gateway.store.repository import Stored, fhir_instant, now_utc
 from mappings.identifiers import CHI_OID, CHI_SYSTEM
 
@@ -46,6 +49,14 @@ class ConsentLifecycle:
         if resource["resourceType"] != "Consent":
             return
         self._link_patient(ctx, resource)
+        if grants(resource) and ctx.caller.organization not in consent_recorders(ctx.session):
+            raise FhirError(
+                403,
+                "only organisations the partnership authorises to record consent may record a Consent that permits "
+                "sharing; any partner may record a refusal (a Consent whose provisions only deny)",
+                "forbidden",
+                "Consent.provision",
+            )
         if previous is not None:
             before, after = previous.resource.get("status"), resource.get("status")
             if after not in CONSENT_TRANSITIONS.get(before, set()):
@@ -60,16 +71,23 @@ class ConsentLifecycle:
             self._withdrawn(ctx, stored)
 
     def _link_patient(self, ctx: WriteContext, resource: dict[str, Any]) -> None:
-        """Give a Consent that names the person only by CHI a reference to their Patient."""
+        """Check the Consent names a person the recorder knows, and give one named only by CHI a
+        reference to their Patient. An unknown person and one the recorder may not see get the
+        same answer, so a Consent write never tells whether someone is on the pathway."""
         subject = resource.get("patient") or {}
-        if subject.get("reference"):
-            return
-        identifier = subject.get("identifier") or {}
-        if identifier.get("system") in (CHI_SYSTEM, CHI_OID) and identifier.get("value"):
-            for _, patient in ctx.repo.search("Patient", [("identifier", [identifier["value"]])], batch=2):
-                subject["reference"] = patient.reference
-                return
-        raise FhirError(422, "Consent.patient must reference a known Patient (by reference or CHI)", "value", "Consent.patient")
+        patient = None
+        reference = subject.get("reference")
+        if isinstance(reference, str) and reference.startswith("Patient/"):
+            patient = ctx.repo.current("Patient", reference.split("/", 1)[1])
+        elif not reference:
+            identifier = subject.get("identifier") or {}
+            if identifier.get("system") in (CHI_SYSTEM, CHI_OID) and isinstance(identifier.get("value"), str):
+                chi = identifier["value"].strip()
+                found = ctx.repo.search("Patient", [("identifier", [f"{CHI_SYSTEM}|{chi}", f"{CHI_OID}|{chi}"])], batch=2)
+                patient = next((stored for _, stored in found), None)
+        if patient is None or patient.deleted or not ctx.service.may_know(ctx.session, ctx.caller, patient):
+            raise FhirError(422, "Consent.patient must reference a known Patient (by reference or CHI)", "value", "Consent.patient")
+        subject["reference"] = patient.reference
 
     def _withdrawn(self, ctx: WriteContext, stored: Stored) -> None:
         patient = stored.patient
@@ -97,7 +115,7 @@ class ConsentLifecycle:
             enqueue(ctx.session, event="withdrawal-notice", recipient=recipient, focus=sent.reference, patient=None, purpose="HOPERAT")
 
     def _organization(self, ctx: WriteContext, identifier: str) -> dict[str, Any]:
-        for _, org in ctx.repo.search("Organization", [("identifier", [identifier])], batch=2):
+        for _, org in ctx.repo.search("Organization", [("identifier", [identifier])], custodians=[DIRECTORY_CUSTODIAN], batch=2):
             return {"reference": org.reference}
         system, _, value = identifier.partition("|")
         return {"identifier": {"system": system, "value": value}}

@@ -11,9 +11,11 @@ agreement is never answered from a stale cache, in this process or another.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -23,12 +25,12 @@ from sqlalchemy.orm import Session
 import consent
 from gateway.audit.ledger import disclosure
 from gateway.auth.tokens import Principal
-from gateway.directory import current_agreements as load_agreements
-from gateway.fhir.access import DIRECTORY_TYPES, WORKFLOW_PARTICIPANTS, Caller, CustodianPolicy, Visible
+from gateway.directory import consent_recorders, current_agreements as load_agreements
+from gateway.fhir.access import DIRECTORY_CUSTODIAN, DIRECTORY_TYPES, WORKFLOW_PARTICIPANTS, Caller, CustodianPolicy, Visible
 from gateway.sharing.break_glass import active_grant
 from gateway.store.indexing import patient_of
 from gateway.store.crypto import Keyring
-from gateway.store.models import AgreementRow
+from gateway.store.models import AgreementRow, ConfDocumentRow
 from gateway.store.repository import Repository, Stored, now_utc
 
 CODE_ELEMENTS = ("code", "medicationCodeableConcept", "category", "type")
@@ -57,12 +59,36 @@ def data_of(stored: Stored, resource: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class PersonContext:
-    """What decisions about one person need: identifiers and consents, with a cache key."""
+    """What decisions about one person need: identifiers and the consents that count, with a
+    cache key, and the reasons any of their Consents were set aside."""
 
     patient: str
     identifiers: list[dict[str, str]]
     consents: list[dict[str, Any]]
     key: tuple[tuple[str, int], ...]
+    ignored: list[str] = field(default_factory=list)
+
+
+def grants(consent: dict[str, Any]) -> bool:
+    """Whether a Consent permits anything (any provision, at any depth, of type permit)."""
+    pending = [consent.get("provision")]
+    while pending:
+        provision = pending.pop()
+        if not isinstance(provision, dict):
+            continue
+        if provision.get("type") == "permit":
+            return True
+        nested = provision.get("provision")
+        pending.extend(nested if isinstance(nested, list) else [])
+    return False
+
+
+def _until(decision: dict[str, Any]) -> float:
+    """The wall-clock instant (epoch seconds) after which a decision must be made again."""
+    until = decision.get("until")
+    if not until:
+        return float("inf")
+    return datetime.fromisoformat(str(until).replace("Z", "+00:00")).timestamp()
 
 
 def simulated_caller(recipient: str, purpose: str, organization: str | None) -> Caller:
@@ -78,14 +104,21 @@ def simulated_caller(recipient: str, purpose: str, organization: str | None) -> 
 
 class ConsentPolicy(CustodianPolicy):
     """Agreement + consent decisions for every disclosure; own and directory data pass.
-    Who may change what is the custodian policy's rule."""
+    Who may change what is the custodian policy's rule.
+
+    A portal acting for a person (``X-Pathway-Acting-For``) sees data about that one person
+    only, decided with the acting person as the recipient; its organisation must still be
+    covered by an agreement. A caller learns that something was withheld about a person only
+    when it may see part of that person's data, so nothing answers "does this person exist".
+    """
 
     def __init__(self, keyring: Keyring, cache_size: int = 50_000) -> None:
         super().__init__()
         self.keyring = keyring
-        self._decisions: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+        self._decisions: OrderedDict[tuple[Any, ...], tuple[dict[str, Any], float]] = OrderedDict()
         self._cache_size = cache_size
         self._agreements: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
+        self._recorders: tuple[Any, frozenset[str]] | None = None
         self._org_identifiers: dict[str, list[dict[str, str]]] = {}
 
     # --- what may be seen -------------------------------------------------------------
@@ -95,31 +128,16 @@ class ConsentPolicy(CustodianPolicy):
 
     def visible(self, session: Session, caller: Caller, stored: Sequence[Stored], channel: str = "api") -> Visible:
         results: list[dict[str, Any] | None] = [None] * len(stored)
-        withheld = False
+        view = _View(self, session, caller)
         disclosed: dict[str, list[tuple[Stored, dict[str, Any]]]] = {}
-        people: dict[str, PersonContext] = {}
         for index, item in enumerate(stored):
             resource = item.resource
-            if self._passes_without_consent(session, caller, item, resource):
+            shown, patient, grounds = view.see(item, resource)
+            if shown:
                 results[index] = resource
-                continue
-            patient = item.patient or patient_of(resource)
-            if patient is None:
-                withheld = True
-                continue
-            person = people.get(patient) or people.setdefault(patient, self._person(session, patient))
-            grant = active_grant(session, caller.principal.client_id, patient) if caller.purpose == "ETREAT" else None
-            if grant is not None:
-                results[index] = resource
-                disclosed.setdefault(patient, []).append((item, {"break_glass": grant.id}))
-                continue
-            decision = self.decide(session, caller, person, item.custodian, data_of(item, resource))
-            if decision["decision"] == "permit" and not consent.redact([resource], decision).withheld:
-                results[index] = resource
-                disclosed.setdefault(patient, []).append((item, decision))
-            else:
-                withheld = True
-        return Visible(results, withheld, self._disclosures(caller, disclosed, channel))
+                if grounds is not None and patient is not None:
+                    disclosed.setdefault(patient, []).append((item, grounds))
+        return Visible(results, view.withheld(), self._disclosures(caller, disclosed, channel))
 
     def simulate(self, session: Session, caller: Caller, patient: str) -> tuple[list[Stored], Visible]:
         """What ``caller`` would receive of everything held about ``patient`` today (nothing is recorded)."""
@@ -128,7 +146,8 @@ class ConsentPolicy(CustodianPolicy):
 
     # --- decisions -------------------------------------------------------------------
 
-    def _passes_without_consent(self, session: Session, caller: Caller, item: Stored, resource: dict[str, Any]) -> bool:
+    def passes_without_consent(self, session: Session, caller: Caller, item: Stored, resource: dict[str, Any]) -> bool:
+        """Directory entries, what the caller holds and workflow records naming it need no consent."""
         if item.type in DIRECTORY_TYPES:
             return True
         if caller.acting_for is not None:
@@ -138,34 +157,44 @@ class ConsentPolicy(CustodianPolicy):
         return item.type in WORKFLOW_PARTICIPANTS and self.participants.names(session, item.type, resource, caller.organization)
 
     def decide(self, session: Session, caller: Caller, person: PersonContext, holder: str, data: dict[str, Any]) -> dict[str, Any]:
-        """The cached decision for this recipient, purpose, holder and data."""
+        """The decision for this recipient, purpose, holder and data, from the cache while it holds."""
         agreements_key, agreements = self.current_agreements(session)
-        actor = self.actor_identifiers(session, caller)
+        actor, organization = self.recipient(session, caller)
         key = (
             person.key,
             agreements_key,
             tuple(sorted((a["system"], a["value"]) for a in actor)),
+            caller.organization if caller.acting_for else None,
             caller.purpose,
             holder,
             orjson.dumps(data, option=orjson.OPT_SORT_KEYS),
         )
-        decision = self._decisions.get(key)
-        if decision is None:
-            request = {
-                "patient": person.identifiers,
-                "actor": actor,
-                "purpose": caller.purpose,
-                "data": data,
-                "holder": _identifier(holder),
-                "at": now_utc().isoformat(),
-            }
-            decision = consent.decide(request, person.consents, agreements)
-            self._decisions[key] = decision
-            if len(self._decisions) > self._cache_size:
-                self._decisions.popitem(last=False)
+        now = time.time()
+        cached = self._decisions.get(key)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        request = {
+            "patient": person.identifiers,
+            "actor": actor,
+            "purpose": caller.purpose,
+            "data": data,
+            "holder": _identifier(holder),
+            "at": now_utc().isoformat(),
+        }
+        if organization is not None:
+            request["organization"] = organization
+        decision = consent.decide(request, person.consents, agreements)
+        if person.ignored:
+            decision = {**decision, "reasons": [*person.ignored, *decision["reasons"]]}
+        self._decisions[key] = (decision, _until(decision))
+        self._decisions.move_to_end(key)
+        if len(self._decisions) > self._cache_size:
+            self._decisions.popitem(last=False)
         return decision
 
-    def _person(self, session: Session, patient: str) -> PersonContext:
+    def person(self, session: Session, patient: str) -> PersonContext:
+        """The person's identifiers and the Consents that count: grants only from organisations
+        authorised to record consent, refusals from anyone."""
         repo = Repository(session, self.keyring)
         identifiers = [{"system": "reference", "value": patient}]
         current = repo.current("Patient", patient.split("/", 1)[1])
@@ -175,9 +204,26 @@ class ConsentPolicy(CustodianPolicy):
                 for i in current.resource.get("identifier", [])
                 if i.get("system") and i.get("value")
             ]
-        consents = [s.resource for _, s in repo.search("Consent", patient=patient, batch=50)]
-        key = tuple(sorted((c["id"], int(c["meta"]["versionId"])) for c in consents))
-        return PersonContext(patient, identifiers, consents, key)
+        recorders = self.consent_recorders(session)
+        consents, ignored = [], []
+        for _, stored in repo.search("Consent", patient=patient, batch=50):
+            resource = stored.resource
+            if stored.custodian in recorders or not grants(resource):
+                consents.append(resource)
+            else:
+                ignored.append(f"{stored.reference} recorded by {stored.custodian}, which is not authorised to record "
+                               "consent grants → ignored")
+        key = tuple(sorted((c["id"], int(c["meta"]["versionId"])) for c in consents)) + tuple((r, -1) for r in ignored)
+        return PersonContext(patient, identifiers, consents, key, ignored)
+
+    def consent_recorders(self, session: Session) -> frozenset[str]:
+        """The identifiers of organisations ``conf/`` authorises to record consent grants."""
+        marker = session.execute(
+            select(func.max(ConfDocumentRow.version)).where(ConfDocumentRow.name == "partners.yaml")
+        ).scalar()
+        if self._recorders is None or self._recorders[0] != marker:
+            self._recorders = (marker, consent_recorders(session))
+        return self._recorders[1]
 
     def current_agreements(self, session: Session) -> tuple[tuple[Any, ...], list[dict[str, Any]]]:
         """The current agreements with a marker that changes whenever they do."""
@@ -186,29 +232,34 @@ class ConsentPolicy(CustodianPolicy):
             self._agreements = (marker, load_agreements(session))
         return self._agreements
 
-    def actor_identifiers(self, session: Session, caller: Caller) -> list[dict[str, str]]:
-        """Everything the recipient is known by: all its organisation's identifiers, and
-        the person it acts for (by reference and by that resource's identifiers)."""
-        actor = list(self._organization_identifiers(session, caller.organization))
-        if caller.acting_for:
-            actor.append({"system": "reference", "value": caller.acting_for})
-            kind, _, ident = caller.acting_for.partition("/")
-            person = Repository(session, self.keyring).current(kind, ident)
-            if person is not None:
-                actor += [
-                    {"system": i["system"], "value": i["value"]}
-                    for i in person.resource.get("identifier", [])
-                    if i.get("system") and i.get("value")
-                ]
-        return actor
+    def recipient(self, session: Session, caller: Caller) -> tuple[list[dict[str, str]], list[dict[str, str]] | None]:
+        """``(actor, organization)`` of a decision request. An organisation is known by its
+        directory entry's identifiers alone. A portal's recipient is the person it acts for (by
+        reference and that resource's identifiers); its organisation, which the agreement must
+        cover, is given apart so that grants to the organisation do not reach its users."""
+        organization = self.organization_identifiers(session, caller.organization)
+        if not caller.acting_for:
+            return organization, None
+        actor = [{"system": "reference", "value": caller.acting_for}]
+        kind, _, ident = caller.acting_for.partition("/")
+        person = Repository(session, self.keyring).current(kind, ident)
+        if person is not None and not person.deleted:
+            actor += [
+                {"system": i["system"], "value": i["value"]}
+                for i in person.resource.get("identifier", [])
+                if i.get("system") and i.get("value")
+            ]
+        return actor, organization
 
-    def _organization_identifiers(self, session: Session, organization: str) -> list[dict[str, str]]:
+    def organization_identifiers(self, session: Session, organization: str) -> list[dict[str, str]]:
+        """Every identifier of the directory entry an organisation acts under ("system|value");
+        nothing a partner publishes counts."""
         cached = self._org_identifiers.get(organization)
         if cached is None:
             cached = [_identifier(organization)]
             system, _, value = organization.partition("|")
             repo = Repository(session, self.keyring)
-            for _, org in repo.search("Organization", [("identifier", [organization])], batch=5):
+            for _, org in repo.search("Organization", [("identifier", [organization])], custodians=[DIRECTORY_CUSTODIAN], batch=5):
                 cached += [
                     {"system": i["system"], "value": i["value"]}
                     for i in org.resource.get("identifier", [])
@@ -216,6 +267,15 @@ class ConsentPolicy(CustodianPolicy):
                 ]
             self._org_identifiers[organization] = cached
         return cached
+
+    def portal_person(self, session: Session, caller: Caller) -> str | None:
+        """The Patient a portal call is about: the one the acting RelatedPerson is related to,
+        or the acting Patient; None when the acting person is not known."""
+        kind, _, ident = (caller.acting_for or "").partition("/")
+        acting = Repository(session, self.keyring).current(kind, ident) if kind in ("Patient", "RelatedPerson") else None
+        if acting is None or acting.deleted:
+            return None
+        return f"Patient/{ident}" if kind == "Patient" else patient_of(acting.resource)
 
     # --- the ledger ----------------------------------------------------------------
 
@@ -237,3 +297,68 @@ class ConsentPolicy(CustodianPolicy):
             )
             for patient, items in disclosed.items()
         ]
+
+
+class _View:
+    """One ``visible`` call's working state: people looked up once, what was shown and
+    withheld per person, the portal's person."""
+
+    def __init__(self, policy: ConsentPolicy, session: Session, caller: Caller) -> None:
+        self.policy, self.session, self.caller = policy, session, caller
+        self.people: dict[str, PersonContext] = {}
+        self.shown: set[str] = set()
+        self.withheld_about: set[str] = set()
+        self.withheld_other = False
+        self.portal_person = policy.portal_person(session, caller) if caller.acting_for else None
+
+    def see(self, item: Stored, resource: dict[str, Any]) -> tuple[bool, str | None, dict[str, Any] | None]:
+        """(shown, the person it is about, the grounds to record as a disclosure or None)."""
+        caller = self.caller
+        patient = item.patient or patient_of(resource)
+        if item.type in DIRECTORY_TYPES:
+            return True, None, None
+        if caller.acting_for is not None and (patient is None or patient != self.portal_person):
+            return False, patient, None  # a portal sees one person; others are not even withheld
+        if self.policy.passes_without_consent(self.session, caller, item, resource):
+            if patient is not None:
+                self.shown.add(patient)
+            return True, patient, None
+        if patient is None:
+            self.withheld_other = True
+            return False, None, None
+        grounds = self._grounds(item, resource, patient)
+        if grounds is None:
+            self.withheld_about.add(patient)
+            return False, patient, None
+        self.shown.add(patient)
+        return True, patient, grounds
+
+    def _grounds(self, item: Stored, resource: dict[str, Any], patient: str) -> dict[str, Any] | None:
+        """The break-glass grant or permitting decision under which the caller may see this, if any."""
+        caller = self.caller
+        if caller.purpose == "ETREAT" and caller.acting_for is None:
+            grant = active_grant(self.session, caller.principal.client_id, patient)
+            if grant is not None:
+                return {"break_glass": grant.id}
+        person = self.people.get(patient) or self.people.setdefault(patient, self.policy.person(self.session, patient))
+        decision = self.policy.decide(self.session, caller, person, item.custodian, data_of(item, resource))
+        if decision["decision"] == "permit" and not consent.redact([resource], decision).withheld:
+            return decision
+        return None
+
+    def withheld(self) -> bool:
+        """Whether to warn that something was withheld: only about people the caller may see
+        part of (here, or their Patient record), so the warning never tells that a person exists."""
+        if self.withheld_other:
+            return True
+        for patient in list(self.withheld_about):
+            if patient in self.shown or self._sees_patient_record(patient):
+                return True
+        return False
+
+    def _sees_patient_record(self, patient: str) -> bool:
+        record = Repository(self.session, self.policy.keyring).current("Patient", patient.split("/", 1)[1])
+        if record is None or record.deleted:
+            return False
+        shown, _, _ = self.see(record, record.resource)
+        return shown

@@ -20,6 +20,7 @@ from gateway.sharing.policy import ConsentPolicy, simulated_caller
 from gateway.audit.ledger import ledger_entry
 from gateway.store.models import DisclosureRow
 from gateway.store.repository import Repository
+from mappings.identifiers import canonical_person_system
 
 router = APIRouter(tags=["Consent and information governance"])
 JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
@@ -37,35 +38,51 @@ def require_ig(who: Principal) -> None:
         raise FhirError(403, "only information-governance officers may do this", "forbidden")
 
 
-def resolve_patient(repo: Repository, identifiers: list[dict[str, str]]) -> str | None:
-    """The Patient reference for a request's person identifiers, if known here."""
+def resolve_patient(repo: Repository, identifiers: Any) -> str | None:
+    """The Patient reference for a request's person identifiers, if known here (a CHI only
+    under the CHI system or its OID)."""
+    if not isinstance(identifiers, list):
+        return None
     for identifier in identifiers:
+        if not isinstance(identifier, dict) or not isinstance(identifier.get("value"), str):
+            continue
         if identifier.get("system") == "reference":
-            return identifier.get("value")
-        value = f"{identifier.get('system')}|{identifier.get('value')}"
-        for _, stored in repo.search("Patient", [("identifier", [value])], batch=2):
+            kind, _, ident = identifier["value"].partition("/")
+            stored = repo.current("Patient", ident) if kind == "Patient" else None
+            return stored.reference if stored is not None and not stored.deleted else None
+        system = canonical_person_system(str(identifier.get("system")))
+        for _, stored in repo.search("Patient", [("identifier", [f"{system}|{identifier['value']}"])], batch=2):
             return stored.reference
     return None
 
 
 @router.post("/consent/$decide", summary="Decide a disclosure request (DESIGN §8)", openapi_extra=JSON_BODY)
-def decide(request: Request, body: Any = Depends(json_body), who: Principal = Depends(principal)) -> Response:
-    require_special_scope(who, "consent.decide")
+def decide(request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller)) -> Response:
+    """A decision over the person's stored Consents and the current agreements. A caller that is
+    not an IG officer is answered about a person it may not see as about an unknown person."""
+    require_special_scope(who.principal, "consent.decide")
     if not isinstance(body, dict):
         raise FhirError(400, "body must be a decision request object", "structure")
     gateway = get_gateway(request)
     policy = _policy(request)
     with gateway.transaction() as session:
         repo = gateway.repository(session)
-        patient = resolve_patient(repo, body.get("patient") or [])
-        consents = [s.resource for _, s in repo.search("Consent", patient=patient)] if patient else []
+        patient = resolve_patient(repo, body.get("patient"))
+        if patient is not None and "ig-officer" not in who.principal.roles:
+            record = repo.current("Patient", patient.split("/", 1)[1])
+            if record is None or not request.app.state.fhir.may_know(session, who, record):
+                patient = None
+        person = policy.person(session, patient) if patient else None
         agreements = policy.current_agreements(session)[1] if body.get("holder") else None
-        if patient and isinstance(body.get("patient"), list):
+        if person is not None and isinstance(body.get("patient"), list):
             # Consents may name the person by reference only; the request names them by CHI.
             body["patient"] = [*body["patient"], {"system": "reference", "value": patient}]
-        decision = consent.decide(body, consents, agreements)
-        event = audit_event("operation", None, patient=patient, purpose=body.get("purpose") if isinstance(body.get("purpose"), str) else None, detail=f"consent decision {decision['decision']} asked by {who.client_id}")
-        append(session, event, patient=patient, client_id=who.client_id)
+        decision = consent.decide(body, person.consents if person else [], agreements)
+        if person is not None and person.ignored:
+            decision["reasons"] = [*person.ignored, *decision["reasons"]]
+        purpose = body.get("purpose") if isinstance(body.get("purpose"), str) else None
+        event = audit_event("operation", None, patient=patient, purpose=purpose, detail=f"consent decision {decision['decision']} asked by {who.principal.client_id}")
+        append(session, event, patient=patient, client_id=who.principal.client_id)
     return Response(orjson.dumps(decision), media_type="application/json")
 
 

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from gateway.console.auth import SignedIn
 from gateway.console.consents import describe
 from gateway.console.directory_names import Directory, person_name
+from gateway.directory import consent_recorders
 from gateway.console.people import SearchProblem, applicable_agreements, find_people, ledger, ledger_csv, person_consents, subject_access_bundle
 from gateway.console.web import Refused, audit_view, gateway_of, officer, render
 from gateway.delivery.models import DeliveryRow
@@ -55,7 +56,7 @@ def person(request: Request, patient_id: str, notice: str = "", who: SignedIn = 
         repo = gateway.repository(session)
         patient = patient_or_404(repo, patient_id)
         directory = Directory.load(repo)
-        consents = person_consents(repo, patient.reference)
+        consents = person_consents(repo, patient.reference, consent_recorders(session))
         carers = [(s.reference, person_name(s.resource)) for _, s in repo.search("RelatedPerson", patient=patient.reference)]
         context = {
             "patient": patient,
