@@ -195,7 +195,9 @@ def test_gp_cannot_grant_itself_a_person_who_opted_out_by_forging_a_consent(own_
         {"identifier": GP_PRACTICE[0]},
     )
     answer = gp.post("Consent", forged)
-    assert answer.status_code in (201, 403), answer.text
+    # Refused outright (403), refused as about a person the GP may not know of (422, what a
+    # person who does not exist gets), or stored but without effect: never a grant.
+    assert answer.status_code in (201, 403, 422), answer.text
 
     assert sees_of_person(gp, patient_id) == nothing
     request = {"patient": [{"system": CHI_SYSTEM, "value": chi}], "actor": GP_PRACTICE, "purpose": "TREAT"}
@@ -273,7 +275,7 @@ def test_another_organisation_cannot_put_back_a_resource_the_hscp_deleted(own_wo
     assert delete(social_work, f"Observation/{observation_id}").status_code == 204
 
     squatted = gp.put(f"Observation/{observation_id}", {**observation, "id": observation_id, "code": {"text": "planted"}})
-    assert squatted.status_code == 403, squatted.text
+    assert squatted.status_code in (403, 404), squatted.text  # 404: the GP may not know of this person at all
     assert social_work.get(f"Observation/{observation_id}").status_code == 410
 
 
@@ -311,7 +313,6 @@ def _socialwork_case(chi: str) -> bytes:
         "names": {"given": ["Morgan"], "family": "Threipland"},
         "birth_date": "1979-02-03",
         "sex": "male",
-        "worker": {"id": "sw-77", "name": "J Smith", "team": "Dundee Integrated Substance Use"},
     }
     return orjson.dumps([case])
 
@@ -337,7 +338,7 @@ def test_patient_ids_are_not_derived_from_the_chi_and_cannot_be_squatted(own_wor
             "birthDate": "1983-07-09",
         }
         answer = third_sector.put(f"Patient/{chosen_id}", planted)
-        assert answer.status_code in (403, 405), f"PUT Patient/{chosen_id}: {answer.status_code} {answer.text[:300]}"
+        assert answer.status_code in (403, 404, 405), f"PUT Patient/{chosen_id}: {answer.status_code} {answer.text[:300]}"
         assert social_work.get(f"Patient/{chosen_id}").status_code == 404
 
 
