@@ -1,22 +1,23 @@
 """Source adapters: GP (EMIS-style), social-work and third-sector records into FHIR R4.
 
-``ingest(source, data, agent=...)`` reads one extract and returns an
-:class:`IngestResult`: the resources to store, deletions, quarantined records
-with their reasons, possible matches for review, and the DESIGN §5.4 report.
+``ingest(source, data, ids=...)`` reads one extract pushed by the organisation
+``ids.scope`` and returns an :class:`IngestResult`: the resources to store (ids
+from the :class:`IdScheme`), deletions, quarantined records with their reasons,
+possible matches for review, and the DESIGN §5.4 report.
 ``stream`` yields per-record results; ``ingest(..., on_batch=...)`` hands accepted
 records over in batches and keeps only counts, for extracts too large to hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from adapters import socialwork, thirdsector
-from adapters.common import IngestError, Mapped, Quarantined, read_bytes
+from adapters.common import IdScheme, IngestError, Mapped, Quarantined, read_bytes
 from adapters.identity import MemoryPatientIndex, PatientIndex
 
 Quarantine = Quarantined  # the name the gateway's brief uses
@@ -25,20 +26,26 @@ SOURCES = ("emis", "socialwork", "thirdsector")
 PROVENANCE_TARGET_LIMIT = 1000
 BATCH_SIZE = 500
 
-__all__ = ["SOURCES", "IngestError", "IngestResult", "Mapped", "MemoryPatientIndex", "PatientIndex", "Quarantine", "Quarantined", "ingest", "stream"]
+__all__ = ["SOURCES", "IdScheme", "IngestError", "IngestResult", "Mapped", "MemoryPatientIndex", "PatientIndex", "Quarantine", "Quarantined", "ingest", "stream"]
 
 
-def stream(source: str, data: bytes | Path, *, index: PatientIndex | None = None) -> Iterator[Mapped | Quarantined]:
-    """Mapped or quarantined records, one source record at a time (constant memory for EMIS)."""
+def stream(
+    source: str, data: bytes | Path, *, ids: IdScheme, index: PatientIndex | None = None, foreign: Mapping[str, str] | None = None
+) -> Iterator[Mapped | Quarantined]:
+    """Mapped or quarantined records, one source record at a time (constant memory for EMIS).
+
+    ``foreign``: source organisation ids (EMIS OrganisationGuid) that belong to other
+    organisations than ``ids.scope``, with their names; an extract carrying one is refused.
+    """
     if source == "socialwork":
-        return socialwork.read(read_bytes(data), index)
+        return socialwork.read(read_bytes(data), ids, index)
     if source == "thirdsector":
         name = data.name if isinstance(data, Path) else "thirdsector.csv"
-        return thirdsector.read(read_bytes(data), index, name)
+        return thirdsector.read(read_bytes(data), ids, index, name)
     if source == "emis":
         from adapters import emis
 
-        return emis.read(data, index)
+        return emis.read(data, ids, index, foreign)
     raise IngestError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
 
 
@@ -62,7 +69,7 @@ class IngestResult:
     accepted: int = 0
     resource_counts: dict[str, int] = field(default_factory=dict)
     persons: set[str] = field(default_factory=set)
-    deleted: int = 0
+    deletion_count: int = 0
 
     @property
     def resources(self) -> list[dict[str, Any]]:
@@ -95,7 +102,7 @@ class IngestResult:
 
     def _count(self, record: Mapped, sign: int) -> None:
         self.accepted += sign
-        self.deleted += sign * len(record.deletions)
+        self.deletion_count += sign * len(record.deletions)
         for resource in record.resources:
             kind = resource["resourceType"]
             self.resource_counts[kind] = self.resource_counts.get(kind, 0) + sign
@@ -110,7 +117,7 @@ class IngestResult:
         self.quarantined.append(Quarantined(record.location, reason))
 
     def report(self) -> dict[str, Any]:
-        """The ingest report of DESIGN §5.4 (plus deletions, unknown organisations and match review)."""
+        """The ingest report of DESIGN §5.4 (plus the deletions asked for, unknown organisations and match review)."""
         return {
             "source": self.source,
             "records": self.accepted + len(self.quarantined),
@@ -118,22 +125,23 @@ class IngestResult:
             "quarantined": [{"location": q.location, "reason": q.reason} for q in self.quarantined],
             "resources": {kind: n for kind, n in self.resource_counts.items() if n},
             "persons": len(self.persons),
-            "deleted": self.deleted,
+            "deletions": self.deletion_count,
             "unknown_organisations": sorted(self.unknown_organisations),
             "match_review": len(self.match_review),
         }
 
-    def provenance(self) -> dict[str, Any]:
-        """One Provenance for the ingest: the pushing organisation, the extract, what it produced.
+    def provenance(self, written: list[str]) -> dict[str, Any]:
+        """One Provenance for the ingest: the pushing organisation, the extract, what it wrote.
 
-        Bounded for any extract size: the first PROVENANCE_TARGET_LIMIT targets are
-        listed, and the source entity states how many records and resources there were.
+        ``written`` are the references the ingest wrote (or deleted). Bounded for any extract
+        size: the first PROVENANCE_TARGET_LIMIT are listed, Patients first (a Patient is
+        shared by every source, so each change to one must be traceable), and the source
+        entity states how many there were.
         """
-        targets = [{"reference": f"{r['resourceType']}/{r['id']}"} for r in self.resources[:PROVENANCE_TARGET_LIMIT]]
-        produced = sum(self.resource_counts.values())
+        ordered = sorted(written, key=lambda reference: not reference.startswith("Patient/"))
         return {
             "resourceType": "Provenance",
-            "target": targets or [{"display": "no resources"}],
+            "target": [{"reference": r} for r in ordered[:PROVENANCE_TARGET_LIMIT]] or [{"display": "no resources"}],
             "recorded": self.received.isoformat(),
             "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]},
             "agent": [
@@ -143,7 +151,7 @@ class IngestResult:
                 }
             ],
             "entity": [
-                {"role": "source", "what": {"display": f"{self.source} extract: {self.accepted} records accepted ({produced} resources; targets listed up to {PROVENANCE_TARGET_LIMIT})"}}
+                {"role": "source", "what": {"display": f"{self.source} extract: {self.accepted} records accepted, {len(written)} resources written (targets listed up to {PROVENANCE_TARGET_LIMIT}, Patients first)"}}
             ],
         }
 
@@ -152,8 +160,9 @@ def ingest(
     source: str,
     data: bytes | Path,
     *,
-    agent: dict[str, str],
+    ids: IdScheme,
     index: PatientIndex | None = None,
+    foreign: Mapping[str, str] | None = None,
     known_organisations: set[str] | None = None,
     received: datetime | None = None,
     on_batch: Callable[[list[Mapped]], None] | None = None,
@@ -164,9 +173,9 @@ def ingest(
     With ``on_batch`` the accepted records are handed over ``batch_size`` at a time,
     in store order, and not kept: memory stays flat however long the extract is.
     """
-    result = IngestResult(source, agent, received or datetime.now(timezone.utc), known_organisations=known_organisations, keep_records=on_batch is None)
+    result = IngestResult(source, ids.organisation, received or datetime.now(timezone.utc), known_organisations=known_organisations, keep_records=on_batch is None)
     batch: list[Mapped] = []
-    for item in stream(source, data, index=index):
+    for item in stream(source, data, ids=ids, index=index, foreign=foreign):
         result.add(item)
         if on_batch is not None and isinstance(item, Mapped):
             batch.append(item)

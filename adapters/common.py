@@ -9,22 +9,26 @@ every source record ends up as exactly one of the two.
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
+import secrets
 import uuid
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from mappings.labels import label_resource
 
-NAMESPACE = uuid.UUID("6f1c2b0e-5b7a-4c1e-9a55-7d0c6b3e2a10")
 SOURCE_BASE = "https://pathway.scot/source"
 MAX_ZIP_MEMBERS = 200
 MAX_UNCOMPRESSED = 2 * 1024**3
@@ -35,6 +39,48 @@ UNDECODABLE = "\ufffd"
 
 class IngestError(Exception):
     """The input as a whole cannot be read (not a zip, not JSON, missing required file...)."""
+
+
+class ForeignRecords(IngestError):
+    """The extract carries records of another organisation than the one pushing it: refused whole."""
+
+
+@dataclass(frozen=True)
+class IdScheme:
+    """The ids ingested resources get: HMAC-SHA256 under the installation's secret key.
+
+    An id tells nothing of the identifiers it was made from, and nobody without the key can
+    predict it (so nobody can take an id before its record arrives). A person's Patient id
+    comes from their CHI alone, the same whichever organisation sends it; every other id is
+    scoped to the pushing organisation (``scope``, "system|value"), so the same source ids
+    sent by another organisation name other records. Re-ingest gives the same ids.
+    """
+
+    key: bytes = field(repr=False)
+    scope: str
+
+    @classmethod
+    def random(cls, scope: str) -> IdScheme:
+        """A scheme under a fresh random key (dry runs and tests without a gateway)."""
+        return cls(secrets.token_bytes(32), scope)
+
+    @property
+    def organisation(self) -> dict[str, str]:
+        """The pushing organisation as a FHIR Identifier."""
+        system, _, value = self.scope.partition("|")
+        return {"system": system, "value": value}
+
+    def _id(self, message: bytes) -> str:
+        digest = hmac.new(self.key, message, hashlib.sha256).digest()
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    def person(self, chi: str) -> str:
+        """The Patient id of the person with this CHI."""
+        return self._id(b"person/chi/" + chi.encode())
+
+    def record(self, source: str, *key: object) -> str:
+        """The id of what a source record becomes, for this organisation (a JSON list: unambiguous)."""
+        return self._id(orjson.dumps([self.scope, source, *map(str, key)]))
 
 
 @dataclass(frozen=True)
@@ -84,18 +130,13 @@ def checked(location: str, record: dict[str, Any] | None, build: Callable[[], Ma
     return mapped
 
 
-def resource_id(source: str, *key: object) -> str:
-    """A deterministic id for the resource a source record becomes (re-ingest updates, never duplicates)."""
-    return str(uuid.uuid5(NAMESPACE, "/".join([source, *map(str, key)])))
-
-
 def source_uri(source: str, *key: object) -> str:
     return f"{SOURCE_BASE}/{source}/" + "/".join(str(k) for k in key)
 
 
-def finish(resource: dict[str, Any], source: str, *key: object) -> dict[str, Any]:
+def finish(resource: dict[str, Any], ids: IdScheme, source: str, *key: object) -> dict[str, Any]:
     """Give a built resource its id, ``meta.source`` and labels."""
-    resource["id"] = resource_id(source, resource["resourceType"], *key)
+    resource["id"] = ids.record(source, resource["resourceType"], *key)
     resource.setdefault("meta", {})["source"] = source_uri(source, *key)
     return label_resource(resource, source)
 
@@ -123,6 +164,14 @@ def parse_date(value: str, what: str) -> str:
         return date.fromisoformat(value).isoformat()
     except ValueError:
         raise RecordProblem(f"{what} {value!r} is not a real date (YYYY-MM-DD)") from None
+
+
+def birth_date(value: str, what: str) -> str:
+    """A birth date that is a real date and not in the future."""
+    born = parse_date(value, what)
+    if born > date.today().isoformat():
+        raise RecordProblem(f"{what} {born} is in the future")
+    return born
 
 
 # --- reading input -------------------------------------------------------------------
@@ -177,6 +226,7 @@ class Files:
     def __init__(self, data: bytes | Path) -> None:
         self._folder: Path | None = None
         self._zip: zipfile.ZipFile | None = None
+        self.inflated = 0
         if isinstance(data, Path) and data.is_dir():
             self._folder = data
             return
@@ -217,4 +267,36 @@ class Files:
         match = next((m for m in self._zip.namelist() if PurePosixPath(m).name == name), None)
         if match is None:
             return None
-        return io.TextIOWrapper(self._zip.open(match), encoding="utf-8-sig", errors="replace", newline="")
+        member = io.BufferedReader(_CheckedMember(self._zip.open(match), match, self))
+        return io.TextIOWrapper(member, encoding="utf-8-sig", errors="replace", newline="")
+
+    def count(self, size: int) -> None:
+        """Add bytes actually inflated from the zip; refuse once they pass the limit
+        (the sizes in member headers are what the sender claims, not what is there)."""
+        self.inflated += size
+        if self.inflated > MAX_UNCOMPRESSED:
+            raise IngestError(f"zip expands to more than {MAX_UNCOMPRESSED // 1024**2} MB; refused")
+
+
+class _CheckedMember(io.RawIOBase):
+    """A zip member's bytes as read, counted against the extract's limit; a corrupt member
+    (bad CRC, false size in its header, truncated data) is an IngestError, not a crash."""
+
+    def __init__(self, source: IO[bytes], name: str, files: Files) -> None:
+        self._source, self._name, self._files = source, name, files
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._source.read(len(buffer))
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise IngestError(f"zip member {self._name!r} cannot be read ({exc}); its header may not match its data") from None
+        self._files.count(len(data))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._source.close()
+        super().close()

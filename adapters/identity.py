@@ -1,7 +1,8 @@
 """One Patient per person across sources: keyed on a valid CHI, matched carefully without one.
 
 With a valid CHI (modulus-11, consistent with the birth date and sex) the
-person's Patient id is derived from it, so every source lands on the same
+person's Patient id is derived from it under the installation's key
+(:meth:`adapters.common.IdScheme.person`), so every source lands on the same
 Patient. Without one, a person is matched deterministically on given name,
 family name and birth date; anything less certain (same family name and birth
 date, another given name) goes to a review list instead of a wrong merge.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from adapters.common import RecordProblem, resource_id
+from adapters.common import RecordProblem
 from mappings.identifiers import CHI_SYSTEM, chi_problem
 
 
@@ -73,11 +74,6 @@ class Match:
 
     patient_id: str | None
     review: dict[str, object] | None = None
-
-
-def patient_id_for_chi(chi: str) -> str:
-    """The Patient id of the person with this CHI (the same from every source)."""
-    return resource_id("person", "chi", chi)
 
 
 def checked_chi(chi: str, birth_date: str | None, gender: str | None) -> str:

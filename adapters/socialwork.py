@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from adapters.common import IngestError, Mapped, Quarantined, RecordProblem, checked, finish, parse_date
-from adapters.identity import PatientIndex, checked_chi, existing_by_chi, patient_id_for_chi
+from adapters.common import IdScheme, IngestError, Mapped, Quarantined, RecordProblem, birth_date, checked, finish, parse_date
+from adapters.identity import PatientIndex, checked_chi, existing_by_chi
 from mappings.codes import relationship_concept
-from mappings.identifiers import CHI_SYSTEM, EXTENSION_BASE, REFERRAL_SYSTEM, source_system
+from mappings.identifiers import CHI_SYSTEM, EXTENSION_BASE, REFERRAL_SYSTEM, person_number, source_system
 
 SOURCE = "socialwork"
 RISK_SYSTEM = "https://pathway.scot/CodeSystem/risk-type"
@@ -71,16 +71,16 @@ def _choice(value: Any, allowed: tuple[str, ...], what: str) -> str:
     return str(value)
 
 
-def _patient(case: dict[str, Any], case_id: str, index: PatientIndex | None) -> dict[str, Any]:
+def _patient(case: dict[str, Any], case_id: str, ids: IdScheme, index: PatientIndex | None) -> dict[str, Any]:
     names = case.get("names") or {}
     given, family = names.get("given") or [], names.get("family")
     if not family or not isinstance(given, list):
         raise RecordProblem("names.family and names.given are required")
-    birth_date = parse_date(_text(case, "birth_date", "birth date"), "birth_date")
+    born = birth_date(_text(case, "birth_date", "birth date"), "birth_date")
     gender = SEXES.get(str(case.get("sex", "unknown")))
     if gender is None:
         raise RecordProblem(f"sex {case.get('sex')!r} is not male, female, other or unknown")
-    chi = checked_chi(_text(case, "chi", "CHI number"), birth_date, gender)
+    chi = checked_chi(person_number(_text(case, "chi", "CHI number")), born, gender)
     patient: dict[str, Any] = {
         "resourceType": "Patient",
         "identifier": [
@@ -89,19 +89,19 @@ def _patient(case: dict[str, Any], case_id: str, index: PatientIndex | None) -> 
         ],
         "name": [{"use": "official", "family": family, "given": given}],
         "gender": gender,
-        "birthDate": birth_date,
+        "birthDate": born,
     }
     address = case.get("address") or {}
     if address:
         patient["address"] = [{"use": "home", "line": address.get("lines", []), "city": address.get("town"), "postalCode": address.get("postcode")}]
     if case.get("phone"):
         patient["telecom"] = [{"system": "phone", "value": case["phone"]}]
-    mapped = finish(patient, SOURCE, case_id)
-    mapped["id"] = existing_by_chi(index, chi) or patient_id_for_chi(chi)
+    mapped = finish(patient, ids, SOURCE, case_id)
+    mapped["id"] = existing_by_chi(index, chi) or ids.person(chi)
     return mapped
 
 
-def _carer(carer: dict[str, Any], case_id: str, patient_ref: str) -> dict[str, Any]:
+def _carer(carer: dict[str, Any], case_id: str, patient_ref: str, ids: IdScheme) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "RelatedPerson",
         "patient": {"reference": patient_ref},
@@ -112,10 +112,10 @@ def _carer(carer: dict[str, Any], case_id: str, patient_ref: str) -> dict[str, A
     }
     if carer.get("phone"):
         resource["telecom"] = [{"system": "phone", "value": carer["phone"]}]
-    return finish(resource, SOURCE, case_id, "carer", carer.get("id"))
+    return finish(resource, ids, SOURCE, case_id, "carer", carer.get("id"))
 
 
-def _risk(risk: dict[str, Any], index: int, case_id: str, patient_ref: str) -> dict[str, Any]:
+def _risk(risk: dict[str, Any], index: int, case_id: str, patient_ref: str, ids: IdScheme) -> dict[str, Any]:
     kind = _choice(risk.get("type"), RISK_TYPES, "risk type")
     level = _choice(risk.get("level"), tuple(LEVELS), "risk level")
     resource: dict[str, Any] = {
@@ -129,10 +129,10 @@ def _risk(risk: dict[str, Any], index: int, case_id: str, patient_ref: str) -> d
         resource["occurrenceDateTime"] = parse_date(risk["noted"], "risk noted date")
     if risk.get("detail"):
         resource["note"] = [{"text": str(risk["detail"])}]
-    return finish(resource, SOURCE, case_id, "risk", index)
+    return finish(resource, ids, SOURCE, case_id, "risk", index)
 
 
-def _assessment(assessment: dict[str, Any], case_id: str, patient_ref: str) -> dict[str, Any]:
+def _assessment(assessment: dict[str, Any], case_id: str, patient_ref: str, ids: IdScheme) -> dict[str, Any]:
     kind = _choice(assessment.get("type"), ASSESSMENT_TYPES, "assessment type")
     resource: dict[str, Any] = {
         "resourceType": "Observation",
@@ -149,10 +149,10 @@ def _assessment(assessment: dict[str, Any], case_id: str, patient_ref: str) -> d
         resource["valueInteger"] = readiness
     if assessment.get("outcome"):
         resource["note"] = [{"text": str(assessment["outcome"])}]
-    return finish(resource, SOURCE, case_id, "assessment", assessment.get("id"))
+    return finish(resource, ids, SOURCE, case_id, "assessment", assessment.get("id"))
 
 
-def _justice(justice: dict[str, Any], case_id: str, patient_ref: str) -> dict[str, Any]:
+def _justice(justice: dict[str, Any], case_id: str, patient_ref: str, ids: IdScheme) -> dict[str, Any]:
     components = [
         {"code": {"coding": [{"system": FINDING_SYSTEM, "code": key.replace("_", "-")}]}, "valueBoolean": bool(justice[key])}
         for key in ("community_justice", "mappa")
@@ -167,10 +167,10 @@ def _justice(justice: dict[str, Any], case_id: str, patient_ref: str) -> dict[st
         "subject": {"reference": patient_ref},
         "component": components,
     }
-    return finish(resource, SOURCE, case_id, "justice")
+    return finish(resource, ids, SOURCE, case_id, "justice")
 
 
-def _referral(referral: dict[str, Any], case_id: str, patient_ref: str, worker_ref: str | None) -> dict[str, Any]:
+def _referral(referral: dict[str, Any], case_id: str, patient_ref: str, worker: dict[str, Any] | None, ids: IdScheme) -> dict[str, Any]:
     substances = referral.get("substances") or []
     for substance in substances:
         _choice(substance, SUBSTANCES, "substance")
@@ -190,53 +190,43 @@ def _referral(referral: dict[str, Any], case_id: str, patient_ref: str, worker_r
     }
     if referral.get("date"):
         request["authoredOn"] = parse_date(referral["date"], "referral date")
-    if worker_ref:
-        request["requester"] = {"reference": worker_ref}
+    if worker:
+        request["requester"] = worker
     if referral.get("reason"):
         request["note"] = [{"text": str(referral["reason"])}]
-    return finish(request, SOURCE, case_id, "referral", referral.get("id"))
+    return finish(request, ids, SOURCE, case_id, "referral", referral.get("id"))
 
 
 def _worker(worker: dict[str, Any]) -> dict[str, Any]:
-    resource: dict[str, Any] = {
-        "resourceType": "Practitioner",
-        "identifier": [{"system": source_system(SOURCE, "worker-id"), "value": str(worker["id"])}],
-        "name": [{"text": str(worker.get("name", ""))}],
-    }
-    if worker.get("email"):
-        resource["telecom"] = [{"system": "email", "value": worker["email"]}]
-    return finish(resource, SOURCE, "worker", worker["id"])
+    """A reference (by identifier) to the social worker; directory entries come from ``conf/``."""
+    return {"identifier": {"system": source_system(SOURCE, "worker-id"), "value": str(worker["id"])}, "display": str(worker.get("name") or worker["id"])}
 
 
-def map_case(case: Any, index: PatientIndex | None) -> Mapped:
+def map_case(case: Any, ids: IdScheme, index: PatientIndex | None) -> Mapped:
     """The resources one case becomes (raises RecordProblem when it cannot be mapped)."""
     if not isinstance(case, dict):
         raise RecordProblem("a case must be a JSON object")
     case_id = _text(case, "case_id", "case id")
-    patient = _patient(case, case_id, index)
+    patient = _patient(case, case_id, ids, index)
     patient_ref = f"Patient/{patient['id']}"
     resources = [patient]
     worker = case.get("worker") or {}
-    worker_ref = None
-    if worker.get("id"):
-        practitioner = _worker(worker)
-        resources.append(practitioner)
-        worker_ref = f"Practitioner/{practitioner['id']}"
-    resources += [_carer(c, case_id, patient_ref) for c in case.get("carers", [])]
-    resources += [_risk(r, i, case_id, patient_ref) for i, r in enumerate(case.get("risks", []))]
-    resources += [_assessment(a, case_id, patient_ref) for a in case.get("assessments", [])]
+    requester = _worker(worker) if worker.get("id") else None
+    resources += [_carer(c, case_id, patient_ref, ids) for c in case.get("carers", [])]
+    resources += [_risk(r, i, case_id, patient_ref, ids) for i, r in enumerate(case.get("risks", []))]
+    resources += [_assessment(a, case_id, patient_ref, ids) for a in case.get("assessments", [])]
     if case.get("justice"):
-        resources.append(_justice(case["justice"], case_id, patient_ref))
+        resources.append(_justice(case["justice"], case_id, patient_ref, ids))
     if case.get("referral"):
-        resources.append(_referral(case["referral"], case_id, patient_ref, worker_ref))
+        resources.append(_referral(case["referral"], case_id, patient_ref, requester, ids))
     return Mapped(f"case {case_id}", resources, {patient_ref})
 
 
-def read(data: bytes, index: PatientIndex | None) -> Iterator[Mapped | Quarantined]:
+def read(data: bytes, ids: IdScheme, index: PatientIndex | None) -> Iterator[Mapped | Quarantined]:
     """Map every case; a case that cannot be read or mapped is quarantined, the rest go on."""
     for location, case in records(data):
         where = f"{location} ({case.get('case_id')})" if isinstance(case, dict) and case.get("case_id") else location
         if isinstance(case, RecordProblem):
             yield Quarantined(where, str(case))
             continue
-        yield checked(where, case if isinstance(case, dict) else None, lambda: map_case(case, index))
+        yield checked(where, case if isinstance(case, dict) else None, lambda: map_case(case, ids, index))

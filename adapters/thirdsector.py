@@ -13,9 +13,9 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from adapters.common import Mapped, Quarantined, RecordProblem, checked, csv_rows, finish, parse_date
-from adapters.identity import PatientIndex, checked_chi, existing_by_chi, match_person, patient_id_for_chi
-from mappings.identifiers import CHI_SYSTEM, EXTENSION_BASE, PARTNER_SYSTEM, source_system
+from adapters.common import IdScheme, Mapped, Quarantined, RecordProblem, birth_date, checked, csv_rows, finish, parse_date
+from adapters.identity import PatientIndex, checked_chi, existing_by_chi, match_person
+from mappings.identifiers import CHI_SYSTEM, EXTENSION_BASE, PARTNER_SYSTEM, person_number, source_system
 
 SOURCE = "thirdsector"
 CONTACT_SYSTEM = "https://pathway.scot/CodeSystem/third-sector-contact"
@@ -41,27 +41,27 @@ CONTACT_CLASSES = {
 REQUIRED = ("org_id", "client_ref", "contact_date", "contact_type")
 
 
-def _person(row: dict[str, str], index: PatientIndex | None) -> tuple[str, list[dict[str, Any]]]:
+def _person(row: dict[str, str], ids: IdScheme, index: PatientIndex | None) -> tuple[str, list[dict[str, Any]]]:
     """The Patient id a row is about, and a Patient to store when the CHI is new to Pathway."""
     given, family = row.get("given_name", "").strip(), row.get("family_name", "").strip()
-    birth_date = parse_date(row["birth_date"].strip(), "birth_date") if row.get("birth_date", "").strip() else None
-    chi = row.get("chi", "").strip()
+    born = birth_date(row["birth_date"].strip(), "birth_date") if row.get("birth_date", "").strip() else None
+    chi = person_number(row.get("chi", ""))
     if chi:
-        checked_chi(chi, birth_date, None)
+        checked_chi(chi, born, None)
         existing = existing_by_chi(index, chi)
         if existing:
             return existing, []
         patient: dict[str, Any] = {"resourceType": "Patient", "identifier": [{"system": CHI_SYSTEM, "value": chi}]}
         if family or given:
             patient["name"] = [{"family": family, "given": [given] if given else []}]
-        if birth_date:
-            patient["birthDate"] = birth_date
-        patient = finish(patient, SOURCE, row["org_id"], "client", row["client_ref"])
-        patient["id"] = patient_id_for_chi(chi)
+        if born:
+            patient["birthDate"] = born
+        patient = finish(patient, ids, SOURCE, row["org_id"], "client", row["client_ref"])
+        patient["id"] = ids.person(chi)
         return patient["id"], [patient]
-    if not (given and family and birth_date):
+    if not (given and family and born):
         raise RecordProblem("unmatched: no CHI, and given name, family name and birth date are not all given", None)
-    match = match_person(index, given=given, family=family, birth_date=birth_date)
+    match = match_person(index, given=given, family=family, birth_date=born)
     if match.patient_id is None:
         reason = "unmatched: no CHI and no single person with this name and birth date"
         raise RecordProblem(reason + ("; possible matches sent for review" if match.review else ""), match.review)
@@ -72,13 +72,13 @@ def _scores(row: dict[str, str]) -> dict[str, int]:
     scores = {}
     for area in STAR_AREAS:
         raw = row.get(f"star_{area.replace('-', '_')}", "").strip()
-        if not raw.isdigit() or not 1 <= int(raw) <= 10:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10:
             raise RecordProblem(f"Outcome Star {area} score {raw!r} is not a whole number from 1 to 10")
         scores[area] = int(raw)
     return scores
 
 
-def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
+def map_row(row: dict[str, str], ids: IdScheme, index: PatientIndex | None) -> Mapped:
     missing = [c for c in REQUIRED if not row.get(c, "").strip()]
     if missing:
         raise RecordProblem(f"missing {', '.join(missing)}")
@@ -87,7 +87,7 @@ def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
         raise RecordProblem(f"contact_type {kind!r} is not one of {', '.join(CONTACT_CLASSES)}")
     when = parse_date(row["contact_date"].strip(), "contact_date")
     org, client = row["org_id"].strip(), row["client_ref"].strip()
-    patient_id, resources = _person(row, index)
+    patient_id, resources = _person(row, ids, index)
     subject = {"reference": f"Patient/{patient_id}"}
     key = (org, client, when, kind)
     klass, display = CONTACT_CLASSES[kind]
@@ -107,7 +107,7 @@ def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
     if note:
         annotation = {"text": note, "time": when, **({"authorString": worker} if worker else {})}
         encounter["extension"] = [{"url": CONTACT_NOTE, "valueAnnotation": annotation}]
-    encounter = finish(encounter, SOURCE, *key)
+    encounter = finish(encounter, ids, SOURCE, *key)
     resources.append(encounter)
     if kind == "star-reading":
         scores = _scores(row)
@@ -121,6 +121,7 @@ def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
                 "authored": when,
                 "item": [{"linkId": area, "answer": [{"valueInteger": score}]} for area, score in scores.items()],
             },
+            ids,
             SOURCE,
             *key,
         )
@@ -137,6 +138,7 @@ def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
                     "valueInteger": score,
                     "derivedFrom": [{"reference": f"QuestionnaireResponse/{reading['id']}"}],
                 },
+                ids,
                 SOURCE,
                 *key,
                 area,
@@ -155,6 +157,7 @@ def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
                     "context": {"reference": f"Encounter/{encounter['id']}"},
                     "whenHandedOver": when,
                 },
+                ids,
                 SOURCE,
                 *key,
             )
@@ -162,11 +165,11 @@ def map_row(row: dict[str, str], index: PatientIndex | None) -> Mapped:
     return Mapped("", resources, {subject["reference"]})
 
 
-def read(data: bytes, index: PatientIndex | None, name: str = "thirdsector.csv") -> Iterator[Mapped | Quarantined]:
+def read(data: bytes, ids: IdScheme, index: PatientIndex | None, name: str = "thirdsector.csv") -> Iterator[Mapped | Quarantined]:
     """Map every row; unreadable, unmappable or unmatched rows are quarantined with the reason."""
     text = data.decode("utf-8-sig", errors="replace")
     for location, row, problem in csv_rows(io.StringIO(text, newline=""), name):
         if problem or row is None:
             yield Quarantined(location, problem or "unreadable row")
             continue
-        yield checked(location, row, lambda: map_row(row, index))
+        yield checked(location, row, lambda: map_row(row, ids, index))

@@ -2,20 +2,22 @@
 
 Every person is made up: names come from small pools, CHI numbers are valid but generated
 (``mappings.identifiers.make_chi``), phone numbers are in Ofcom's range reserved for drama
-(07700 900xxx). The same seed gives the same people, the same ids and the same details;
-``today`` only moves the dates so that consents and prescriptions are current when the
-demo runs.
+(07700 900xxx). The same seed gives the same people and the same details; ids are keyed
+like ingested ones (``adapters.common.IdScheme``: a Patient's id from its CHI under the
+installation's key), so they are the same for the same seed and key, and differ between
+installations. ``today`` only moves the dates so that consents and prescriptions are
+current when the demo runs.
 """
 
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from adapters.common import IdScheme
 from gateway.conf import Conf, Organization, Person
 from mappings.identifiers import CHI_SYSTEM, make_chi, source_system
 
@@ -32,7 +34,6 @@ CONSENT_WITNESS_EXTENSION = "https://pathway.scot/StructureDefinition/consent-wi
 
 DEMO_PERSON_SYSTEM = source_system("demo", "person")
 DEMO_CARER_SYSTEM = source_system("demo", "carer")
-_ID_NAMESPACE = uuid.UUID("6f1c2a4e-8d0b-5c3e-9a47-1d2b3c4d5e6f")
 
 # Where each demo person is heading: (stage, early exit, facility slot, carer, consent pattern).
 # Facility slot 0/1 picks the first/second rehab facility in conf; None means not chosen yet.
@@ -115,10 +116,6 @@ class DemoPerson:
         return [self.patient, *self.related, *self.clinical, *self.consents]
 
 
-def _demo_id(seed: int, *parts: object) -> str:
-    return str(uuid.uuid5(_ID_NAMESPACE, "/".join(["pathway-demo", str(seed), *map(str, parts)])))
-
-
 def _meta(resource_id: str) -> dict[str, str]:
     """Where a demo resource came from (``meta.source``, docs/architecture.md)."""
     return {"source": f"https://pathway.scot/source/demo/{resource_id}"}
@@ -177,10 +174,12 @@ def _postcode(rng: random.Random) -> str:
 class _Builder:
     """Builds one seed's people; holds what every person shares (the partnership, dates)."""
 
-    def __init__(self, conf: Conf, seed: int, today: date) -> None:
+    def __init__(self, conf: Conf, seed: int, today: date, ids: IdScheme | None) -> None:
         self.seed, self.today = seed, today
         self.rng = random.Random(seed)
         self.custodian = _named(conf, conf.pathway.rehab_team, "hscp")
+        primary = self.custodian.primary_identifier()
+        self.ids = ids or IdScheme.random(f"{primary.system}|{primary.value}")
         self.community = _named(conf, conf.pathway.community_team, "recovery-service")
         self.advocacy = _named(conf, conf.pathway.advocacy_service, "advocacy")
         self.agency = _named(conf, conf.pathway.alternative_pathway_agency, "third-sector")
@@ -198,7 +197,7 @@ class _Builder:
         born = date(rng.randint(1968, 2001), rng.randint(1, 12), rng.randint(1, 28))
         chi = make_chi(born, gender, rng.randrange(5))
         practice = self.practices[n % len(self.practices)]
-        patient_id = _demo_id(self.seed, "patient", n)
+        patient_id = self.ids.person(chi)
         patient = {
             "resourceType": "Patient",
             "id": patient_id,
@@ -241,6 +240,9 @@ class _Builder:
             referral_date=referred.isoformat(),
         )
 
+    def _id(self, *parts: object) -> str:
+        return self.ids.record("demo", self.seed, *parts)
+
     def _name(self, gender: str) -> tuple[str, str]:
         while True:
             name = (self.rng.choice(_GIVEN[gender]), self.rng.choice(_FAMILY))
@@ -250,7 +252,7 @@ class _Builder:
 
     def _carer(self, n: int, patient: dict[str, Any], family: str, code: str) -> dict[str, Any]:
         relation, gender = _CARER_RELATIONSHIPS[code]
-        carer_id = _demo_id(self.seed, "carer", n)
+        carer_id = self._id("carer", n)
         return {
             "resourceType": "RelatedPerson",
             "id": carer_id,
@@ -295,12 +297,12 @@ class _Builder:
             root = self._root("deny", signed, nested=partners)
         status = "inactive" if pattern == "withdrawn" else "active"
         policy = "OPTOUT" if pattern == "opt-out" else "OPTIN"
-        consents = [self._consent(_demo_id(self.seed, "consent", n, "pathway"), patient, status, policy, signed, root, witnessed)]
+        consents = [self._consent(self._id("consent", n, "pathway"), patient, status, policy, signed, root, witnessed)]
         if related and pattern in ("pathway", "facility"):
             carer_grant = self._root("deny", signed, nested=[self._carer_permit(related[0])])
             consents.append(
                 self._consent(
-                    _demo_id(self.seed, "consent", n, "carer"), patient, "active", "OPTIN", signed, carer_grant, witnessed
+                    self._id("consent", n, "carer"), patient, "active", "OPTIN", signed, carer_grant, witnessed
                 )
             )
         return consents
@@ -388,7 +390,7 @@ class _Builder:
         return [*conditions, medication]
 
     def _condition(self, n: int, position: int, patient: dict[str, Any], code: tuple[str, str], onset: date) -> dict[str, Any]:
-        condition_id = _demo_id(self.seed, "condition", n, position)
+        condition_id = self._id("condition", n, position)
         return {
             "resourceType": "Condition",
             "id": condition_id,
@@ -415,7 +417,7 @@ class _Builder:
         else:
             mg = rng.choice([8, 12, 16])
             product, dose, route = "Buprenorphine sublingual tablets", f"{mg} mg once daily, supervised", SUBLINGUAL_ROUTE
-        medication_id = _demo_id(self.seed, "medication", n)
+        medication_id = self._id("medication", n)
         return {
             "resourceType": "MedicationStatement",
             "id": medication_id,
@@ -453,7 +455,8 @@ def _domestic_abuse_deny() -> dict[str, Any]:
     }
 
 
-def demo_people(conf: Conf, seed: int = 7, today: date | None = None) -> list[DemoPerson]:
-    """The demo's synthetic people (12), deterministic for a seed; covers every pathway stage."""
-    builder = _Builder(conf, seed, today or date.today())
+def demo_people(conf: Conf, seed: int = 7, today: date | None = None, ids: IdScheme | None = None) -> list[DemoPerson]:
+    """The demo's synthetic people (12), deterministic for a seed and ``ids`` (the installation's
+    id scheme, ``gateway.ingest.pipeline.id_scheme``; without it a random key); covers every pathway stage."""
+    builder = _Builder(conf, seed, today or date.today(), ids)
     return [builder.person(n) for n in range(len(_SCENARIOS))]

@@ -32,9 +32,19 @@ def _mod11_check_digit(first_nine: str) -> int | None:
     return None if check == 10 else check
 
 
+def person_number(value: str) -> str:
+    """A CHI or NHS number as written, without the spaces people group its digits with."""
+    return "".join(value.split())
+
+
+def ten_digits(value: str) -> bool:
+    """Ten ASCII digits (``str.isdigit`` alone also takes full-width and Arabic-Indic digits)."""
+    return len(value) == 10 and value.isascii() and value.isdigit()
+
+
 def nhs_number_is_valid(value: str) -> bool:
     """True for a 10-digit number whose modulus-11 check digit is right."""
-    if len(value) != 10 or not value.isdigit():
+    if not ten_digits(value):
         return False
     return _mod11_check_digit(value[:9]) == int(value[9])
 
@@ -63,7 +73,7 @@ def chi_is_valid(value: str) -> bool:
 
 def chi_problem(value: str, birth_date: str | None = None, gender: str | None = None) -> str | None:
     """Why ``value`` is not an acceptable CHI for this person, or None when it is."""
-    if len(value) != 10 or not value.isdigit():
+    if not ten_digits(value):
         return f"CHI {value!r} is not 10 digits"
     born = chi_birth_date(value)
     if born is None:

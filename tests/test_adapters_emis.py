@@ -15,10 +15,9 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from adapters import IngestError, MemoryPatientIndex
-from adapters.common import Quarantined, resource_id
+from adapters.common import IdScheme, Quarantined
 from adapters.emis import read
 from adapters.emis.extract import effective
-from adapters.identity import patient_id_for_chi
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "emis"
@@ -28,6 +27,7 @@ NHS = "https://fhir.nhs.uk/Id/nhs-number"
 GUID = "https://pathway.scot/Id/emis/patient-guid"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 ORG = "{7A1C0000-0000-4000-8000-000000000001}"
+IDS = IdScheme(bytes(range(32)), "https://fhir.nhs.uk/Id/ods-organization-code|21506")  # fixed: expected.json names its ids
 CALLUM = "{7A1C0000-0000-4000-8000-0000000000B1}"
 
 
@@ -45,7 +45,7 @@ def outcome(items: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 def mapped(data: bytes | Path = EXTRACT, index: MemoryPatientIndex | None = None) -> dict[str, list[dict[str, Any]]]:
-    return outcome(read(data, index))
+    return outcome(read(data, IDS, index))
 
 
 def resources(data: bytes | Path = EXTRACT) -> list[dict[str, Any]]:
@@ -171,9 +171,9 @@ def test_a_zip_gives_the_same_as_the_folder(tmp_path: Path) -> None:
 
 def test_input_that_is_not_an_extract_is_an_ingest_error(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="neither a folder nor a zip"):
-        list(read(b"PatientGuid,Sex\n1,M\n", None))
+        list(read(b"PatientGuid,Sex\n1,M\n", IDS, None))
     with pytest.raises(IngestError, match="no EMIS extract files found"):
-        list(read(tmp_path, None))
+        list(read(tmp_path, IDS, None))
 
 
 @pytest.mark.parametrize(
@@ -210,12 +210,12 @@ def test_effective_dates_that_cannot_be_read_are_refused(value: str, precision: 
 
 def test_deleted_rows_become_deletions_of_what_they_made() -> None:
     result = mapped()
-    callum_id = patient_id_for_chi("1203840012")
+    callum_id = IDS.person("1203840012")
     # The practice's own record of the person goes; the CHI-keyed Patient other sources share stays.
     ailsa = (ORG.strip("{}"), "7A1C0000-0000-4000-8000-0000000000B5")
-    assert at("Admin_Patient.csv:6", result)["deletions"] == [["Patient", resource_id("emis", "Patient", *ailsa)], ["RelatedPerson", resource_id("emis", "RelatedPerson", *ailsa, "carer")]]
+    assert at("Admin_Patient.csv:6", result)["deletions"] == [["Patient", IDS.record("emis", "Patient", *ailsa)], ["RelatedPerson", IDS.record("emis", "RelatedPerson", *ailsa, "carer")]]
     consultation = at("CareRecord_Consultation.csv:4", result)
-    assert consultation["resources"] == [] and consultation["deletions"] == [["Encounter", resource_id("emis", "Encounter", ORG.strip("{}"), "7A1C0000-0000-4000-8000-0000000000C3")]]
+    assert consultation["resources"] == [] and consultation["deletions"] == [["Encounter", IDS.record("emis", "Encounter", ORG.strip("{}"), "7A1C0000-0000-4000-8000-0000000000C3")]]
     observation = at("CareRecord_Observation.csv:10", result)["deletions"]
     assert [kind for kind, _ in observation] == ["Observation", "Condition"]
     assert at("Prescribing_IssueRecord.csv:3", result)["deletions"][0][0] == "MedicationRequest"
@@ -260,9 +260,9 @@ def test_every_patient_has_a_chi_or_is_flagged_for_match_review() -> None:
         patient = record["resources"][0]
         ids = {i["system"]: i["value"] for i in patient["identifier"]}
         if CHI in ids:
-            assert patient["id"] == patient_id_for_chi(ids[CHI]) and record["reviews"] == []
+            assert patient["id"] == IDS.person(ids[CHI]) and record["reviews"] == []
         else:  # an English NHS number: kept under the practice's id, not linked to anyone on a guess
-            assert ids[NHS] == "9434765919" and patient["id"] == resource_id("emis", "Patient", *ids[GUID].split("/"))
+            assert ids[NHS] == "9434765919" and patient["id"] == IDS.record("emis", "Patient", *ids[GUID].split("/"))
             assert [r["reason"] for r in record["reviews"]] == ["no CHI: kept under the practice's own id"]
     assert at("Admin_Patient.csv:5", result)["reason"].startswith("CHI 0808880056")
 
@@ -302,8 +302,9 @@ def _observations(folder: Path, rows: int) -> Path:
 _STREAM_AND_MEASURE = """
 import resource, sys
 from pathlib import Path
+from adapters.common import IdScheme
 from adapters.emis import read
-count = sum(1 for _ in read(Path(sys.argv[1]), None))
+count = sum(1 for _ in read(Path(sys.argv[1]), IdScheme.random("a|b"), None))
 print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

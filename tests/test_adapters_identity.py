@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from adapters.identity import MemoryPatientIndex, match_person, patient_id_for_chi
+import hashlib
+import hmac
+import uuid
+
+from adapters.common import IdScheme
+from adapters.identity import MemoryPatientIndex, match_person
+
+OLD_NAMESPACE = uuid.UUID("6f1c2b0e-5b7a-4c1e-9a55-7d0c6b3e2a10")  # the public namespace ids once came from
 
 
 def index_with_ann() -> MemoryPatientIndex:
@@ -11,8 +18,21 @@ def index_with_ann() -> MemoryPatientIndex:
     return index
 
 
-def test_a_chi_gives_the_same_patient_id_from_every_source() -> None:
-    assert patient_id_for_chi("0101800002") == patient_id_for_chi("0101800002") != patient_id_for_chi("1206750014")
+def test_a_chi_gives_the_same_patient_id_from_every_organisation_under_one_key() -> None:
+    key = bytes(range(32))
+    hscp, agency = IdScheme(key, "https://fhir.nhs.uk/Id/ods-organization-code|S037"), IdScheme(key, "https://pathway.scot/Id/partner|x")
+    assert hscp.person("0101800002") == agency.person("0101800002") != hscp.person("1206750014")
+    # by hand: HMAC-SHA256 of "person/chi/<CHI>", first 16 bytes as a version-4 UUID
+    digest = hmac.new(key, b"person/chi/0101800002", hashlib.sha256).digest()
+    assert hscp.person("0101800002") == str(uuid.UUID(bytes=digest[:16], version=4))
+
+
+def test_ids_need_the_key_and_are_scoped_to_the_pushing_organisation() -> None:
+    one, other = IdScheme.random("a|1"), IdScheme.random("a|1")
+    assert one.person("0101800002") != other.person("0101800002")
+    assert one.person("0101800002") != str(uuid.uuid5(OLD_NAMESPACE, "person/chi/0101800002"))
+    assert one.record("emis", "Encounter", "ORG", "G1") != IdScheme(one.key, "a|2").record("emis", "Encounter", "ORG", "G1")
+    assert one.record("emis", "Encounter", "ORG", "G1") == IdScheme(one.key, "a|1").record("emis", "Encounter", "ORG", "G1")
 
 
 def test_name_and_birth_date_match_whatever_the_case_spacing_or_hyphens() -> None:

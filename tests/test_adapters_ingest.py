@@ -11,15 +11,17 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 import adapters
+from adapters.common import IdScheme
 from adapters import IngestError, Mapped
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
 EMIS = FIXTURES / "emis"
 PRACTICE = {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "21506"}
+PRACTICE_IDS = IdScheme(bytes(range(32)), "https://fhir.nhs.uk/Id/ods-organization-code|21506")  # fixed key: report.json names its ids
 
 
 def emis(**options: Any) -> adapters.IngestResult:
-    return adapters.ingest("emis", EMIS / "input", agent=PRACTICE, **options)
+    return adapters.ingest("emis", EMIS / "input", ids=PRACTICE_IDS, **options)
 
 
 def outcome(result: adapters.IngestResult) -> dict[str, Any]:
@@ -65,28 +67,38 @@ def test_resources_come_in_a_safe_store_order() -> None:
         assert all(position[ref] < i for ref in references(resource) if ref in position), resource["resourceType"]
 
 
-def test_the_provenance_names_the_pushing_organisation_and_validates() -> None:
-    provenance = emis().provenance()
+def written(result: adapters.IngestResult) -> list[str]:
+    return [f"{r['resourceType']}/{r['id']}" for r in result.resources]
+
+
+def test_the_provenance_names_the_pushing_organisation_and_what_was_written() -> None:
+    result = emis()
+    provenance = result.provenance(written(result))
     get_fhir_model_class("Provenance").model_validate(provenance)
     assert provenance["agent"][0]["who"]["identifier"] == PRACTICE
-    assert len(provenance["target"]) == sum(emis().report()["resources"].values())
+    assert sorted(t["reference"] for t in provenance["target"]) == sorted(written(result))
+    assert len(provenance["target"]) == sum(result.report()["resources"].values())
 
 
-def test_the_provenance_stays_bounded_for_a_big_extract(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_provenance_stays_bounded_and_lists_patients_first(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(adapters, "PROVENANCE_TARGET_LIMIT", 3)
-    provenance = emis().provenance()
-    assert len(provenance["target"]) == 3
+    result = emis()
+    patients = [r for r in written(result) if r.startswith("Patient/")]
+    others = [r for r in written(result) if not r.startswith("Patient/")]
+    assert len(patients) == 3 and len(others) > 3
+    provenance = result.provenance(others + patients)
+    assert [t["reference"] for t in provenance["target"]] == patients
     assert "records accepted" in provenance["entity"][0]["what"]["display"]
 
 
 def test_gp_and_social_work_records_about_one_person_share_one_patient() -> None:
-    social = adapters.ingest("socialwork", FIXTURES / "socialwork.json", agent=PRACTICE)
+    social = adapters.ingest("socialwork", FIXTURES / "socialwork.json", ids=PRACTICE_IDS)
     ann = lambda result: {r["id"] for r in result.resources if r["resourceType"] == "Patient" and r["identifier"][0]["value"] == "0101800002"}  # noqa: E731
     assert ann(emis()) == ann(social) and len(ann(social)) == 1
 
 
 def test_every_resource_from_every_source_validates_and_is_labelled() -> None:
-    social = adapters.ingest("socialwork", FIXTURES / "socialwork.json", agent=PRACTICE)
+    social = adapters.ingest("socialwork", FIXTURES / "socialwork.json", ids=PRACTICE_IDS)
     for resource in emis().resources + social.resources:
         get_fhir_model_class(resource["resourceType"]).model_validate(resource)
         assert resource["meta"]["source"].startswith("https://pathway.scot/source/")
@@ -95,9 +107,9 @@ def test_every_resource_from_every_source_validates_and_is_labelled() -> None:
 
 def test_an_unknown_source_or_unreadable_input_is_an_ingest_error(tmp_path: Path) -> None:
     with pytest.raises(IngestError, match="unknown source"):
-        adapters.ingest("vision", b"", agent=PRACTICE)
+        adapters.ingest("vision", b"", ids=PRACTICE_IDS)
     with pytest.raises(IngestError):
-        adapters.ingest("emis", tmp_path / "missing.zip", agent=PRACTICE)
+        adapters.ingest("emis", tmp_path / "missing.zip", ids=PRACTICE_IDS)
 
 
 if __name__ == "__main__":  # regenerate the expected report (check every difference by hand)

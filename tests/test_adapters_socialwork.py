@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import adapters
+from adapters.common import IdScheme
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ingest" / "socialwork.json"
 HSCP = {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "S037"}
+HSCP_IDS = IdScheme.random("https://fhir.nhs.uk/Id/ods-organization-code|S037")
 
 
 def resources(kind: str) -> list[dict[str, Any]]:
-    return [r for r in adapters.ingest("socialwork", FIXTURE, agent=HSCP).resources if r["resourceType"] == kind]
+    return [r for r in adapters.ingest("socialwork", FIXTURE, ids=HSCP_IDS).resources if r["resourceType"] == kind]
 
 
 def labels(resource: dict[str, Any]) -> tuple[set[str], set[str]]:
@@ -20,7 +22,7 @@ def labels(resource: dict[str, Any]) -> tuple[set[str], set[str]]:
 
 
 def test_everything_from_social_work_carries_social_care() -> None:
-    for resource in adapters.ingest("socialwork", FIXTURE, agent=HSCP).resources:
+    for resource in adapters.ingest("socialwork", FIXTURE, ids=HSCP_IDS).resources:
         if resource["resourceType"] != "Practitioner":  # a directory entry, not person data
             assert "social-care" in labels(resource)[0], resource["resourceType"]
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import adapters
+from adapters.common import IdScheme
 from adapters import MemoryPatientIndex
 
 AGENCY = {"system": "https://pathway.scot/Id/partner", "value": "tayside-recovery-network"}
+AGENCY_IDS = IdScheme.random("https://pathway.scot/Id/partner|tayside-recovery-network")
 HEADER = (
     "org_id,client_ref,chi,given_name,family_name,birth_date,contact_date,contact_type,worker,note,star_drug_use,star_alcohol_use,"
     "star_physical_health,star_meaningful_use_of_time,star_community,star_emotional_health,star_accommodation,star_money,"
@@ -17,7 +19,7 @@ SCORES = "4,6,5,3,5,4,7,3,8,5"
 
 
 def ingest(*rows: str, index: MemoryPatientIndex | None = None) -> adapters.IngestResult:
-    return adapters.ingest("thirdsector", "\n".join([HEADER, *rows]).encode(), agent=AGENCY, index=index)
+    return adapters.ingest("thirdsector", "\n".join([HEADER, *rows]).encode(), ids=AGENCY_IDS, index=index)
 
 
 def row(contact_type: str, scores: str = ",,,,,,,,,", chi: str = "0101800002", given: str = "Ann") -> str:
@@ -64,5 +66,5 @@ def test_a_bad_chi_is_held_back() -> None:
 
 
 def test_an_agency_not_in_the_directory_is_kept_and_reported() -> None:
-    result = adapters.ingest("thirdsector", "\n".join([HEADER, row("group")]).encode(), agent=AGENCY, known_organisations={"someone-else"})
+    result = adapters.ingest("thirdsector", "\n".join([HEADER, row("group")]).encode(), ids=AGENCY_IDS, known_organisations={"someone-else"})
     assert result.report()["unknown_organisations"] == ["tayside-recovery-network"] and result.report()["accepted"] == 1

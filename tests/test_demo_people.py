@@ -12,12 +12,14 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from consent import decide
 
+from adapters.common import IdScheme
 from gateway.conf import Conf, load_conf
 from gateway.demo_people import STAGES, DemoPerson, demo_people
 from mappings.identifiers import CHI_SYSTEM, ODS_SYSTEM, PARTNER_SYSTEM, chi_problem
 
 TODAY = date(2026, 11, 23)
-UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+IDS = IdScheme(bytes(range(32)), "https://fhir.nhs.uk/Id/ods-organization-code|S037")  # one installation's key
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def conf() -> Conf:
 
 @pytest.fixture(scope="module")
 def people(conf: Conf) -> list[DemoPerson]:
-    return demo_people(conf, seed=7, today=TODAY)
+    return demo_people(conf, seed=7, today=TODAY, ids=IDS)
 
 
 def chi_of(person: DemoPerson) -> str:
@@ -44,13 +46,21 @@ def walk(node: Any) -> list[dict[str, Any]]:
 
 
 def test_same_seed_same_people(conf: Conf, people: list[DemoPerson]) -> None:
-    assert demo_people(conf, seed=7, today=TODAY) == people
-    other = demo_people(conf, seed=8, today=TODAY)
+    assert demo_people(conf, seed=7, today=TODAY, ids=IDS) == people
+    other = demo_people(conf, seed=8, today=TODAY, ids=IDS)
     assert [chi_of(p) for p in other] != [chi_of(p) for p in people]
 
 
+def test_patient_ids_come_from_the_chi_under_the_installation_key(conf: Conf, people: list[DemoPerson]) -> None:
+    assert [p.patient["id"] for p in people] == [IDS.person(chi_of(p)) for p in people]
+    elsewhere = demo_people(conf, seed=7, today=TODAY, ids=IdScheme(bytes(32), IDS.scope))
+    assert [chi_of(p) for p in elsewhere] == [chi_of(p) for p in people]
+    ids_here = {r["id"] for p in people for r in p.resources()}
+    assert ids_here.isdisjoint(r["id"] for p in elsewhere for r in p.resources())
+
+
 def test_ids_do_not_move_with_the_date(conf: Conf, people: list[DemoPerson]) -> None:
-    later = demo_people(conf, seed=7, today=date(2027, 5, 1))
+    later = demo_people(conf, seed=7, today=date(2027, 5, 1), ids=IDS)
     assert [[r["id"] for r in p.resources()] for p in later] == [[r["id"] for r in p.resources()] for p in people]
 
 

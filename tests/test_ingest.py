@@ -10,7 +10,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 import adapters
-from adapters import IngestError, MemoryPatientIndex
+from adapters import IdScheme, IngestError, MemoryPatientIndex
 from gateway.cli import main
 from gateway.conf import load_conf
 from gateway.directory import import_conf
@@ -18,12 +18,14 @@ from gateway.directory import import_conf
 from .conftest import HSCP, REPO
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
-HSCP_ID = {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "S037"}
 AGENCY = "https://pathway.scot/Id/partner|tayside-recovery-network"
+KEY = bytes(range(32))  # a fixed id key: the expected files name the ids it gives
+HSCP_IDS = IdScheme(KEY, HSCP)
+AGENCY_IDS = IdScheme(KEY, AGENCY)
 
 
 def social_work() -> adapters.IngestResult:
-    return adapters.ingest("socialwork", FIXTURES / "socialwork.json", agent=HSCP_ID)
+    return adapters.ingest("socialwork", FIXTURES / "socialwork.json", ids=HSCP_IDS)
 
 
 def index_of(result: adapters.IngestResult) -> MemoryPatientIndex:
@@ -43,7 +45,7 @@ def test_social_work_case_maps_to_the_expected_fhir() -> None:
 
 
 def test_third_sector_records_map_to_the_expected_fhir() -> None:
-    result = adapters.ingest("thirdsector", FIXTURES / "thirdsector.csv", agent={"system": "https://pathway.scot/Id/partner", "value": "tayside-recovery-network"}, index=index_of(social_work()))
+    result = adapters.ingest("thirdsector", FIXTURES / "thirdsector.csv", ids=AGENCY_IDS, index=index_of(social_work()))
     assert result.resources == expected("thirdsector.json")
 
 
@@ -54,7 +56,7 @@ def test_each_bad_record_is_quarantined_with_its_reason_and_the_rest_loads() -> 
         {"location": "case[1] (SW-000124)", "reason": "CHI 0101801234 fails the modulus-11 check"},
         {"location": "case[2] (SW-000125)", "reason": "birth_date '1985-02-30' is not a real date (YYYY-MM-DD)"},
     ]
-    third = adapters.ingest("thirdsector", FIXTURES / "thirdsector.csv", agent={"system": "x", "value": "y"}, index=index_of(social_work()), known_organisations={"tayside-recovery-network", "lochee-peer-recovery"}).report()
+    third = adapters.ingest("thirdsector", FIXTURES / "thirdsector.csv", ids=AGENCY_IDS, index=index_of(social_work()), known_organisations={"tayside-recovery-network", "lochee-peer-recovery"}).report()
     assert third["quarantined"] == [
         {"location": "thirdsector.csv:4", "reason": "Outcome Star community score '11' is not a whole number from 1 to 10"},
         {"location": "thirdsector.csv:6", "reason": "unmatched: no CHI and no single person with this name and birth date"},
@@ -67,13 +69,13 @@ def test_each_bad_record_is_quarantined_with_its_reason_and_the_rest_loads() -> 
 def test_near_miss_goes_to_review_not_a_wrong_merge() -> None:
     index = index_of(social_work())
     row = "org_id,client_ref,given_name,family_name,birth_date,contact_date,contact_type\ntayside-recovery-network,T9,Anne,Reid,1980-01-01,2026-10-05,phone\n"
-    result = adapters.ingest("thirdsector", row.encode(), agent={"system": "x", "value": "y"}, index=index)
+    result = adapters.ingest("thirdsector", row.encode(), ids=AGENCY_IDS, index=index)
     assert result.resources == [] and "possible matches sent for review" in result.quarantined[0].reason
     assert result.match_review[0]["candidates"] == [f"Patient/{next(iter(index_of(social_work())._people.values()))[0]}"]
 
 
 def test_every_resource_validates_and_every_patient_has_a_chi() -> None:
-    for result in (social_work(), adapters.ingest("thirdsector", FIXTURES / "thirdsector.csv", agent={"system": "x", "value": "y"}, index=index_of(social_work()))):
+    for result in (social_work(), adapters.ingest("thirdsector", FIXTURES / "thirdsector.csv", ids=AGENCY_IDS, index=index_of(social_work()))):
         for resource in result.resources:
             get_fhir_model_class(resource["resourceType"]).model_validate(resource)
             if resource["resourceType"] == "Patient":
@@ -87,14 +89,14 @@ def test_mapping_is_idempotent() -> None:
 def test_json_lines_reads_like_a_json_array() -> None:
     cases = json.loads((FIXTURES / "socialwork.json").read_text())
     lines = "\n".join(json.dumps(c) for c in cases).encode()
-    assert adapters.ingest("socialwork", lines, agent=HSCP_ID).resources == social_work().resources
+    assert adapters.ingest("socialwork", lines, ids=HSCP_IDS).resources == social_work().resources
 
 
 def test_unreadable_input_is_an_ingest_error() -> None:
     with pytest.raises(IngestError):
-        adapters.ingest("socialwork", b"", agent=HSCP_ID)
+        adapters.ingest("socialwork", b"", ids=HSCP_IDS)
     bad_bytes = (FIXTURES / "thirdsector.csv").read_bytes().replace(b"Discussed goals", b"Discussed \xff goals")
-    result = adapters.ingest("thirdsector", bad_bytes, agent=HSCP_ID)
+    result = adapters.ingest("thirdsector", bad_bytes, ids=HSCP_IDS)
     assert ("thirdsector.csv:2", "row contains bytes that are not valid UTF-8") in [(q.location, q.reason) for q in result.quarantined]
 
 
@@ -109,8 +111,8 @@ def test_ingest_over_http_stores_opens_the_pathway_and_is_idempotent(partnership
     body = (FIXTURES / "socialwork.json").read_bytes()
     base = social.fhir_base.removesuffix("/fhir")
     report = social.request("POST", f"{base}/ingest/socialwork", content=body, headers={"Content-Type": "application/json"}).json()
-    # 8 mapped resources, plus the pathway Task, EpisodeOfCare and CarePlan the referral opened
-    assert report["accepted"] == 1 and len(report["quarantined"]) == 2 and report["written"] == 11
+    # 7 mapped resources, plus the pathway Task, EpisodeOfCare and CarePlan the referral opened
+    assert report["accepted"] == 1 and len(report["quarantined"]) == 2 and report["written"] == 10
     patient = social.get("Patient?identifier=https://fhir.nhs.uk/Id/chi-number|0101800002").json()["entry"][0]["resource"]
     referral = social.get(f"ServiceRequest?patient=Patient/{patient['id']}").json()["entry"][0]["resource"]
     task = social.get(f"Task?focus=ServiceRequest/{referral['id']}").json()["entry"][0]["resource"]
@@ -153,5 +155,5 @@ def test_command_line_ingest_and_dry_run(partnership, settings, monkeypatch, cap
     report = json.loads(capsys.readouterr().out)
     assert report["dry_run"] is True and report["accepted"] == 1 and "written" not in report
     assert main(["ingest", "socialwork", str(FIXTURES / "socialwork.json")]) == 0
-    assert json.loads(capsys.readouterr().out)["written"] == 11
+    assert json.loads(capsys.readouterr().out)["written"] == 10
     assert main(["ingest", "socialwork", str(tmp_path / "missing.json")]) == 2

@@ -1,4 +1,4 @@
-"""The practice, its users and its patients: Organization, Practitioner + PractitionerRole, Patient + RelatedPerson.
+"""The practice, its users and its patients: references to the first two, Patient + RelatedPerson.
 
 A patient's CHI comes from ``ChiNumber`` when the extract has it, else from
 ``NhsNumber`` when that holds a CHI (Scottish practices keep the CHI there). A
@@ -21,60 +21,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.common import Mapped, RecordProblem, finish, resource_id
+from adapters.common import Mapped, RecordProblem, birth_date
 from adapters.emis.extract import SOURCE, Extract, Key, confidential, effective, flag, guid, local_patient_identifier, pruned, record_key
-from adapters.identity import PatientIndex, checked_chi, existing_by_chi, match_person, patient_id_for_chi
-from mappings.codes import ORGANIZATION_TYPE_SYSTEM, relationship_concept
-from mappings.identifiers import CHI_SYSTEM, NHS_NUMBER_SYSTEM, ODS_SYSTEM, chi_birth_date, nhs_number_is_valid, source_system
+from adapters.identity import PatientIndex, checked_chi, existing_by_chi, match_person
+from mappings.codes import relationship_concept
+from mappings.identifiers import CHI_SYSTEM, NHS_NUMBER_SYSTEM, ODS_SYSTEM, chi_birth_date, nhs_number_is_valid, person_number, source_system
 
 SEXES = {"M": "male", "F": "female", "U": "unknown", "I": "other"}
-JOB_CATEGORY_SYSTEM = "https://pathway.scot/CodeSystem/emis-job-category"
 
 
 def organisation(row: dict[str, str], extract: Extract) -> Mapped:
-    """A practice (or other EMIS organisation) as an Organization with its ODS code."""
+    """A practice (or other EMIS organisation): named by its ODS code (else its GUID) in what
+    refers to it. The directory comes from ``conf/``, never from an extract, so no Organization is made."""
     org = guid(row["OrganisationGuid"])
     if not org:
         raise RecordProblem("OrganisationGuid is required")
-    kind = extract.layout.organisation_types.get(row["OrganisationType"].lower(), extract.layout.default_organisation_type)
-    resource: dict[str, Any] = {
-        "resourceType": "Organization",
-        "identifier": [{"system": source_system(SOURCE, "organisation-guid"), "value": org}],
-        "active": not effective(row, "CloseDate"),
-        "type": [{"coding": [{"system": ORGANIZATION_TYPE_SYSTEM, "code": kind}], "text": row["OrganisationType"]}],
-        "name": row["OrganisationName"] or None,
-    }
-    if row["ODSCode"]:
-        resource["identifier"].insert(0, {"system": ODS_SYSTEM, "value": row["ODSCode"]})
-    opened = effective(row, "OpenDate")
-    if opened:
-        resource["extension"] = [{"url": "https://pathway.scot/StructureDefinition/opened", "valueDate": opened}]
-    return Mapped("", [finish(pruned(resource), SOURCE, org)])
+    effective(row, "OpenDate")
+    effective(row, "CloseDate")
+    identifier = {"system": ODS_SYSTEM, "value": row["ODSCode"]} if row["ODSCode"] else {"system": source_system(SOURCE, "organisation-guid"), "value": org}
+    extract.organisations[org] = pruned({"identifier": identifier, "display": row["OrganisationName"]})
+    return Mapped("", [])
 
 
 def user(row: dict[str, str], extract: Extract) -> Mapped:
-    """A practice user in role: the Practitioner and their PractitionerRole at the organisation."""
+    """A practice user in role: named by their EMIS id and name in what refers to them
+    (directory entries come from ``conf/``, so no Practitioner is made)."""
     key = record_key(row, "UserInRoleGuid")
-    practitioner = finish(
-        pruned(
-            {
-                "resourceType": "Practitioner",
-                "identifier": [{"system": source_system(SOURCE, "user-in-role-guid"), "value": key[1]}],
-                "name": [_name(row, [row["GivenName"]])],
-            }
-        ),
-        SOURCE,
-        *key,
-    )
-    role: dict[str, Any] = {
-        "resourceType": "PractitionerRole",
-        "practitioner": {"reference": f"Practitioner/{practitioner['id']}"},
-        "organization": extract.organisation_ref(key[0]),
-    }
-    if row["JobCategoryCode"] or row["JobCategoryName"]:
-        coding = [{"system": JOB_CATEGORY_SYSTEM, "code": row["JobCategoryCode"]}] if row["JobCategoryCode"] else []
-        role["code"] = [{"coding": coding, "text": row["JobCategoryName"]}]
-    return Mapped("", [practitioner, finish(pruned(role), SOURCE, *key)])
+    name = " ".join(p for p in (row["Title"], row["GivenName"], row["Surname"]) if p)
+    extract.users[key] = pruned({"identifier": {"system": source_system(SOURCE, "user-in-role-guid"), "value": key[1]}, "display": name})
+    return Mapped("", [])
 
 
 def patient(row: dict[str, str], extract: Extract, index: PatientIndex | None) -> Mapped:
@@ -82,12 +57,14 @@ def patient(row: dict[str, str], extract: Extract, index: PatientIndex | None) -
     key = record_key(row, "PatientGuid")
     carer_key = (*key, "carer")
     if flag(row, "Deleted"):
-        return Mapped("", [], deletions=[("Patient", resource_id(SOURCE, "Patient", *key)), ("RelatedPerson", resource_id(SOURCE, "RelatedPerson", *carer_key))])
-    birth_date = effective(row, "DateOfBirth")
+        return Mapped("", [], deletions=[("Patient", extract.ids.record(SOURCE, "Patient", *key)), ("RelatedPerson", extract.ids.record(SOURCE, "RelatedPerson", *carer_key))])
+    born = effective(row, "DateOfBirth")
+    if born:
+        birth_date(born, "DateOfBirth")
     gender = SEXES.get(row["Sex"].upper() or "U")
     if gender is None:
         raise RecordProblem(f"Sex {row['Sex']!r} is not M, F, U or I")
-    chi, nhs_number = _person_numbers(row, birth_date, gender)
+    chi, nhs_number = _person_numbers(row, born, gender)
     restricted = flag(row, "SpineSensitive")
     identifiers = [{"system": CHI_SYSTEM, "value": chi}] if chi else []
     if nhs_number:
@@ -101,16 +78,16 @@ def patient(row: dict[str, str], extract: Extract, index: PatientIndex | None) -
         "address": [_address(row)] if not restricted else [],
         "telecom": _telecom(row) if not restricted else [],
         "gender": gender,
-        "birthDate": birth_date,
+        "birthDate": born,
         "deceasedDateTime": effective(row, "DateOfDeath"),
         "generalPractitioner": [r for r in (extract.user_ref(key[0], row["UsualGpUserInRoleGuid"]), extract.organisation_ref(key[0])) if r],
         "managingOrganization": extract.organisation_ref(key[0]),
     }
     confidential(resource, row, "IsConfidential", "SpineSensitive")
-    mapped_patient = finish(pruned(resource), SOURCE, *key)
+    mapped_patient = extract.finish(pruned(resource), *key)
     reviews: list[dict[str, Any]] = []
     if chi:
-        patient_id = existing_by_chi(index, chi) or patient_id_for_chi(chi)
+        patient_id = existing_by_chi(index, chi) or extract.ids.person(chi)
     else:
         patient_id = _without_chi(mapped_patient, key, row["Postcode"], index, reviews)
     mapped_patient["id"] = patient_id
@@ -123,7 +100,7 @@ def patient(row: dict[str, str], extract: Extract, index: PatientIndex | None) -
             "name": [{"text": row["CarerName"]}],
             "relationship": [relationship_concept(row["CarerRelation"])],
         }
-        resources.append(finish(confidential(carer, row, "IsConfidential", "SpineSensitive"), SOURCE, *carer_key))
+        resources.append(extract.finish(confidential(carer, row, "IsConfidential", "SpineSensitive"), *carer_key))
     return Mapped("", resources, {patient_ref}, reviews=reviews)
 
 
@@ -155,11 +132,11 @@ def _without_chi(patient: dict[str, Any], key: Key, postcode: str, index: Patien
 def _person_numbers(row: dict[str, str], birth_date: str | None, gender: str) -> tuple[str | None, str | None]:
     """(CHI, NHS number) of the patient; RecordProblem when a CHI is given but wrong."""
     if row["ChiNumber"]:
-        return checked_chi(row["ChiNumber"].replace(" ", ""), birth_date, gender), None
-    number = row["NhsNumber"].replace(" ", "")
+        return checked_chi(person_number(row["ChiNumber"]), birth_date, gender), None
+    number = person_number(row["NhsNumber"])
     if not number:
         return None, None
-    if len(number) == 10 and number.isdigit() and chi_birth_date(number) is None and nhs_number_is_valid(number):
+    if nhs_number_is_valid(number) and chi_birth_date(number) is None:
         return None, number
     return checked_chi(number, birth_date, gender), None
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from adapters.common import Mapped, Quarantined, RecordProblem, finish
+from adapters.common import Mapped, Quarantined, RecordProblem
 from adapters.emis.coding import clinical_concept
-from adapters.emis.extract import SOURCE, Extract, Key, confidential, deleted, effective, flag, guid, number, pruned, record_key, reference
+from adapters.emis.extract import SOURCE, Extract, Key, confidential, effective, flag, guid, number, pruned, record_key
 from mappings.identifiers import EXTENSION_BASE, source_system
 
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -38,7 +38,7 @@ def consultation(row: dict[str, str], extract: Extract) -> Mapped:
     """A consultation as a finished ambulatory Encounter (or its deletion)."""
     key = record_key(row, "ConsultationGuid")
     if flag(row, "Deleted"):
-        return deleted(key, "Encounter")
+        return extract.deleted(key, "Encounter")
     subject = extract.patient_ref(row)
     start = effective(row, "EffectiveDate", "EffectiveDatePrecision")
     clinician = extract.user_ref(key[0], row["ClinicianUserInRoleGuid"])
@@ -53,7 +53,7 @@ def consultation(row: dict[str, str], extract: Extract) -> Mapped:
         "period": {"start": start},
         "serviceProvider": extract.organisation_ref(key[0]),
     }
-    return Mapped("", [finish(confidential(pruned(encounter), row, "IsConfidential"), SOURCE, *key)], {subject})
+    return Mapped("", [extract.finish(confidential(pruned(encounter), row, "IsConfidential"), *key)], {subject})
 
 
 def observation(row: dict[str, str], extract: Extract) -> Mapped:
@@ -61,14 +61,14 @@ def observation(row: dict[str, str], extract: Extract) -> Mapped:
     key = record_key(row, "ObservationGuid")
     if flag(row, "Deleted"):
         # A delta does not say whether the earlier version was a problem: delete whichever exists.
-        return deleted(key, "Observation", "Condition")
+        return extract.deleted(key, "Observation", "Condition")
     subject = extract.patient_ref(row)
     if not row["CodeId"]:
         raise RecordProblem("CodeId is empty")
     common = {
         "code": clinical_concept(extract, row["CodeId"]),
         "subject": {"reference": subject},
-        "encounter": _encounter(row),
+        "encounter": _encounter(row, extract),
     }
     when = effective(row, "EffectiveDate", "EffectiveDatePrecision")
     clinician = extract.user_ref(key[0], row["ClinicianUserInRoleGuid"])
@@ -85,9 +85,9 @@ def observation(row: dict[str, str], extract: Extract) -> Mapped:
             "performer": [clinician] if clinician else [],
             **_value(row),
             "note": [{"text": row["AssociatedText"]}],
-            "derivedFrom": [{"reference": reference("Observation", key[0], guid(row["ParentObservationGuid"]))}] if row["ParentObservationGuid"] else [],
+            "derivedFrom": [{"reference": extract.reference("Observation", key[0], guid(row["ParentObservationGuid"]))}] if row["ParentObservationGuid"] else [],
         }
-    return Mapped("", [finish(confidential(pruned(resource), row, "IsConfidential"), SOURCE, *key)], {subject})
+    return Mapped("", [extract.finish(confidential(pruned(resource), row, "IsConfidential"), *key)], {subject})
 
 
 def _condition(key: Key, problem: dict[str, str], common: dict[str, Any], onset: str | None, clinician: dict[str, str] | None) -> dict[str, Any]:
@@ -129,6 +129,6 @@ def _value(row: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _encounter(row: dict[str, str]) -> dict[str, str] | None:
+def _encounter(row: dict[str, str], extract: Extract) -> dict[str, str] | None:
     consultation_guid = guid(row["ConsultationGuid"])
-    return {"reference": reference("Encounter", guid(row["OrganisationGuid"]), consultation_guid)} if consultation_guid else None
+    return {"reference": extract.reference("Encounter", guid(row["OrganisationGuid"]), consultation_guid)} if consultation_guid else None

@@ -8,13 +8,13 @@ users, patients and problems — never by care-record rows, which are streamed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from adapters.common import Files, Mapped, RecordProblem, csv_rows, parse_date, resource_id
+from adapters.common import Files, ForeignRecords, IdScheme, Mapped, RecordProblem, csv_rows, finish, parse_date
 from adapters.identity import PatientIndex
 from mappings.codes import ExtractLayout
 from mappings.identifiers import source_system
@@ -40,15 +40,22 @@ class DrugCode(NamedTuple):
 
 @dataclass
 class Extract:
-    """The extract's layout and the lookups later tables need (bounded by codes and people)."""
+    """The extract's layout, how its records get ids, and the lookups later tables need
+    (bounded by codes and people).
+
+    ``foreign`` names the EMIS organisations (OrganisationGuid -> name) that belong to
+    organisations other than the one pushing: an extract carrying any of them is refused.
+    """
 
     files: Files
     layout: ExtractLayout
+    ids: IdScheme
+    foreign: Mapping[str, str] = field(default_factory=dict)
     clinical: dict[str, ClinicalCode] = field(default_factory=dict)
     drugs: dict[str, DrugCode] = field(default_factory=dict)
     problems: dict[Key, dict[str, str]] = field(default_factory=dict)
-    organisations: set[str] = field(default_factory=set)
-    users: set[Key] = field(default_factory=set)
+    organisations: dict[str, dict[str, Any]] = field(default_factory=dict)  # GUID -> reference
+    users: dict[Key, dict[str, Any]] = field(default_factory=dict)  # (organisation, user) -> reference
     patients: dict[Key, str] = field(default_factory=dict)
     withheld: dict[Key, str] = field(default_factory=dict)
     index: PatientIndex | None = None
@@ -64,7 +71,14 @@ class Extract:
                 if row is None:
                     yield location, None, problem
                     continue
-                yield location, {name: row.get(column, "").strip() for name, column in spec.columns.items()}, None
+                fields = {name: row.get(column, "").strip() for name, column in spec.columns.items()}
+                self._check_organisation(location, fields.get("OrganisationGuid", ""))
+                yield location, fields, None
+
+    def _check_organisation(self, location: str, organisation_guid: str) -> None:
+        owner = self.foreign.get(guid(organisation_guid)) if organisation_guid else None
+        if owner is not None:
+            raise ForeignRecords(f"{location}: OrganisationGuid {guid(organisation_guid)} is {owner}'s; only {owner} may send its records")
 
     def present(self) -> bool:
         """Whether any table of the layout is in the input."""
@@ -89,13 +103,25 @@ class Extract:
             return f"Patient/{stored}"
         raise RecordProblem(f"PatientGuid {key[1]} is not in Admin_Patient.csv for organisation {key[0]}")
 
-    def organisation_ref(self, org: str) -> dict[str, str] | None:
-        return {"reference": reference("Organization", org)} if org in self.organisations else None
+    def organisation_ref(self, org: str) -> dict[str, Any] | None:
+        """A reference (by identifier) to the organisation, when the extract names a known one."""
+        return self.organisations.get(org)
 
-    def user_ref(self, org: str, user_guid: str) -> dict[str, str] | None:
-        """A reference to the practice user (Practitioner), when the extract names a known one."""
-        key = (org, guid(user_guid))
-        return {"reference": reference("Practitioner", *key)} if key in self.users else None
+    def user_ref(self, org: str, user_guid: str) -> dict[str, Any] | None:
+        """A reference (by identifier) to the practice user, when the extract names a known one."""
+        return self.users.get((org, guid(user_guid)))
+
+    def reference(self, resource_type: str, *key: str) -> str:
+        """The reference to the resource an EMIS record becomes (its id is deterministic)."""
+        return f"{resource_type}/{self.ids.record(SOURCE, resource_type, *key)}"
+
+    def finish(self, resource: dict[str, Any], *key: str) -> dict[str, Any]:
+        """Give a built resource its id, ``meta.source`` and labels."""
+        return finish(resource, self.ids, SOURCE, *key)
+
+    def deleted(self, key: Key, *resource_types: str) -> Mapped:
+        """The deletion of what an EMIS record became (``Deleted=true`` in a delta)."""
+        return Mapped("", [], deletions=[(t, self.ids.record(SOURCE, t, *key)) for t in resource_types])
 
 
 def guid(value: str) -> str:
@@ -114,16 +140,6 @@ def record_key(row: dict[str, str], column: str) -> Key:
     if not org or not record:
         raise RecordProblem(f"OrganisationGuid and {column} are both required")
     return org, record
-
-
-def reference(resource_type: str, *key: str) -> str:
-    """The reference to the resource an EMIS record becomes (its id is deterministic)."""
-    return f"{resource_type}/{resource_id(SOURCE, resource_type, *key)}"
-
-
-def deleted(key: Key, *resource_types: str) -> Mapped:
-    """The deletion of what an EMIS record became (``Deleted=true`` in a delta)."""
-    return Mapped("", [], deletions=[(t, resource_id(SOURCE, t, *key)) for t in resource_types])
 
 
 def flag(row: dict[str, str], column: str) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.common import Mapped, RecordProblem, finish
+from adapters.common import Mapped, RecordProblem
 from adapters.emis.coding import drug_concept
-from adapters.emis.extract import SOURCE, Extract, confidential, deleted, effective, flag, guid, number, pruned, record_key, reference
+from adapters.emis.extract import SOURCE, Extract, confidential, effective, flag, guid, number, pruned, record_key
 from mappings.identifiers import source_system
 
 UCUM = "http://unitsofmeasure.org"
@@ -16,7 +16,7 @@ def drug_record(row: dict[str, str], extract: Extract) -> Mapped:
     """A prescribed course: active while IsActive, stopped once cancelled, else completed."""
     key = record_key(row, "DrugRecordGuid")
     if flag(row, "Deleted"):
-        return deleted(key, "MedicationStatement")
+        return extract.deleted(key, "MedicationStatement")
     subject = extract.patient_ref(row)
     medication = _medication(row, extract)
     started = effective(row, "EffectiveDate", "EffectiveDatePrecision")
@@ -32,18 +32,18 @@ def drug_record(row: dict[str, str], extract: Extract) -> Mapped:
         "subject": {"reference": subject},
         **({"effectivePeriod": {"start": started, "end": cancelled}} if cancelled else {"effectiveDateTime": started}),
         "informationSource": extract.user_ref(key[0], row["ClinicianUserInRoleGuid"]),
-        "reasonReference": [{"reference": reference("Condition", key[0], problem)}] if problem else [],
+        "reasonReference": [{"reference": extract.reference("Condition", key[0], problem)}] if problem else [],
         "dosage": [{"text": row["Dosage"]}],
         "note": [{"text": _quantity_text(row)}],
     }
-    return Mapped("", [finish(confidential(pruned(statement), row, "IsConfidential"), SOURCE, *key)], {subject})
+    return Mapped("", [extract.finish(confidential(pruned(statement), row, "IsConfidential"), *key)], {subject})
 
 
 def issue_record(row: dict[str, str], extract: Extract) -> Mapped:
     """One issue of a course: a completed order with the quantity and days it supplies."""
     key = record_key(row, "IssueRecordGuid")
     if flag(row, "Deleted"):
-        return deleted(key, "MedicationRequest")
+        return extract.deleted(key, "MedicationRequest")
     subject = extract.patient_ref(row)
     course = guid(row["DrugRecordGuid"])
     days = number(row, "CourseDurationInDays")
@@ -58,14 +58,14 @@ def issue_record(row: dict[str, str], extract: Extract) -> Mapped:
         "medicationCodeableConcept": _medication(row, extract),
         "subject": {"reference": subject},
         "authoredOn": effective(row, "EffectiveDate"),
-        "supportingInformation": [{"reference": reference("MedicationStatement", key[0], course)}] if course else [],
+        "supportingInformation": [{"reference": extract.reference("MedicationStatement", key[0], course)}] if course else [],
         "dosageInstruction": [{"text": row["Dosage"]}],
         "dispenseRequest": {
             "quantity": {"value": quantity, "unit": row["QuantityUnit"]} if quantity is not None else None,
             "expectedSupplyDuration": {"value": days, "unit": "days", "system": UCUM, "code": "d"} if days is not None else None,
         },
     }
-    return Mapped("", [finish(confidential(pruned(request), row, "IsConfidential"), SOURCE, *key)], {subject})
+    return Mapped("", [extract.finish(confidential(pruned(request), row, "IsConfidential"), *key)], {subject})
 
 
 def _medication(row: dict[str, str], extract: Extract) -> dict[str, Any]:

@@ -7,11 +7,11 @@ not grow with their length.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 
-from adapters.common import Files, IngestError, Mapped, Quarantined, RecordProblem, checked
+from adapters.common import Files, IdScheme, IngestError, Mapped, Quarantined, RecordProblem, checked
 from adapters.emis import admin, care_record, prescribing
 from adapters.emis.coding import load_codes
 from adapters.emis.extract import Extract, guid, record_key
@@ -27,25 +27,22 @@ STREAMED: tuple[tuple[str, Mapper], ...] = (
 )
 
 
-def read(data: bytes | Path, index: PatientIndex | None) -> Iterator[Mapped | Quarantined]:
+def read(
+    data: bytes | Path, ids: IdScheme, index: PatientIndex | None, foreign: Mapping[str, str] | None = None
+) -> Iterator[Mapped | Quarantined]:
     """Map every record of an EMIS extract (a folder or a zip); what cannot be mapped is quarantined with why.
 
-    Raises IngestError when the input is not an EMIS extract at all.
+    Raises IngestError when the input is not an EMIS extract at all, or when it carries
+    records of an organisation in ``foreign`` (OrganisationGuid -> name; see :class:`Extract`).
     """
-    extract = Extract(Files(data), extract_layout("emis"), index=index)
+    extract = Extract(Files(data), extract_layout("emis"), ids, foreign or {}, index=index)
     if not extract.present():
         names = ", ".join(spec.file for spec in extract.layout.tables.values())
         raise IngestError(f"no EMIS extract files found (expected some of {names})")
     yield from load_codes(extract)
     yield from care_record.load_problems(extract)
-    for row, item in _mapped(extract, "organisations", admin.organisation):
-        if isinstance(item, Mapped) and row is not None:
-            extract.organisations.add(guid(row["OrganisationGuid"]))
-        yield item
-    for row, item in _mapped(extract, "users", admin.user):
-        if isinstance(item, Mapped) and row is not None:
-            extract.users.add(record_key(row, "UserInRoleGuid"))
-        yield item
+    yield from (item for _, item in _mapped(extract, "organisations", admin.organisation))
+    yield from (item for _, item in _mapped(extract, "users", admin.user))
     yield from _patients(extract, index)
     for table, mapper in STREAMED:
         yield from (item for _, item in _mapped(extract, table, mapper))

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from adapters import SOURCES, IngestError
+from adapters.common import ForeignRecords
 from gateway.auth.tokens import Principal
 from gateway.deps import get_gateway, principal, require_special_scope
 from gateway.fhir.outcomes import FhirError
@@ -48,6 +49,8 @@ def ingest(
     gateway = get_gateway(request)
     try:
         report = run_ingest(gateway, request.app.state.fhir, source, body, caller=pipeline_caller(who.client_id, who.organization), dry_run=dry_run)
+    except ForeignRecords as error:
+        raise FhirError(422, f"the {source} extract was refused: {error}", "security") from None
     except IngestError as error:
         raise FhirError(422, f"the {source} extract could not be read: {error}", "structure") from None
     return Response(orjson.dumps(report), media_type="application/json")
