@@ -59,6 +59,8 @@ PERSON_ROLE_DISPLAY: dict[str, str] = {
 
 _SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _ODS_CODE = re.compile(r"^[A-Z0-9]{3,10}$")
+EMIS_ORGANISATION_SYSTEM = "https://pathway.scot/Id/emis/organisation-guid"
+_GUID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 _UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ]{6,18}[0-9]$")
@@ -120,13 +122,15 @@ class _Strict(BaseModel):
 
 
 class Identifier(_Strict):
-    system: Literal["https://fhir.nhs.uk/Id/ods-organization-code", "https://pathway.scot/Id/partner"]
+    system: Literal["https://fhir.nhs.uk/Id/ods-organization-code", "https://pathway.scot/Id/partner", "https://pathway.scot/Id/emis/organisation-guid"]
     value: Text
 
     @model_validator(mode="after")
     def _value_fits_system(self) -> Identifier:
         if self.system == ODS_SYSTEM and not _ODS_CODE.match(self.value):
             raise ValueError(f"{self.value!r} is not an ODS code (3-10 capital letters or digits)")
+        if self.system == EMIS_ORGANISATION_SYSTEM and not _GUID.match(self.value):
+            raise ValueError(f"{self.value!r} is not an EMIS OrganisationGuid (upper-case GUID without braces)")
         if self.system == PARTNER_SYSTEM:
             _slug(self.value)
         return self
