@@ -88,6 +88,10 @@ def index_entries(resource: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
     Patients are also indexed by blinded demographic keys (internal params
     ``_person`` and ``_family-born``) so ingest can match people who arrive
     without a CHI, without the index holding names or birth dates in clear.
+    Whatever could name a person (identifiers, those keys, conditional
+    references) is flagged to be stored blind; the rest are codes, statuses
+    and references by opaque id. Names, birth dates, addresses and telecom are
+    never indexed.
     """
     if resource["resourceType"] == "Patient" and resource.get("birthDate"):
         for name in resource.get("name", []):
@@ -99,7 +103,8 @@ def index_entries(resource: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
         for element in elements:
             for ref in _as_list(resource.get(element)):
                 if isinstance(ref, dict) and ref.get("reference"):
-                    yield param, ref["reference"], False
+                    # A conditional reference ("Patient?identifier=...|<CHI>") names the person.
+                    yield param, ref["reference"], "?" in ref["reference"]
     for param, element in TOKEN_PARAMS.items():
         for value in _as_list(resource.get(element)):
             for token, is_identifier in _tokens(value):
