@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from gateway.console.models import ConsoleAccountRow, ConsoleSessionRow
+from gateway.console.models import ConsoleAccountRow, ConsoleSessionRow, ConsoleSignInThrottleRow
 from gateway.store.repository import now_utc
 
 IG_OFFICER = "ig-officer"
@@ -133,6 +133,55 @@ def resume_session(session: Session, token: str) -> SignedIn | None:
 
 def close_session(session: Session, token: str) -> None:
     session.execute(delete(ConsoleSessionRow).where(ConsoleSessionRow.token_hash == _token_hash(token)))
+
+
+THROTTLE = ConsoleSignInThrottleRow
+
+
+@dataclass(frozen=True)
+class SignInThrottle:
+    """Brute-force protection for password sign-in, shared by every serving process.
+
+    After ``account_limit`` failures for one username, or ``address_limit`` from one
+    client address, within ``window``, that username or address is locked for
+    ``lockout``: every sign-in through it is refused, the right password too, without
+    the password being checked. Attempts refused while locked are not counted, so a
+    lockout ends on time however often someone keeps trying.
+    """
+
+    account_limit: int = 5
+    address_limit: int = 20
+    window: timedelta = timedelta(minutes=15)
+    lockout: timedelta = timedelta(minutes=15)
+
+    def _limits(self, username: str, address: str) -> dict[str, int]:
+        return {_account_key(username): self.account_limit, f"address:{address[:100]}": self.address_limit}
+
+    def locked(self, session: Session, username: str, address: str) -> str | None:
+        """The key (``account:...`` or ``address:...``) under lockout now, if any."""
+        keys = list(self._limits(username, address))
+        since = now_utc() - self.lockout
+        return session.scalar(select(THROTTLE.key).where(THROTTLE.key.in_(keys), THROTTLE.kind == "lockout", THROTTLE.at > since).limit(1))
+
+    def failed(self, session: Session, username: str, address: str) -> list[str]:
+        """Count a failed sign-in; returns the keys this failure locked."""
+        moment = now_utc()
+        limits = self._limits(username, address)
+        session.execute(delete(THROTTLE).where(THROTTLE.at <= moment - max(self.window, self.lockout)))
+        session.add_all([THROTTLE(key=key, kind="failure", at=moment) for key in limits])
+        session.flush()
+        counts = select(THROTTLE.key, func.count()).where(THROTTLE.key.in_(list(limits)), THROTTLE.kind == "failure", THROTTLE.at > moment - self.window).group_by(THROTTLE.key)
+        locked = [key for key, count in session.execute(counts) if count >= limits[key]]
+        session.add_all([THROTTLE(key=key, kind="lockout", at=moment) for key in locked])
+        return locked
+
+    def succeeded(self, session: Session, username: str) -> None:
+        """A sign-in worked: the account's failures no longer count (its address's still do)."""
+        session.execute(delete(THROTTLE).where(THROTTLE.key == _account_key(username), THROTTLE.kind == "failure"))
+
+
+def _account_key(username: str) -> str:
+    return f"account:{username.strip()[:100]}"
 
 
 def csrf_matches(expected: str, given: str | None) -> bool:

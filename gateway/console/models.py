@@ -1,10 +1,10 @@
-"""Tables for the console: who may sign in, and their open sessions."""
+"""Tables for the console: who may sign in, their open sessions, and failed sign-ins."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, String
+from sqlalchemy import Boolean, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.store.models import Base, UTCDateTime
@@ -38,3 +38,16 @@ class ConsoleSessionRow(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(UTCDateTime())
     expires: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class ConsoleSignInThrottleRow(Base):
+    """A failed sign-in, or a lockout it caused, for one account or one client address
+    (``key`` is ``account:{username}`` or ``address:{ip}``). Kept in the database so that
+    every serving process counts the same failures; rows older than the window go."""
+
+    __tablename__ = "console_sign_in_throttle"
+    __table_args__ = (Index("ix_console_sign_in_throttle_key_at", "key", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(10))  # "failure" or "lockout"
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -7,10 +7,11 @@ import secrets
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
 from gateway.console.agreements import review_state, versions
-from gateway.console.auth import IG_OFFICER, PasswordCheck, SignedIn, close_session, csrf_matches, open_session
+from gateway.console.auth import IG_OFFICER, PasswordCheck, SignedIn, SignInThrottle, close_session, csrf_matches, open_session
 from gateway.console.web import (
     LOGIN_COOKIE,
     PREFIX,
@@ -30,6 +31,10 @@ from gateway.store.repository import now_utc
 
 router = APIRouter()
 identity_provider = PasswordCheck()
+throttle = SignInThrottle()
+# One answer for every refused sign-in, locked or not: it tells nobody whether the
+# password was right or whether the account exists.
+SIGN_IN_REFUSED = "Sign-in failed: that username and password do not match an active account, or there were too many attempts (try again in 15 minutes)."
 
 
 def _safe_next(target: str) -> str:
@@ -53,18 +58,29 @@ async def login(request: Request) -> Response:
     gateway = gateway_of(request)
     if not csrf_matches(request.cookies.get(LOGIN_COOKIE, ""), str(form.get("csrf", ""))):
         return render(request, None, "login.html", {"login_csrf": request.cookies.get(LOGIN_COOKIE, ""), "next": target, "error": "The sign-in form expired; please try again."}, status=400)
+    address = request.client.host if request.client else "unknown"
     with gateway.transaction() as session:
-        identity = identity_provider.authenticate(session, username, password)
+        locked = throttle.locked(session, username, address)
+        identity = None if locked else identity_provider.authenticate(session, username, password)
         outcome = "success" if identity else "minor-failure"
-        event = audit_event("operation", Actor("console", identity.organization if identity else "", user=username[:100]), outcome=outcome, detail=f"console sign-in {'succeeded' if identity else 'failed'}")
-        append(session, event, client_id="console")
+        detail = f"console sign-in refused from {address}: {locked} is locked" if locked else f"console sign-in {'succeeded' if identity else 'failed'} from {address}"
+        _audit_sign_in(session, username, identity.organization if identity else "", outcome, detail)
         if identity is None:
-            return render(request, None, "login.html", {"login_csrf": request.cookies.get(LOGIN_COOKIE, ""), "next": target, "error": "That username and password do not match an active account."}, status=401)
+            if not locked:
+                for key in throttle.failed(session, username, address):
+                    _audit_sign_in(session, username, "", "serious-failure", f"console sign-in locked for {key} after repeated failures")
+            return render(request, None, "login.html", {"login_csrf": request.cookies.get(LOGIN_COOKIE, ""), "next": target, "error": SIGN_IN_REFUSED}, status=401)
+        throttle.succeeded(session, username)
         token, _ = open_session(session, identity)
     response = redirect(target.removeprefix(PREFIX))
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict", secure=secure_cookies(request), path=PREFIX)
     response.delete_cookie(LOGIN_COOKIE, path=PREFIX)
     return response
+
+
+def _audit_sign_in(session: Session, username: str, organization: str, outcome: str, detail: str) -> None:
+    event = audit_event("operation", Actor("console", organization, user=username[:100]), outcome=outcome, detail=detail)
+    append(session, event, client_id="console")
 
 
 @router.post("/logout")
