@@ -15,13 +15,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.audit.routes import router as audit_router
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth.routes import router as auth_router
+from gateway.auth.tokens import ClientRegistrations
 from gateway.console import create_console
 from gateway.fhir.access import AccessPolicy
 from gateway.fhir.outcomes import FHIR_JSON, FhirError, FhirJSONResponse, error_response, error_responses, fhir_error_handler
 from gateway.fhir.routes import router as fhir_router
 from gateway.fhir.service import FhirService
 from gateway.ingest.routes import router as ingest_router
-from gateway.ops import Metrics, RequestMiddleware, router as ops_router
+from gateway.ops import BodyDeadline, Metrics, RequestMiddleware, router as ops_router
 from gateway.pathway import PathwayWorkflow, router as pathway_router
 from gateway.ratelimit import InputLimits, RateLimit, RateLimiter
 from gateway.runtime import Gateway
@@ -72,8 +73,12 @@ def fhir_service(gateway: Gateway, policy: AccessPolicy | None = None) -> FhirSe
 
 
 def create_app(settings: Settings | None = None, *, gateway: Gateway | None = None, policy: AccessPolicy | None = None) -> FastAPI:
-    """Build the gateway application (migrating the database when it starts its own gateway)."""
+    """Build the gateway application (migrating the database when it starts its own gateway).
+
+    The OpenAPI description and its pages (``/openapi.json``, ``/docs``, ``/redoc``) are
+    published only when ``settings.expose_api_docs`` says so."""
     gateway = gateway or Gateway.start(settings or Settings.from_env())
+    docs = gateway.settings.expose_api_docs
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -85,8 +90,12 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
         version="0.1.0",
         description="Information-sharing gateway for drug and alcohol recovery services (FHIR R4).",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.state.gateway = gateway
+    app.state.registrations = ClientRegistrations(gateway.reading)
     app.state.metrics = Metrics()
     app.state.fhir = fhir_service(gateway, policy)
     app.add_exception_handler(FhirError, fhir_error_handler)
@@ -105,6 +114,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.include_router(fhir_router, responses=refusals, default_response_class=FhirJSONResponse)
     app.mount("/console", create_console(app))
     app.add_middleware(InputLimits)
+    app.add_middleware(BodyDeadline, seconds=gateway.settings.body_timeout, ingest_seconds=gateway.settings.ingest_body_timeout)
     app.add_middleware(RateLimiter, limit=RateLimit.from_env(gateway.settings.workers), client_of=lambda token: gateway.tokens.verify(token).client_id)
     app.add_middleware(RequestMiddleware, metrics=app.state.metrics)
     return app

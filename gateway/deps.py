@@ -1,7 +1,8 @@
 """FastAPI dependencies: the gateway, the authenticated caller, request bodies.
 
-They are coroutines (they do no I/O), so FastAPI runs them on the event loop
-instead of handing each to a worker thread.
+They are coroutines, so FastAPI runs them on the event loop instead of handing
+each to a worker thread; the only I/O among them is the registration check of a
+token's client, one indexed read per client at most once a second.
 """
 
 from __future__ import annotations
@@ -33,13 +34,16 @@ def base_url(request: Request) -> str:
 
 
 async def principal(request: Request) -> Principal:
-    """The caller behind the bearer token; 401 with an OperationOutcome otherwise."""
+    """The caller behind the bearer token, whose client is still registered and active;
+    401 with an OperationOutcome otherwise. Every authenticated route depends on it."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise FhirError(401, "a bearer access token is required", "login", headers={"WWW-Authenticate": "Bearer"})
     try:
-        return request.app.state.gateway.tokens.verify(token.strip())
+        who = request.app.state.gateway.tokens.verify(token.strip())
+        request.app.state.registrations.require_active(who.client_id)
+        return who
     except AuthError as exc:
         raise FhirError(
             401, str(exc), "security", headers={"WWW-Authenticate": f'Bearer error="{exc.error}"'}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import os
 import time
@@ -16,7 +18,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.deps import get_gateway
+from gateway.deps import get_gateway, principal
+from gateway.fhir.outcomes import FhirError, error_response
 
 log = logging.getLogger("pathway")
 router = APIRouter(tags=["Operations"])
@@ -122,6 +125,57 @@ class RequestMiddleware:
                 )
 
 
+class BodyTimeout(Exception):
+    """The request body did not arrive in time."""
+
+
+class BodyDeadline:
+    """Answers 408 (an OperationOutcome, then closes the connection) when a request's body
+    has not wholly arrived within ``seconds`` of the request's start (``ingest_seconds``
+    for raw extracts under ``/ingest/``), so a slow sender cannot hold a connection and a
+    worker for ever (plain ASGI around ``receive``)."""
+
+    def __init__(self, app: ASGIApp, seconds: float, ingest_seconds: float) -> None:
+        self.app, self.seconds, self.ingest_seconds = app, seconds, ingest_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        seconds = self.ingest_seconds if scope["path"].startswith("/ingest/") else self.seconds
+        deadline = asyncio.get_running_loop().time() + seconds
+        body_complete = timed_out = started = False
+
+        async def receive_by_deadline() -> Message:
+            nonlocal body_complete, timed_out
+            if body_complete:  # later receives wait for a disconnect, which may take as long as it takes
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                timed_out = True
+                raise BodyTimeout from None
+            body_complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def send_unless_timed_out(message: Message) -> None:
+            nonlocal started
+            if timed_out:  # whatever the application made of a body cut short gives way to the 408
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive_by_deadline, send_unless_timed_out)
+        except Exception:
+            if not timed_out:
+                raise
+        if timed_out and not started:
+            refusal = FhirError(408, f"the request body did not arrive within {seconds:g} seconds", "timeout", headers={"Connection": "close"})
+            await error_response(refusal)(scope, receive, send)
+
+
 @router.get("/healthz", summary="Liveness and database check", responses={503: {"description": "The database cannot be reached"}})
 def healthz(request: Request) -> Response:
     try:
@@ -132,6 +186,17 @@ def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+def _from_this_machine(request: Request) -> bool:
+    try:
+        return request.client is not None and ipaddress.ip_address(request.client.host).is_loopback
+    except ValueError:
+        return False
+
+
+@router.get("/metrics", summary="Prometheus metrics (from this machine, or with the metrics scope or ig-officer role)", response_class=PlainTextResponse)
+async def metrics(request: Request) -> Response:
+    if not _from_this_machine(request):
+        who = await principal(request)
+        if "metrics" not in who.scopes and "ig-officer" not in who.roles:
+            raise FhirError(403, "metrics need a token with the metrics scope or the ig-officer role", "forbidden")
+    return Response(await asyncio.to_thread(request.app.state.metrics.exposition), media_type=CONTENT_TYPE_LATEST)

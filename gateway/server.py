@@ -12,17 +12,23 @@ stored rows.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
 import threading
+from functools import partial
+from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.app import create_app, fhir_service
 from gateway.audit.chain import seal
 from gateway.delivery.worker import DeliveryWorker
+from gateway.fhir.outcomes import FHIR_JSON, issue, operation_outcome
 from gateway.fhir.service import FhirService
 from gateway.ops import MULTIPROCESS_ENV, configure_logging
 from gateway.pathway.overdue import raise_overdue_reviews
@@ -31,7 +37,80 @@ from gateway.settings import Settings
 
 log = logging.getLogger("pathway")
 SEAL_INTERVAL_SECONDS = 60.0
-_UVICORN = {"log_config": None, "access_log": False, "server_header": False}
+_HEADERS_LATE = orjson.dumps(operation_outcome([issue("the request headers did not arrive in time", "timeout")]))
+_HEADERS_LATE_RESPONSE = (
+    f"HTTP/1.1 408 Request Timeout\r\ncontent-type: {FHIR_JSON}\r\nconnection: close\r\ncontent-length: {len(_HEADERS_LATE)}\r\n\r\n".encode()
+    + _HEADERS_LATE
+)
+
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a deadline for each request's headers, which uvicorn
+    lacks: a connection that has not sent a complete request head within
+    ``header_timeout`` seconds of opening (or of the previous response) is answered 408
+    and closed, so slow or half-sent headers cannot hold connections open."""
+
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = header_timeout
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._cycle_before: object = None  # the request cycle there was when the wait began
+        self._partial_head = False  # some of a request head has come, not all of it
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not self._cycle_before:  # a request head is complete
+            self._stop_waiting()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._partial_head = True
+
+    def on_headers_complete(self) -> None:
+        self._partial_head = False
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        self._await_headers()  # first: a pipelined request may start inside
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        self._stop_waiting()
+        self._cycle_before = self.cycle
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _stop_waiting(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if self.cycle is not self._cycle_before or busy or self.transport.is_closing():
+            return
+        if self._partial_head:
+            self.transport.write(_HEADERS_LATE_RESPONSE)
+        self.transport.close()
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings for the gateway: Pathway's JSON logs instead of uvicorn's, no
+    Server header, and the request header deadline."""
+    return {
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "http": partial(HeaderDeadlineProtocol, header_timeout=settings.header_timeout),
+    }
 
 
 class BackgroundDuties:
@@ -81,7 +160,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
         deliveries.start()
     try:
         if app is not None:
-            uvicorn.run(app, host=host, port=port, **_UVICORN)
+            uvicorn.run(app, host=host, port=port, **uvicorn_options(settings))
         else:
             _serve_from_processes(settings, host, port)
     finally:
@@ -98,4 +177,4 @@ def _serve_from_processes(settings: Settings, host: str, port: int) -> None:
     with tempfile.TemporaryDirectory(prefix="pathway-metrics-") as metrics_dir:
         os.environ.update(settings.to_env())
         os.environ[MULTIPROCESS_ENV] = metrics_dir
-        uvicorn.run("gateway.server:worker_app", factory=True, workers=settings.workers, host=host, port=port, **_UVICORN)
+        uvicorn.run("gateway.server:worker_app", factory=True, workers=settings.workers, host=host, port=port, **uvicorn_options(settings))

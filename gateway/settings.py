@@ -15,7 +15,10 @@ class Settings:
 
     ``public_url`` is the base URL partners use (token audience, links in Bundles);
     when unset, it is taken from each request. ``workers`` is how many processes
-    ``pathway serve`` answers requests from.
+    ``pathway serve`` answers requests from. ``expose_api_docs`` publishes
+    ``/openapi.json``, ``/docs`` and ``/redoc``. A request's headers must arrive
+    within ``header_timeout`` seconds and its body within ``body_timeout``
+    (``ingest_body_timeout`` for raw extracts) of its start.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -24,6 +27,10 @@ class Settings:
     public_url: str | None = None
     run_workers: bool = True
     workers: int = 1
+    expose_api_docs: bool = False
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    ingest_body_timeout: float = 600.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -36,6 +43,10 @@ class Settings:
             "public_url": env.get("PATHWAY_PUBLIC_URL") or None,
             "run_workers": env.get("PATHWAY_RUN_WORKERS", "1") != "0",
             "workers": _positive_int("PATHWAY_WORKERS", env.get("PATHWAY_WORKERS", "1")),
+            "expose_api_docs": _flag("PATHWAY_EXPOSE_API_DOCS", env.get("PATHWAY_EXPOSE_API_DOCS", "0")),
+            "header_timeout": _seconds("PATHWAY_HEADER_TIMEOUT", env.get("PATHWAY_HEADER_TIMEOUT", "10")),
+            "body_timeout": _seconds("PATHWAY_BODY_TIMEOUT", env.get("PATHWAY_BODY_TIMEOUT", "30")),
+            "ingest_body_timeout": _seconds("PATHWAY_INGEST_BODY_TIMEOUT", env.get("PATHWAY_INGEST_BODY_TIMEOUT", "600")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -49,6 +60,10 @@ class Settings:
             "PATHWAY_CONF_DIR": str(self.conf_dir),
             "PATHWAY_RUN_WORKERS": "1" if self.run_workers else "0",
             "PATHWAY_WORKERS": str(self.workers),
+            "PATHWAY_EXPOSE_API_DOCS": "1" if self.expose_api_docs else "0",
+            "PATHWAY_HEADER_TIMEOUT": str(self.header_timeout),
+            "PATHWAY_BODY_TIMEOUT": str(self.body_timeout),
+            "PATHWAY_INGEST_BODY_TIMEOUT": str(self.ingest_body_timeout),
         }
         if self.public_url:
             env["PATHWAY_PUBLIC_URL"] = self.public_url
@@ -62,4 +77,22 @@ def _positive_int(name: str, text: str) -> int:
         value = 0
     if value < 1:
         raise ValueError(f"{name} must be a whole number of at least 1; got {text!r}")
+    return value
+
+
+def _flag(name: str, text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (true or false); got {text!r}")
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"{name} must be a number of seconds above 0; got {text!r}")
     return value

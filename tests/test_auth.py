@@ -85,7 +85,7 @@ def test_unknown_client_is_refused(server, make_client):  # type: ignore[no-unty
     client = make_client("social-work")
     creds = client.credentials
     assertion = client_assertion("nobody", creds["token_url"], creds["private_key_pem"], creds["kid"])
-    _refused(_token(server, assertion), "unknown")
+    _refused(_token(server, assertion), "client authentication failed")
 
 
 def test_assertion_signed_with_another_key_is_refused(server, make_client):  # type: ignore[no-untyped-def]
@@ -95,7 +95,7 @@ def test_assertion_signed_with_another_key_is_refused(server, make_client):  # t
     forged = client_assertion(
         creds["client_id"], creds["token_url"], attacker.credentials["private_key_pem"], creds["kid"]
     )
-    _refused(_token(server, forged), "signature")
+    _refused(_token(server, forged), "client authentication failed")
 
 
 def _b64(data: dict) -> str:  # type: ignore[type-arg]
@@ -108,7 +108,7 @@ def test_alg_none_is_refused(server, make_client):  # type: ignore[no-untyped-de
     now = int(time.time())
     claims = {"iss": "social-work", "sub": "social-work", "aud": creds["token_url"], "exp": now + 60, "jti": "n1"}
     unsigned = f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}."
-    _refused(_token(server, unsigned), "signature")
+    _refused(_token(server, unsigned), "client authentication failed")
 
 
 def test_hs256_forged_with_the_public_key_is_refused(server, make_client, gateway):  # type: ignore[no-untyped-def]
@@ -122,7 +122,7 @@ def test_hs256_forged_with_the_public_key_is_refused(server, make_client, gatewa
     now = int(time.time())
     claims = {"iss": "social-work", "sub": "social-work", "aud": creds["token_url"], "exp": now + 60, "jti": "h1"}
     forged = jwt.encode({"alg": "HS256", "kid": creds["kid"]}, claims, secret, algorithms=["HS256"])
-    _refused(_token(server, forged), "signature")
+    _refused(_token(server, forged), "client authentication failed")
 
 
 def test_api_refuses_missing_forged_and_foreign_tokens(server, make_client, gateway):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import func, select
 
 from gateway.app import create_app
+from gateway.audit.chain import read_event
 from gateway.audit.ledger import disclosure, insert_disclosures
 from gateway.console.agreements import LifecycleRefused, change_status, diff
 from gateway.console.consents import ConsentChoices, build_consent, choices_of
@@ -47,7 +48,7 @@ def audit_count(gateway) -> int:  # type: ignore[no-untyped-def]
 
 def last_audit(gateway) -> dict:  # type: ignore[no-untyped-def,type-arg]
     with gateway.reading() as session:
-        return orjson.loads(session.scalars(select(AuditRow).order_by(AuditRow.seq.desc())).first().body)
+        return read_event(session, session.scalars(select(AuditRow).order_by(AuditRow.seq.desc())).first())
 
 
 def test_sign_in_is_required_and_a_wrong_password_is_refused(server, world: World) -> None:  # type: ignore[no-untyped-def]

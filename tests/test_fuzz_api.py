@@ -11,6 +11,7 @@ collected and reported together.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +43,12 @@ def refusals_are_operation_outcomes(response: requests.Response) -> str | None:
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome" or not body.get("issue"):
         return f"{response.status_code} without an OperationOutcome: {response.text[:200]!r}"
     return None
+
+
+@pytest.fixture(name="settings")
+def settings_with_api_docs(settings):  # type: ignore[no-untyped-def]
+    """The conftest settings with the OpenAPI description published (it is off by default)."""
+    return dataclasses.replace(settings, expose_api_docs=True)
 
 
 @pytest.fixture

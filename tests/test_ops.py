@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
+import pytest
 
 from gateway.cli import main
 from gateway.client import PathwayClient
+
+
+@pytest.fixture
+def settings(settings):  # type: ignore[no-untyped-def]
+    """The conftest settings with the OpenAPI description published (it is off by default)."""
+    return dataclasses.replace(settings, expose_api_docs=True)
 
 
 def test_health_checks_the_database(server):  # type: ignore[no-untyped-def]

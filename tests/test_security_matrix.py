@@ -132,9 +132,9 @@ def test_an_access_token_naming_another_issuer_or_audience_is_refused(gateway) -
     good = {"iss": "https://pathway.example", "aud": "https://pathway.example", "sub": "social-work", "org": HSCP, "exp": now + 60}
     assert pinned.verify(gateway.signing_key.sign_jwt(good)).client_id == "social-work"
     for wrong in ({"iss": "https://elsewhere.example"}, {"aud": "https://elsewhere.example"}):
-        with pytest.raises(AuthError, match="not issued here"):
+        with pytest.raises(AuthError, match="access token is not valid"):
             pinned.verify(gateway.signing_key.sign_jwt(good | wrong))
-    with pytest.raises(AuthError, match="not issued here"):  # unpinned, issuer and audience must still agree
+    with pytest.raises(AuthError, match="access token is not valid"):  # unpinned, issuer and audience must still agree
         AccessTokens(gateway.signing_key).verify(gateway.signing_key.sign_jwt(good | {"aud": "https://elsewhere.example"}))
 
 

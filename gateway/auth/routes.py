@@ -12,6 +12,27 @@ from gateway.deps import base_url, get_gateway
 router = APIRouter(tags=["Authentication"])
 ASSERTION_LIFETIME = 300
 ACCESS_TOKEN_LIFETIME = 300
+TOKEN_PATH = "/oauth/token"
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def token_endpoints(request: Request) -> set[str]:
+    """The addresses a client assertion may name as its audience: the configured public
+    URL's token endpoint; without one, this server's own address as the connection
+    reached it (never the Host header, which the caller chooses), with the loopback
+    names as one when it is a loopback address."""
+    public_url = get_gateway(request).settings.public_url
+    if public_url:
+        return {public_url.rstrip("/") + TOKEN_PATH}
+    host, port = request.scope.get("server") or ("", None)
+    names = _LOOPBACK_NAMES if host in ("127.0.0.1", "::1") else (f"[{host}]" if ":" in host else host,)
+    endpoints = set()
+    for scheme, default_port in (("http", 80), ("https", 443)):
+        netlocs = [f"{name}:{port}" for name in names] if port else []
+        if port in (None, default_port):
+            netlocs += names
+        endpoints |= {f"{scheme}://{netloc}{TOKEN_PATH}" for netloc in netlocs}
+    return endpoints
 
 
 def _oauth_error(error: AuthError) -> Response:
@@ -28,7 +49,7 @@ def _oauth_error(error: AuthError) -> Response:
     )
 
 
-@router.post("/oauth/token", summary="OAuth2 client credentials with a JWT client assertion")
+@router.post(TOKEN_PATH, summary="OAuth2 client credentials with a JWT client assertion")
 def token(
     request: Request,
     grant_type: str = Form(...),
@@ -44,7 +65,7 @@ def token(
     if any("\x00" in value for value in (client_assertion_type, client_assertion, client_id, scope) if value):
         # No valid field holds one, and PostgreSQL cannot store one (not even in the audit entry).
         return _oauth_error(AuthError("a form field contains a NUL character", "invalid_request"))
-    audiences = {f"{base}/oauth/token", str(request.url).split("?")[0]}
+    audiences = token_endpoints(request)
     try:
         with gateway.transaction() as session:
             client = authenticate_client(
@@ -60,7 +81,7 @@ def token(
             append(session, event, client_id=client.id)
     except AuthError as error:
         with gateway.transaction() as session:
-            event = audit_event("operation", None, outcome="minor-failure", detail=f"token refused: {error}")
+            event = audit_event("operation", None, outcome="minor-failure", detail=f"token refused: {error.reason}")
             append(session, event, client_id=client_id)
         return _oauth_error(error)
     return JSONResponse(answer, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
@@ -80,7 +101,7 @@ def smart_configuration(request: Request) -> Response:
             "token_endpoint_auth_methods_supported": ["private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
             "grant_types_supported": ["client_credentials"],
-            "scopes_supported": ["system/*.read", "system/*.write", "system/Task.write", "ingest", "consent.decide", "audit.read"],
+            "scopes_supported": ["system/*.read", "system/*.write", "system/Task.write", "ingest", "consent.decide", "audit.read", "metrics"],
             "jwks_uri": f"{base}/.well-known/jwks.json",
         }
     )

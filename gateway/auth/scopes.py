@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 
 RESOURCE_SCOPE = re.compile(r"^(system|user|patient)/(\*|[A-Z][A-Za-z]+)\.(read|write|\*)$")
-SPECIAL_SCOPES = frozenset({"ingest", "consent.decide", "audit.read", "break-glass", "console"})
+SPECIAL_SCOPES = frozenset({"ingest", "consent.decide", "audit.read", "break-glass", "console", "metrics"})
 
 
 def is_valid_scope(scope: str) -> bool:

@@ -11,14 +11,18 @@ import base64
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cache
 from typing import Any
 
 import orjson
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from joserfc.jwk import ECKey, KeySet
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,14 +33,28 @@ from gateway.store.models import ClientRow, UsedAssertionRow
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ["RS384", "ES384"]
 CLOCK_SKEW = 30
+CLIENT_RECHECK_SECONDS = 1.0
+# What a refused caller is told, one text per kind of failure: nothing about which
+# check failed, whether a client exists or which key it holds.
+CLIENT_NOT_AUTHENTICATED = "client authentication failed"
+TOKEN_NOT_VALID = "access token is not valid"
+TOKEN_EXPIRED = "access token has expired"
+CLIENT_NOT_REGISTERED = "the client behind this token is no longer registered"
+_CLIENT = ClientRow.__table__
+_CLIENT_ACTIVE = select(_CLIENT.c.active).where(_CLIENT.c.id == bindparam("id"))
 
 
 class AuthError(Exception):
-    """Authentication failed; ``error`` is the OAuth2 error code."""
+    """Authentication failed; ``error`` is the OAuth2 error code.
 
-    def __init__(self, message: str, error: str = "invalid_client") -> None:
+    The message is what the caller is told; ``reason`` (default: the message) is
+    what the audit trail records, which may say more.
+    """
+
+    def __init__(self, message: str, error: str = "invalid_client", reason: str | None = None) -> None:
         super().__init__(message)
         self.error = error
+        self.reason = reason or message
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +108,17 @@ def _unverified_issuer(assertion: str) -> str:
         raise AuthError("client assertion is not a JWT") from None
 
 
+@cache
+def _decoy_keys() -> KeySet:
+    """A key no client holds: assertions of unknown clients are checked against it, so
+    that they take as long to refuse as those of known ones."""
+    return KeySet([ECKey.generate_key("P-384")])
+
+
+def _not_authenticated(reason: str) -> AuthError:
+    return AuthError(CLIENT_NOT_AUTHENTICATED, reason=reason)
+
+
 def authenticate_client(
     session: Session,
     *,
@@ -102,17 +131,17 @@ def authenticate_client(
     """Check a client assertion and spend its jti; returns the client."""
     if assertion_type != ASSERTION_TYPE or not assertion:
         raise AuthError(f"client_assertion_type must be {ASSERTION_TYPE} with a client_assertion")
-    claimed = client_id or _unverified_issuer(assertion)
+    claimed = (client_id or _unverified_issuer(assertion))[:100]
     client = session.get(ClientRow, claimed) if claimed else None
-    if client is None or not client.active:
-        raise AuthError("unknown or disabled client")
-    keys = orjson.loads(client.jwks)
-    if not keys.get("keys"):
-        raise AuthError("client has no registered public key")
+    keys = orjson.loads(client.jwks) if client is not None and client.active else {}
+    known = bool(keys.get("keys"))
     try:
-        token = jwt.decode(assertion, KeySet.import_key_set(keys), algorithms=ASSERTION_ALGORITHMS)
+        token = jwt.decode(assertion, KeySet.import_key_set(keys) if known else _decoy_keys(), algorithms=ASSERTION_ALGORITHMS)
     except (JoseError, ValueError, KeyError, TypeError) as exc:
-        raise AuthError(f"client assertion signature not accepted: {exc.__class__.__name__}") from None
+        reason = f"client assertion signature not accepted ({exc.__class__.__name__})" if known else f"unknown, disabled or keyless client {claimed!r}"
+        raise _not_authenticated(reason) from None
+    if client is None or not known:  # the decoy key never verifies anything; refuse all the same
+        raise _not_authenticated(f"unknown, disabled or keyless client {claimed!r}")
     claims = dict(token.claims)
     problem = _claims_problem(claims, client.id, audiences, max_lifetime)
     if problem:
@@ -173,11 +202,11 @@ class AccessTokens:
             try:
                 claims = self.signing_key.verify_jwt(token)
             except (JoseError, ValueError, KeyError, TypeError):
-                raise AuthError("access token is not valid", "invalid_token") from None
+                raise AuthError(TOKEN_NOT_VALID, "invalid_token") from None
             if not isinstance(claims.get("exp"), int) or not isinstance(claims.get("sub"), str):
-                raise AuthError("access token is not valid", "invalid_token")
+                raise AuthError(TOKEN_NOT_VALID, "invalid_token")
             if claims.get("aud") != claims.get("iss") or (self.issuer is not None and claims.get("iss") != self.issuer):
-                raise AuthError("access token was not issued here", "invalid_token")
+                raise AuthError(TOKEN_NOT_VALID, "invalid_token", reason="access token was not issued here")
             principal = Principal(
                 claims["sub"],
                 str(claims.get("org", "")),
@@ -191,5 +220,28 @@ class AccessTokens:
                 self._cache.popitem(last=False)
         if principal.expires < now:
             self._cache.pop(token, None)
-            raise AuthError("access token has expired", "invalid_token")
+            raise AuthError(TOKEN_EXPIRED, "invalid_token")
         return principal
+
+
+class ClientRegistrations:
+    """Whether the client behind a token is still registered and active, asked of the
+    database at most once a second per client (so disabling a client takes effect
+    within a second on every route, at one indexed read per client per second)."""
+
+    def __init__(self, reading: Callable[[], AbstractContextManager[Session]], interval: float = CLIENT_RECHECK_SECONDS) -> None:
+        self.reading, self.interval = reading, interval
+        self._checked: dict[str, float] = {}
+
+    def require_active(self, client_id: str) -> None:
+        """Refuse (AuthError) when the client was disabled or removed."""
+        now = time.monotonic()
+        checked = self._checked.get(client_id)
+        if checked is not None and now - checked < self.interval:
+            return
+        with self.reading() as session:
+            active = session.connection().execute(_CLIENT_ACTIVE, {"id": client_id}).scalar()
+        if not active:
+            self._checked.pop(client_id, None)
+            raise AuthError(CLIENT_NOT_REGISTERED, "invalid_token")
+        self._checked[client_id] = now

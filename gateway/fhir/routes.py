@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 
 from gateway.deps import base_url, caller, json_body, require_scope
 from gateway.fhir import bundles
 from gateway.fhir.access import Caller
 from gateway.fhir.capability import capability_statement
-from gateway.fhir.outcomes import FHIR_JSON, fhir_response
+from gateway.fhir.outcomes import FHIR_JSON, FhirError, fhir_response
 from gateway.fhir.service import FhirService, parse_if_match
 from gateway.store.repository import Stored
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
+MAX_VERSION = 2**31 - 1  # versions are stored as 32-bit integers
 RESOURCE_BODY = {
     "requestBody": {
         "required": True,
@@ -61,10 +62,24 @@ async def metadata(request: Request) -> Response:
 async def transaction(
     request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
-    for entry in body.get("entry", []) if isinstance(body, dict) else []:
-        resource_type = str((entry.get("request") or {}).get("url", "")).split("/")[0]
+    for entry in _transaction_entries(body):
+        resource_type = str(entry.get("request", {}).get("url", "")).split("/")[0]
         require_scope(who.principal, resource_type or "Bundle", "write")
     return fhir_response(fhir.transaction(who, body, base_url(request)))
+
+
+def _transaction_entries(body: Any) -> list[dict[str, Any]]:
+    """A transaction Bundle's entries, each an object whose request (if any) is an object;
+    400 naming the first that is not (the service validates the rest)."""
+    entries = body.get("entry", []) if isinstance(body, dict) else []
+    if not isinstance(entries, list):
+        raise FhirError(400, "Bundle.entry must be an array", "structure", "Bundle.entry")
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise FhirError(400, f"Bundle.entry[{index}] must be an object", "structure", f"Bundle.entry[{index}]")
+        if not isinstance(entry.get("request", {}), dict):
+            raise FhirError(400, f"Bundle.entry[{index}].request must be an object", "structure", f"Bundle.entry[{index}].request")
+    return entries
 
 
 @router.get("/{resource_type}", summary="Search")
@@ -139,7 +154,11 @@ async def history(
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="Read a version")
 async def vread(
-    resource_type: str, resource_id: str, version_id: int, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
+    resource_type: str,
+    resource_id: str,
+    version_id: int = Path(ge=1, le=MAX_VERSION),
+    who: Caller = Depends(caller),
+    fhir: FhirService = Depends(service),
 ) -> Response:
     require_scope(who.principal, resource_type, "read")
     resource = await fhir.vread(who, resource_type, resource_id, version_id)

@@ -39,9 +39,17 @@ def _reference(param: str, value: str) -> str:
 def _instant(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise FhirError(400, f"_lastUpdated value {value!r} is not a date or instant", "value", "_lastUpdated") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):
+        raise FhirError(400, f"_lastUpdated value {value!r} is not a date or instant in range", "value", "_lastUpdated") from None
+
+
+def _shifted(moment: datetime, delta: timedelta) -> datetime | None:
+    """``moment + delta``, or None (no bound) past the end or start of the calendar."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return None
 
 
 def _int(name: str, value: str, low: int, high: int) -> int:
@@ -64,11 +72,11 @@ def parse_search(resource_type: str, params: list[tuple[str, str]], allowed: fro
             prefix, rest = (value[:2], value[2:]) if value[:2] in ("gt", "ge", "lt", "le", "eq") else ("eq", value)
             moment = _instant(rest)
             if prefix in ("gt", "ge"):
-                query.updated_after = moment - (timedelta(microseconds=1) if prefix == "ge" else timedelta())
+                query.updated_after = _shifted(moment, -timedelta(microseconds=1 if prefix == "ge" else 0))
             elif prefix in ("lt", "le"):
-                query.updated_before = moment + (timedelta(microseconds=1) if prefix == "le" else timedelta())
+                query.updated_before = _shifted(moment, timedelta(microseconds=1 if prefix == "le" else 0))
             else:
-                query.updated_after, query.updated_before = moment - timedelta(microseconds=1), moment + timedelta(seconds=1)
+                query.updated_after, query.updated_before = _shifted(moment, -timedelta(microseconds=1)), _shifted(moment, timedelta(seconds=1))
         elif name in ("_format", "_total"):
             continue
         elif name not in allowed:
