@@ -50,7 +50,8 @@ class DemoWorld:
 
     def __init__(self, settings: Settings, out: Path, port: int, summary: dict[str, Any]) -> None:
         self.settings, self.out, self.port, self.summary = settings, out, port, summary
-        # The builder's people: the same seed and day give the same ids, names and consents.
+        # The builder's people: the same seed and day give the same names, CHIs and consents;
+        # stored ids are the installation's own (``patient_id`` finds a Patient's).
         self.people: list[DemoPerson] = demo_people(load_conf(settings.conf_dir))
         self.gateway: Gateway | None = None
         self.server: LiveServer | None = None

@@ -428,7 +428,10 @@ def test_portal_sees_only_the_person_it_acts_for_and_only_what_they_granted(worl
     assert len(carers) == sum(len(p.related) for p in world.people) and len(patients) == len(world.people)
     acting = [(f"RelatedPerson/{c['id']}", c["patient"]["reference"]) for c in carers]
     acting += [(f"Patient/{p['id']}", f"Patient/{p['id']}") for p in patients]
-    granted = {r["id"] for p in world.people for c in p.consents[1:] for r in p.related}  # carers with a grant
+    # Carers whose person granted them pathway-progress (a second Consent), known by their identifier.
+    granted_carers = {r["identifier"][0]["value"] for p in world.people if len(p.consents) > 1 for r in p.related}
+    granted = {c["id"] for c in carers if c["identifier"][0]["value"] in granted_carers}
+    assert granted
 
     strays: list[str] = []
     seen_by_granted_carers = 0
