@@ -142,10 +142,11 @@ def operator_organization(gateway: Gateway) -> str:
     return f"{system}|{pairs[system]}"
 
 
-def _known_partners(gateway: Gateway) -> set[str]:
+def _known_organisations(gateway: Gateway) -> set[str]:
+    """Identifier values (partner ids, ODS codes...) of the organisations in the directory."""
     with gateway.reading() as session:
         organizations = gateway.repository(session).search("Organization", batch=200)
-        return {i["value"] for _, o in organizations for i in o.resource.get("identifier", []) if i.get("system") == PARTNER_SYSTEM}
+        return {i["value"] for _, o in organizations for i in o.resource.get("identifier", []) if i.get("value")}
 
 
 def foreign_organisations(gateway: Gateway, organization: str) -> dict[str, str]:
@@ -182,7 +183,7 @@ def run_ingest(
             ids=id_scheme(gateway, caller.organization),
             index=DatabasePatientIndex(gateway),
             foreign=foreign_organisations(gateway, caller.organization),
-            known_organisations=_known_partners(gateway),
+            known_organisations=_known_organisations(gateway),
         )
     except ForeignRecords as refusal:
         event = audit_event(
