@@ -5,10 +5,14 @@ and what is published without a token."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import socket
+import struct
 import threading
 import time
+import zipfile
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +31,7 @@ from gateway.server import uvicorn_options
 from gateway.store.models import AuditRow, ClientRow
 from gateway.store.repository import now_utc
 from tests.browser.world import Browser
-from tests.conftest import HSCP, LiveServer, free_port
+from tests.conftest import HSCP, REPO, LiveServer, free_port
 
 SPECIAL = ["system/*.read", "system/*.write", "ingest", "consent.decide", "audit.read"]
 GENERIC_SIGN_IN_REFUSAL = "Sign-in failed"
@@ -277,6 +281,7 @@ def test_out_of_range_and_malformed_requests_get_4xx_operation_outcomes(server, 
         "version 0": client.get(f"Patient/{patient_id}/_history/0"),
         "entry not an object": client.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [1]}),
         "request not an object": client.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": 2}]}),
+        "url not a string": client.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"method": "POST", "url": 5}}]}),
         "entries not a list": client.post("", {"resourceType": "Bundle", "type": "transaction", "entry": {"a": 1}}),
         "year 0": client.get("Patient?_lastUpdated=ge0000-01-01"),
     }
@@ -288,6 +293,40 @@ def test_out_of_range_and_malformed_requests_get_4xx_operation_outcomes(server, 
         bundle = client.get(f"Patient?_lastUpdated={query}&_total=accurate")
         assert bundle.status_code == 200, (query, bundle.text)
         assert len(bundle.json().get("entry", [])) == expected, query
+
+
+def test_a_decision_request_naming_the_person_by_a_string_is_answered_not_crashed(server, make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client("social-work", HSCP, SPECIAL)
+    response = client.post(f"{server.url}/consent/$decide", {"patient": "0101800002", "actor": [], "purpose": "TREAT"})
+    assert response.status_code < 500, response.text
+    assert "patient" in response.text  # says what was wrong with it
+
+
+def _zip_with_a_false_size(folder: Path, liar: str, claimed: int) -> bytes:
+    """A zip of ``folder`` whose member ``liar`` claims ``claimed`` bytes uncompressed, in its
+    local header and in the central directory."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.write(path, path.name)
+    data = bytearray(buffer.getvalue())
+    member = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo(liar)
+    struct.pack_into("<I", data, member.header_offset + 22, claimed)
+    central = data.find(b"PK\x01\x02", member.header_offset)
+    while central != -1:
+        name_length = struct.unpack_from("<H", data, central + 28)[0]
+        if data[central + 46 : central + 46 + name_length] == liar.encode():
+            struct.pack_into("<I", data, central + 24, claimed)
+        central = data.find(b"PK\x01\x02", central + 4)
+    return bytes(data)
+
+
+def test_an_extract_zip_with_a_false_uncompressed_size_is_refused_with_a_reason(server, make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client("emis-feed", HSCP, ["ingest"])
+    body = _zip_with_a_false_size(REPO / "tests" / "fixtures" / "emis" / "extract", "Admin_Patient.csv", 10)
+    response = client.request("POST", f"{server.url}/ingest/emis?dry_run=true", content=body, headers={"Content-Type": "application/zip"})
+    assert response.status_code == 422, response.text
+    assert "Admin_Patient.csv" in response.json()["issue"][0]["diagnostics"]
 
 
 # 6. what is published without a token ---------------------------------------------------------------

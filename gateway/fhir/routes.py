@@ -63,22 +63,25 @@ async def transaction(
     request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
     for entry in _transaction_entries(body):
-        resource_type = str(entry.get("request", {}).get("url", "")).split("/")[0]
+        resource_type = entry.get("request", {}).get("url", "").split("/")[0]
         require_scope(who.principal, resource_type or "Bundle", "write")
     return fhir_response(fhir.transaction(who, body, base_url(request)))
 
 
 def _transaction_entries(body: Any) -> list[dict[str, Any]]:
-    """A transaction Bundle's entries, each an object whose request (if any) is an object;
-    400 naming the first that is not (the service validates the rest)."""
+    """A transaction Bundle's entries, each an object whose request (if any) is an object
+    with a string url; 400 naming the first that is not (the service validates the rest)."""
     entries = body.get("entry", []) if isinstance(body, dict) else []
     if not isinstance(entries, list):
         raise FhirError(400, "Bundle.entry must be an array", "structure", "Bundle.entry")
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise FhirError(400, f"Bundle.entry[{index}] must be an object", "structure", f"Bundle.entry[{index}]")
-        if not isinstance(entry.get("request", {}), dict):
+        request = entry.get("request", {})
+        if not isinstance(request, dict):
             raise FhirError(400, f"Bundle.entry[{index}].request must be an object", "structure", f"Bundle.entry[{index}].request")
+        if not isinstance(request.get("url", ""), str):
+            raise FhirError(400, f"Bundle.entry[{index}].request.url must be a string", "structure", f"Bundle.entry[{index}].request.url")
     return entries
 
 
