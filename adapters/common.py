@@ -267,7 +267,11 @@ class Files:
         match = next((m for m in self._zip.namelist() if PurePosixPath(m).name == name), None)
         if match is None:
             return None
-        member = io.BufferedReader(_CheckedMember(self._zip.open(match), match, self))
+        try:
+            opened = self._zip.open(match)
+        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as exc:
+            raise IngestError(f"zip member {match!r} cannot be opened ({exc})") from None
+        member = io.BufferedReader(_CheckedMember(opened, match, self))
         return io.TextIOWrapper(member, encoding="utf-8-sig", errors="replace", newline="")
 
     def count(self, size: int) -> None:

@@ -15,7 +15,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from adapters import IngestError, MemoryPatientIndex
-from adapters.common import IdScheme, Quarantined
+from adapters.common import ForeignRecords, IdScheme, Quarantined
 from adapters.emis import read
 from adapters.emis.extract import effective
 
@@ -101,6 +101,29 @@ def test_a_chi_for_another_birth_date_is_quarantined(tmp_path: Path) -> None:
     patients = (EXTRACT / "Admin_Patient.csv").read_text(encoding="utf-8-sig").replace("M,1984-03-12", "M,1984-03-13")
     result = mapped(copy_extract(tmp_path, Admin_Patient=patients))
     assert at("Admin_Patient.csv:2", result)["reason"] == "CHI 1203840012 encodes a birth date other than 1984-03-13"
+
+
+@pytest.mark.parametrize("digits", ["１２０３８４００１２", "١٢٠٣٨٤٠٠١٢"])  # full-width, Arabic-Indic
+def test_a_chi_in_other_scripts_digits_is_quarantined(tmp_path: Path, digits: str) -> None:
+    patients = (EXTRACT / "Admin_Patient.csv").read_text(encoding="utf-8-sig").replace("1203840012", digits)
+    result = mapped(copy_extract(tmp_path, Admin_Patient=patients))
+    assert at("Admin_Patient.csv:2", result)["reason"] == f"CHI {digits!r} is not 10 digits"
+
+
+def test_a_chi_written_in_groups_is_read_as_the_same_person(tmp_path: Path) -> None:
+    patients = (EXTRACT / "Admin_Patient.csv").read_text(encoding="utf-8-sig").replace("1203840012", "120 384 0012")
+    patient = at("Admin_Patient.csv:2", mapped(copy_extract(tmp_path, Admin_Patient=patients)))["resources"][0]
+    assert patient["id"] == IDS.person("1203840012") and {"system": CHI, "value": "1203840012"} in patient["identifier"]
+
+
+def test_a_birth_date_in_the_future_is_quarantined(tmp_path: Path) -> None:
+    patients = (EXTRACT / "Admin_Patient.csv").read_text(encoding="utf-8-sig").replace("M,1984-03-12", "M,2984-03-12")
+    assert at("Admin_Patient.csv:2", mapped(copy_extract(tmp_path, Admin_Patient=patients)))["reason"] == "DateOfBirth 2984-03-12 is in the future"
+
+
+def test_the_practice_of_another_organisation_refuses_the_whole_extract() -> None:
+    with pytest.raises(ForeignRecords, match="CareRecord_Problem.csv:2: OrganisationGuid 7A1C0000-0000-4000-8000-000000000001 is Seagate Green's"):
+        list(read(EXTRACT, IDS, None, {"7A1C0000-0000-4000-8000-000000000001": "Seagate Green"}))
 
 
 def test_an_impossible_date_is_quarantined() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import struct
 import zipfile
 from pathlib import Path
 
@@ -167,6 +168,22 @@ def test_a_zip_bomb_is_refused_before_it_is_expanded() -> None:
     assert len(bomb) < 2 * 1024 * 1024
     with pytest.raises(IngestError, match="zip bomb"):
         adapters.ingest("emis", bomb, ids=AGENT_IDS)
+
+
+def test_a_zip_member_whose_header_understates_its_size_is_refused_not_a_crash() -> None:
+    originals = {path.name: path.read_bytes() for path in EMIS_FILES}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in originals.items():
+            archive.writestr(name, content * (200 if name == "CareRecord_Observation.csv" else 1))
+    raw = bytearray(buffer.getvalue())
+    member = zipfile.ZipFile(io.BytesIO(bytes(raw))).getinfo("CareRecord_Observation.csv")
+    struct.pack_into("<I", raw, member.header_offset + 22, 100)  # local header: uncompressed size
+    central = raw.rfind(b"PK\x01\x02", 0, raw.rfind(b"CareRecord_Observation.csv"))
+    struct.pack_into("<I", raw, central + 24, 100)  # central directory: uncompressed size
+    assert zipfile.ZipFile(io.BytesIO(bytes(raw))).getinfo("CareRecord_Observation.csv").file_size == 100
+    with pytest.raises(IngestError, match="CareRecord_Observation.csv.*header may not match its data"):
+        adapters.ingest("emis", bytes(raw), ids=AGENT_IDS)
 
 
 @pytest.mark.parametrize("name", ["../../etc/Admin_Patient.csv", "/etc/Admin_Patient.csv", "extract\\..\\Admin_Patient.csv"])
