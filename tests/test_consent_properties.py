@@ -146,6 +146,31 @@ def test_withdrawing_every_consent_leaves_no_consent(consents: list[dict[str, An
         assert decide(request, withdrawn)["decision"] == "no-consent"
 
 
+@st.composite
+def data_scoped_denies(draw: st.DrawFn) -> dict[str, Any]:
+    stated = draw(conditions().filter(lambda c: {"class", "code", "securityLabel"} & c.keys()))
+    return {"type": "deny", **{k: v for k, v in stated.items() if k not in ("actor", "purpose")}}
+
+
+def named_scope(provision: dict[str, Any]) -> set[tuple[str, str]]:
+    """What a provision names, written out by hand from its JSON (ETH is SUD)."""
+    return ({("classes", c["code"]) for c in provision.get("class", [])}
+            | {("categories", c["code"]) for concept in provision.get("code", []) for c in concept["coding"]}
+            | {("security", "SUD" if c["code"] == "ETH" else c["code"]) for c in provision.get("securityLabel", [])})
+
+
+@settings(max_examples=150, deadline=None)
+@given(data_scoped_denies(), st.lists(grant, min_size=1, max_size=3), requests())
+def test_a_data_scoped_deny_holds_whatever_a_grant_permits(deny: dict[str, Any], grants: list[dict[str, Any]], request: dict[str, Any]) -> None:
+    """Grants name no data, so none lifts a data-scoped deny in another consent, however specific."""
+    request = {k: v for k, v in request.items() if k != "data"}  # any data: the deny always applies
+    decision = decide(request, [make_consent(0, deny), *(make_consent(i + 1, g) for i, g in enumerate(grants))])
+    if decision["decision"] == "permit":
+        assert redacted(decision) >= named_scope(deny), decision["reasons"]
+    else:
+        assert decision["decision"] == "no-consent", decision["reasons"]
+
+
 def test_withdrawing_an_opt_out_reopens_an_opt_in() -> None:
     """Why the withdrawal property is stated for grants: withdrawing a refusal is meant to widen."""
     opt_in = make_consent(0, {"type": "permit"})
