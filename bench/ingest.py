@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import adapters  # noqa: E402
-from adapters.common import Mapped  # noqa: E402
+from adapters.common import IdScheme, Mapped  # noqa: E402
 from fhir.resources.R4B import get_fhir_model_class  # noqa: E402
 from mappings.identifiers import make_chi  # noqa: E402
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             validating += time.perf_counter() - started
 
         started = time.perf_counter()
-        result = adapters.ingest("emis", folder, agent={"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "99999"}, on_batch=validate_again)
+        result = adapters.ingest("emis", folder, ids=IdScheme.random("https://fhir.nhs.uk/Id/ods-organization-code|99999"), on_batch=validate_again)
         mapping = time.perf_counter() - started - validating
         report = result.report()
     rate, ceiling = produced / mapping, produced / validating

@@ -152,14 +152,14 @@ def cmd_assertion(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from adapters import IngestError
     from gateway.app import create_app
-    from gateway.ingest.pipeline import operator_organization, pipeline_caller, run_ingest
+    from gateway.ingest.pipeline import command_line_caller, operator_organization, run_ingest
 
     gateway = _gateway()
     try:
         organization = args.org or operator_organization(gateway)
         app = create_app(gateway=gateway)
         report = run_ingest(
-            gateway, app.state.fhir, args.source, Path(args.path), caller=pipeline_caller("pathway-cli", organization), dry_run=args.dry_run
+            gateway, app.state.fhir, args.source, Path(args.path), caller=command_line_caller(organization), dry_run=args.dry_run
         )
     except IngestError as error:
         print(f"cannot read {args.path}: {error}", file=sys.stderr)

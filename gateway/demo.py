@@ -23,6 +23,7 @@ from gateway.demo_people import DemoPerson, demo_people
 from gateway.directory import import_conf
 from gateway.fhir.access import INTERNAL, Caller
 from gateway.fhir.service import FhirService
+from gateway.ingest.pipeline import id_scheme
 from gateway.pathway.demo import run_demo_pathways
 from gateway.runtime import Gateway
 from gateway.settings import Settings
@@ -102,7 +103,8 @@ def build_demo(settings: Settings, out: Path, port: int = 8000) -> dict[str, Any
         clients = write_credentials(gateway, conf, out, port)
         console = create_demo_accounts(gateway, out)
         app = create_app(gateway=gateway)
-        people = demo_people(conf)
+        hscp = conf.organization(conf.pathway.rehab_team).primary_identifier()
+        people = demo_people(conf, ids=id_scheme(gateway, f"{hscp.system}|{hscp.value}"))
         for person in people:
             _store_person(app.state.fhir, conf, person)
         stages = run_demo_pathways(app, people)

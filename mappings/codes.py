@@ -60,8 +60,6 @@ class ExtractLayout:
     """Where a GP system keeps what Pathway reads (``mappings/codes/gp_extracts.yaml``)."""
 
     tables: dict[str, Table]
-    organisation_types: dict[str, str]
-    default_organisation_type: str
 
 
 @lru_cache(maxsize=None)
@@ -71,12 +69,10 @@ def extract_layout(system: str) -> ExtractLayout:
     if system not in document:
         raise KeyError(f"no extract layout for {system!r}")
     entry = dict(document[system])
-    types = entry.pop("organisation_types", {})
-    default_type = entry.pop("default_organisation_type")
     tables = {}
     for name, table in entry.items():
         columns: dict[str, str] = {}
         for item in table["fields"]:
             columns.update(item if isinstance(item, dict) else {item: item})
         tables[name] = Table(table["file"], columns)
-    return ExtractLayout(tables, {k.lower(): v for k, v in types.items()}, default_type)
+    return ExtractLayout(tables)

@@ -27,7 +27,6 @@ def test_the_emis_layout_reads_every_file_the_design_names() -> None:
     assert layout.tables["patients"].columns["ChiNumber"] == "ChiNumber"
     # EMIS misspells one column; the field keeps the usual name
     assert layout.tables["drug_records"].columns["ClinicianUserInRoleGuid"] == "ClinicanUserInRoleGuid"
-    assert layout.organisation_types["general practice"] == "gp-practice"
 
 
 def test_an_unknown_gp_system_has_no_layout() -> None:
