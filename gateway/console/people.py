@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, audit_event
-from gateway.audit.ledger import ledger_entry
+from gateway.audit.ledger import about_patient, ledger_entry
 from gateway.console.directory_names import Directory, person_name
 from gateway.directory import current_agreements
 from gateway.sharing.policy import grants
@@ -149,7 +149,7 @@ def applicable_agreements(session: Session, repo: Repository, patient: str) -> l
 
 def ledger(session: Session, patient: str) -> list[dict[str, Any]]:
     """Who received what about the person, newest first."""
-    rows = session.scalars(select(DisclosureRow).where(DisclosureRow.patient == patient).order_by(DisclosureRow.at.desc(), DisclosureRow.id.desc()))
+    rows = session.scalars(select(DisclosureRow).where(about_patient(session, patient)).order_by(DisclosureRow.at.desc(), DisclosureRow.id.desc()))
     return [ledger_entry(row) for row in rows]
 
 

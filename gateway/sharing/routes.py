@@ -17,7 +17,7 @@ from gateway.fhir.access import Caller
 from gateway.fhir.outcomes import FhirError, FhirJSONResponse, fhir_response, operation_outcome, withheld_warning
 from gateway.sharing import break_glass
 from gateway.sharing.policy import ConsentPolicy, simulated_caller
-from gateway.audit.ledger import ledger_entry
+from gateway.audit.ledger import about_patient, ledger_entry
 from gateway.store.models import DisclosureRow
 from gateway.store.repository import Repository
 from mappings.identifiers import canonical_person_system
@@ -144,7 +144,7 @@ def disclosures(request: Request, patient: str = Query(...), who: Principal = De
     require_ig(who)
     gateway = get_gateway(request)
     with gateway.transaction() as session:
-        rows = session.scalars(select(DisclosureRow).where(DisclosureRow.patient == patient).order_by(DisclosureRow.at)).all()
+        rows = session.scalars(select(DisclosureRow).where(about_patient(session, patient)).order_by(DisclosureRow.at)).all()
         ledger = [ledger_entry(r) for r in rows]
         append(session, audit_event("operation", None, patient=patient, detail=f"disclosure ledger read by {who.client_id}"), patient=patient, client_id=who.client_id)
     return Response(orjson.dumps({"patient": patient, "disclosures": ledger}), media_type="application/json")
