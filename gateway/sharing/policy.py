@@ -15,7 +15,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -81,14 +80,6 @@ def grants(consent: dict[str, Any]) -> bool:
         nested = provision.get("provision")
         pending.extend(nested if isinstance(nested, list) else [])
     return False
-
-
-def _until(decision: dict[str, Any]) -> float:
-    """The wall-clock instant (epoch seconds) after which a decision must be made again."""
-    until = decision.get("until")
-    if not until:
-        return float("inf")
-    return datetime.fromisoformat(str(until).replace("Z", "+00:00")).timestamp()
 
 
 def simulated_caller(recipient: str, purpose: str, organization: str | None) -> Caller:
@@ -186,7 +177,8 @@ class ConsentPolicy(CustodianPolicy):
         decision = consent.decide(request, person.consents, agreements)
         if person.ignored:
             decision = {**decision, "reasons": [*person.ignored, *decision["reasons"]]}
-        self._decisions[key] = (decision, _until(decision))
+        until = consent.until_epoch(decision)
+        self._decisions[key] = (decision, until if until is not None else float("inf"))
         self._decisions.move_to_end(key)
         if len(self._decisions) > self._cache_size:
             self._decisions.popitem(last=False)
