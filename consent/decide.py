@@ -148,8 +148,11 @@ def obligations(redaction: DataScope) -> list[dict[str, Any]]:
     if not redaction:
         return []
     grouped: dict[str, list[Any]] = {kind: [] for kind in _DIMENSIONS}
-    for kind, value in sorted(redaction, key=lambda item: (item[0], str(item[1]))):
-        grouped[kind].append({"system": value[0], "code": value[1]} if kind == "codes" else value)
+    for kind, value in redaction:
+        grouped[kind].append(value)
+    for values in grouped.values():
+        values.sort()
+    grouped["codes"] = [{"system": system, "code": code} for system, code in grouped["codes"]]
     return [{"redact": grouped}]
 
 
