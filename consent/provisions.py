@@ -25,8 +25,8 @@ as a part of the data. A provision actor's ``role`` is not compared.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
