@@ -171,7 +171,7 @@ class Answer:
     rank: int
     reasons: tuple[str, ...]  # "Consent/c1 provision[0] (permit, actor rehab-tayview-house) → permit"
     narrowed: DataScope  # what a data-scoped permit does not cover
-    names: DataScope  # the data a permit (or a permit enclosing it) names, labels with those under them
+    names: DataScope  # what a permit (or a permit enclosing it) names, labels with those under them; read for permits only
 
 
 @dataclass(slots=True)
