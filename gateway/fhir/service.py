@@ -8,7 +8,6 @@ transaction after the rollback.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,26 +15,21 @@ from typing import Any, Protocol
 
 import jsonpatch
 import orjson
-from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
 from gateway.fhir import bundles
-from gateway.fhir.access import DIRECTORY_TYPES, INTERNAL, AccessPolicy, Caller
+from gateway.fhir.access import DIRECTORY_TYPES, AccessPolicy, Caller
 from gateway.fhir.capability import SUPPORTED_TYPES, search_param_names
 from gateway.fhir.outcomes import FhirError
 from gateway.fhir.search import parse_search
 from gateway.fhir.validation import validate_resource
 from gateway.runtime import Gateway
 from gateway.store.indexing import patient_of
-from gateway.store.models import ClientRow
 from gateway.store.repository import NotFound, Repository, Stored, VersionConflict
 from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
 
 Labeller = Callable[[dict[str, Any]], dict[str, Any]]
-CLIENT = ClientRow.__table__
-CLIENT_RECHECK_SECONDS = 1.0
-_CLIENT_ACTIVE = select(CLIENT.c.active).where(CLIENT.c.id == bindparam("id"))
 
 
 @dataclass
@@ -80,7 +74,6 @@ class FhirService:
         self.policy = policy
         self.labeller = labeller
         self.hooks: list[WriteHook] = []
-        self._clients_checked: dict[str, float] = {}
 
     # --- plumbing ----------------------------------------------------------------
 
@@ -107,20 +100,6 @@ class FhirService:
         """Audit a change inside its own transaction."""
         append(session, self._event(caller, interaction, refs, patient), patient=patient, client_id=caller.principal.client_id)
 
-    def _check_client(self, session: Session, caller: Caller) -> None:
-        """Refuse a token whose client was disabled or removed (noticed within a second)."""
-        if caller.principal.kind == INTERNAL:
-            return
-        client_id = caller.principal.client_id
-        now = time.monotonic()
-        checked = self._clients_checked.get(client_id)
-        if checked is not None and now - checked < CLIENT_RECHECK_SECONDS:
-            return
-        if not session.connection().execute(_CLIENT_ACTIVE, {"id": client_id}).scalar():
-            self._clients_checked.pop(client_id, None)
-            raise FhirError(401, "the client behind this token is no longer registered", "security")
-        self._clients_checked[client_id] = now
-
     def _refusal_event(self, caller: Caller, interaction: str, target: str | None, error: FhirError) -> dict[str, Any]:
         return self._event(caller, interaction, [target] if target else [], None, "minor-failure", error.issues[0]["diagnostics"])
 
@@ -129,7 +108,6 @@ class FhirService:
         in a transaction of its own after the rollback."""
         try:
             with self.gateway.transaction() as session:
-                self._check_client(session, caller)
                 return work(session, self.gateway.repository(session))
         except FhirError as error:
             if error.status != 401:
@@ -141,7 +119,6 @@ class FhirService:
         """Run a read on a snapshot; answer only once its audit entry is committed."""
         try:
             with self.gateway.reading() as session:
-                self._check_client(session, caller)
                 seen = work(session, self.gateway.repository(session))
         except FhirError as error:
             if error.status != 401:
