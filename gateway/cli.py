@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import build_demo
     from gateway.server import serve
 
+    os.environ.setdefault("PATHWAY_EXPOSE_API_DOCS", "1")  # a demo shows its API; production keeps it off
     settings = Settings.from_env()
     summary = build_demo(settings, Path(args.out), port=args.port)
     _print_json(summary)

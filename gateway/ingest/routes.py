@@ -40,7 +40,7 @@ async def raw_extract(request: Request) -> bytes:
 
 @router.post("/ingest/{source}", summary="Ingest a raw extract; answers the ingest report", openapi_extra=RAW_BODY)
 def ingest(
-    request: Request, source: str, dry_run: bool = False, body: bytes = Depends(raw_extract), who: Principal = Depends(principal)
+    request: Request, source: str, dry_run: bool = False, who: Principal = Depends(principal), body: bytes = Depends(raw_extract)
 ) -> Response:
     # A plain function: FastAPI runs it in a worker thread, so a large extract does not hold up the event loop.
     require_special_scope(who, "ingest")
