@@ -19,6 +19,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 
+from gateway.audit.chain import read_event
 from gateway.auth.keys import verify_detached
 from gateway.cli import main as pathway
 from gateway.delivery import drop_pending, enqueue, sync_subscriptions
@@ -213,10 +214,10 @@ def test_facility_referral_arrives_once_signed_with_the_published_key(gateway: G
     assert [e["request"]["url"] for e in bundle["entry"][1:]] == [task_ref]
     with gateway.reading() as session:
         row = session.get(DeliveryRow, delivery_id)
-        disclosures = session.scalars(select(AuditRow).where(AuditRow.action == "disclose")).all()
+        disclosures = [read_event(session, a) for a in session.scalars(select(AuditRow).where(AuditRow.action == "disclose"))]
     assert (row.status, row.attempts, row.last_error) == ("delivered", 1, None)
     assert row.delivered_at is not None
-    [audit] = [orjson.loads(a.body) for a in disclosures]
+    [audit] = disclosures
     assert audit["outcome"] == "0"
     assert {"identifier": {"system": PARTNER, "value": "rehab-tayview-house"}} in [a["who"] for a in audit["agent"]]
     assert f"{task_ref}/_history/1" in [e["what"]["reference"] for e in audit["entity"]]
