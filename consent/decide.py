@@ -8,6 +8,7 @@ outranked or not; an outranked one is lifted only for the data a winning permit 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from consent._cache import IdentityCache
 from consent.agreements import Agreement, current_versions, evaluate_agreements, parse_agreement
 from consent.consents import compiled
 from consent.model import Request, RequestError, parse_request
-from consent.expiry import INFINITY, iso_instant, next_boundary
+from consent.expiry import INFINITY, iso_instant
 from consent.provisions import DENY, EMPTY, Answer, DataScope, ScopedDeny, describe, stronger
 
 PERMIT_DECISION, DENY_DECISION, NO_CONSENT = "permit", "deny", "no-consent"
@@ -46,9 +47,11 @@ def consent_layer(request: Request, consents: Sequence[dict[str, Any]]) -> Conse
         compiled_consent = compiled(consent)
         if not compiled_consent.active or compiled_consent.patient.isdisjoint(request.patient):
             continue
-        changes = next_boundary(compiled_consent.boundaries, request.at)
-        if changes < until:
-            until = changes
+        boundaries = compiled_consent.boundaries
+        if boundaries and boundaries[-1] > request.at:  # next_boundary inline: this loop is every decision's
+            changes = boundaries[bisect_right(boundaries, request.at)]
+            if changes < until:
+                until = changes
         period = compiled_consent.period
         if period is not None and not (period[0] <= request.at < period[1]):
             continue  # expired or not yet started
