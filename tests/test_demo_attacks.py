@@ -181,12 +181,17 @@ def delete(client: PathwayClient, path: str) -> Any:
 # --- issue 17: who may say what ------------------------------------------------------------------
 
 
-def test_gp_cannot_grant_itself_a_person_who_opted_out_by_forging_a_consent(own_world: DemoWorld) -> None:
+@pytest.mark.parametrize("whom", ["opted out of sharing", "registered with the GP, no grant to it"])
+def test_gp_cannot_grant_itself_access_by_forging_a_consent(own_world: DemoWorld, whom: str) -> None:
     gp, social_work = own_world.client("gp-practice"), own_world.client("social-work")
-    person = own_world.opted_out()
+    if whom == "opted out of sharing":  # a stranger to the GP
+        person = own_world.opted_out()
+    else:  # the GP holds their Conditions, but their consent shares the HSCP's records with others only
+        person = next(p for p in own_world.people if p.stage == "resource-allocation")
+        assert person.patient["generalPractitioner"][0]["reference"] == "Organization/gp-seagate-green"
     patient_id, chi = own_world.patient_id(person), chi_of(person)
-    nothing = dict.fromkeys(PERSON_TYPES, 0)
-    assert sees_of_person(gp, patient_id) == nothing
+    before = sees_of_person(gp, patient_id)
+    assert [before[t] for t in ("Patient", "ServiceRequest", "CarePlan", "Task")] == [0, 0, 0, 0], before
     assert sees_of_person(social_work, patient_id)["Task"] == 1  # the data is there: the referral's Task
 
     forged = consent(
@@ -199,7 +204,7 @@ def test_gp_cannot_grant_itself_a_person_who_opted_out_by_forging_a_consent(own_
     # person who does not exist gets), or stored but without effect: never a grant.
     assert answer.status_code in (201, 403, 422), answer.text
 
-    assert sees_of_person(gp, patient_id) == nothing
+    assert sees_of_person(gp, patient_id) == before
     request = {"patient": [{"system": CHI_SYSTEM, "value": chi}], "actor": GP_PRACTICE, "purpose": "TREAT"}
     decided = social_work.post(f"{own_world.url}/consent/$decide", request)
     assert decided.status_code == 200, decided.text
@@ -209,6 +214,23 @@ def test_gp_cannot_grant_itself_a_person_who_opted_out_by_forging_a_consent(own_
         forged_ref = f"Consent/{answer.json()['id']}"
         assert forged_ref not in decision["consents"], decision
         assert any(forged_ref in reason for reason in decision["reasons"]), f"no reason says the forged grant was ignored: {decision}"
+
+
+def test_a_gp_holding_a_persons_records_may_record_their_refusal(own_world: DemoWorld) -> None:
+    """The other side of the rule: a refusal counts from any partner with a relationship to the person."""
+    gp, social_work = own_world.client("gp-practice"), own_world.client("social-work")
+    person = next(p for p in own_world.people if p.stage == "resource-allocation")  # permits the recovery service
+    patient_id, chi = own_world.patient_id(person), chi_of(person)
+    assert len(records(search_all(gp, f"Condition?patient=Patient/{patient_id}"), "Condition")) == 2  # the GP's own
+    recovery_service = {"system": ODS, "value": "S037R1"}
+    request = {"patient": [{"system": CHI_SYSTEM, "value": chi}], "actor": [recovery_service], "purpose": "CAREMGT"}
+    assert social_work.post(f"{own_world.url}/consent/$decide", request).json()["decision"] == "permit"
+
+    refusal = {"type": "deny", "actor": [recipient(recovery_service)]}
+    recorded = gp.post("Consent", consent({"reference": f"Patient/{patient_id}"}, refusal, {"identifier": GP_PRACTICE[0]}))
+    assert recorded.status_code == 201, recorded.text
+    decision = social_work.post(f"{own_world.url}/consent/$decide", request).json()
+    assert decision["decision"] == "deny" and f"Consent/{recorded.json()['id']}" in decision["consents"], decision
 
 
 def test_third_sector_cannot_publish_or_change_the_directory(own_world: DemoWorld) -> None:
