@@ -8,12 +8,14 @@ from pathlib import Path
 import orjson
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
+from sqlalchemy import select
 
 import adapters
 from adapters import IdScheme, IngestError, MemoryPatientIndex
 from gateway.cli import main
 from gateway.conf import load_conf
 from gateway.directory import import_conf
+from gateway.store.models import QuarantineRow
 
 from .conftest import HSCP, REPO
 
@@ -157,3 +159,16 @@ def test_command_line_ingest_and_dry_run(partnership, settings, monkeypatch, cap
     assert main(["ingest", "socialwork", str(FIXTURES / "socialwork.json")]) == 0
     assert json.loads(capsys.readouterr().out)["written"] == 10
     assert main(["ingest", "socialwork", str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_quarantine_reason_quoting_the_record_is_sealed_with_it(partnership, make_client, gateway):  # type: ignore[no-untyped-def]
+    social = make_client("social-work", HSCP, ["system/*.read", "ingest"])
+    case = {"case_id": "SW-000900", "chi": "0101809999", "names": {"given": ["Isla"], "family": "Gowrie"},
+            "birth_date": "1980-01-01", "sex": "female"}
+    base = social.fhir_base.removesuffix("/fhir")
+    assert social.request("POST", f"{base}/ingest/socialwork", content=orjson.dumps([case]), headers={"Content-Type": "application/json"}).status_code == 200
+    [listed] = social.get(f"{base}/ingest/quarantine").json()["quarantined"]
+    assert "0101809999" in listed["reason"]  # the pushing organisation reads the whole reason
+    with gateway.reading() as session:
+        stored = [row.reason for row in session.scalars(select(QuarantineRow))]
+    assert len(stored) == 1 and "0101809999" not in stored[0] and stored[0].startswith("CHI")

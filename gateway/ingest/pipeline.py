@@ -19,6 +19,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from gateway.fhir.access import Caller
 from gateway.fhir.outcomes import FhirError
 from gateway.fhir.service import FhirService
 from gateway.runtime import Gateway
+from gateway.store.crypto import Keyring, keyring_of
 from gateway.store.indexing import demographic_keys
 from gateway.store.models import MatchReviewRow, QuarantineRow
 from gateway.store.repository import Stored, now_utc
@@ -261,12 +263,13 @@ def _keep(session: Session, gateway: Gateway, result: IngestResult, agent: str) 
     """Quarantine what was refused, queue match reviews, resolve what now loaded."""
     received = now_utc()
     for entry in result.quarantined:
-        key_id, sealed = (None, None)
-        if entry.record is not None:
-            key_id, sealed = gateway.keyring.encrypt(orjson.dumps(entry.record), f"quarantine/{result.source}".encode())
+        # The reason can quote the record (a CHI, a birth date): it is sealed with the record,
+        # and the clear column keeps it with every quoted value and number taken out.
+        kept = {"reason": entry.reason, "record": entry.record}
+        key_id, sealed = gateway.keyring.encrypt(orjson.dumps(kept), f"quarantine/{result.source}".encode())
         session.add(
             QuarantineRow(
-                source=result.source, agent=agent, location=entry.location[:400], reason=entry.reason,
+                source=result.source, agent=agent, location=entry.location[:400], reason=without_values(entry.reason),
                 record=sealed, key_id=key_id, received=received,
             )
         )
@@ -291,8 +294,25 @@ def open_quarantine(session: Session, agent: str | None = None) -> list[dict[str
     query = select(QuarantineRow).where(QuarantineRow.status == "open").order_by(QuarantineRow.id)
     if agent is not None:
         query = query.where(QuarantineRow.agent == agent)
+    keyring = keyring_of(session)
     return [
-        {"id": row.id, "source": row.source, "organization": row.agent, "location": row.location, "reason": row.reason, "received": row.received.isoformat()}
+        {"id": row.id, "source": row.source, "organization": row.agent, "location": row.location, "reason": _reason(keyring, row), "received": row.received.isoformat()}
         for row in session.scalars(query)
     ]
+
+
+_VALUES = re.compile(r"'[^']*'|\"[^\"]*\"|\d[\d\-/: ]{3,}\d")
+
+
+def without_values(reason: str) -> str:
+    """A quarantine reason with what it quotes of the record (values, dates, numbers) taken out."""
+    return _VALUES.sub("…", reason)
+
+
+def _reason(keyring: Keyring, row: QuarantineRow) -> str:
+    """The whole reason, from the sealed copy (rows from before it was sealed keep theirs in clear)."""
+    if row.record is None or row.key_id is None:
+        return row.reason
+    kept = orjson.loads(keyring.decrypt(row.key_id, row.record, f"quarantine/{row.source}".encode()))
+    return kept["reason"] if isinstance(kept, dict) and set(kept) == {"reason", "record"} else row.reason
 

@@ -85,9 +85,17 @@ class ConsentLifecycle:
                 chi = identifier["value"].strip()
                 found = ctx.repo.search("Patient", [("identifier", [f"{CHI_SYSTEM}|{chi}", f"{CHI_OID}|{chi}"])], batch=2)
                 patient = next((stored for _, stored in found), None)
-        if patient is None or patient.deleted or not ctx.service.may_know(ctx.session, ctx.caller, patient):
+        if patient is None or patient.deleted or not self._related(ctx, patient):
             raise FhirError(422, "Consent.patient must reference a known Patient (by reference or CHI)", "value", "Consent.patient")
         subject["reference"] = patient.reference
+
+    def _related(self, ctx: WriteContext, patient: Stored) -> bool:
+        """Whether the recorder has a relationship to the person: it may see their Patient
+        record, or it holds records about them (a GP whose extract named them)."""
+        if ctx.service.may_know(ctx.session, ctx.caller, patient):
+            return True
+        held = ctx.repo.search(None, patient=patient.reference, custodians=[ctx.caller.organization], batch=1)
+        return next(held, None) is not None
 
     def _withdrawn(self, ctx: WriteContext, stored: Stored) -> None:
         patient = stored.patient
