@@ -7,7 +7,6 @@ its workflow, so the demo shows the product, not a fixture.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from gateway.ingest.pipeline import id_scheme
 from gateway.pathway.demo import run_demo_pathways
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from gateway.store.crypto import write_owner_only
 from gateway.store.db import make_engine
 from gateway.store.models import Base
 
@@ -68,7 +68,6 @@ def _store_person(fhir: FhirService, conf: Conf, person: DemoPerson) -> None:
 def write_credentials(gateway: Gateway, conf: Conf, out: Path, port: int) -> list[str]:
     """A fresh key pair per configured client; one credentials file each (owner-only)."""
     clients_dir = out / "clients"
-    clients_dir.mkdir(parents=True, exist_ok=True)
     written = []
     with gateway.transaction() as session:
         for organization in conf.organizations:
@@ -85,10 +84,8 @@ def write_credentials(gateway: Gateway, conf: Conf, out: Path, port: int) -> lis
                     public_keys=[key.public_jwk],
                     replace_keys=True,
                 )
-                path = clients_dir / f"{client.id}.json"
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(orjson.dumps(credentials(row, key, f"http://127.0.0.1:{port}"), option=orjson.OPT_INDENT_2))
+                document = orjson.dumps(credentials(row, key, f"http://127.0.0.1:{port}"), option=orjson.OPT_INDENT_2)
+                write_owner_only(clients_dir / f"{client.id}.json", document)
                 written.append(client.id)
     return written
 

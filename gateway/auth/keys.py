@@ -7,7 +7,6 @@ project's JOSE library (authlib.jose is deprecated in its favour).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from joserfc.util import urlsafe_b64encode
+
+from gateway.store.crypto import write_owner_only
 
 ALGORITHM = "ES384"
 ACCESS_TOKEN_TYPE = "at+jwt"  # RFC 9068: tells our access tokens from anything else we sign
@@ -69,9 +70,5 @@ def load_signing_key(secrets_dir: Path) -> SigningKey:
     """Read the gateway key, creating it (owner-readable only) on first use."""
     path = secrets_dir / "gateway-signing-key.pem"
     if not path.exists():
-        secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pem = ECKey.generate_key("P-384").as_pem(private=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
+        write_owner_only(path, ECKey.generate_key("P-384").as_pem(private=True))
     return SigningKey(path.read_bytes())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import orjson
 
 from gateway.console.auth import IG_OFFICER, PARTNERSHIP_LEAD, save_account
 from gateway.runtime import Gateway
+from gateway.store.crypto import write_owner_only
 from gateway.store.models import ClientRow
 
 # username -> (display name, roles, registered client whose organisation and writes it uses)
@@ -32,9 +32,6 @@ def create_demo_accounts(gateway: Gateway, out_dir: Path) -> dict[str, Any]:
             password = secrets.token_urlsafe(12)
             save_account(session, username, display_name=display_name, organization=client.organization, roles=roles, client_id=client_id, password=password)
             accounts[username] = {"password": password, "roles": roles, "organization": client.organization}
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "console-accounts.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(orjson.dumps({"console": "/console/", "accounts": accounts}, option=orjson.OPT_INDENT_2))
+    write_owner_only(path, orjson.dumps({"console": "/console/", "accounts": accounts}, option=orjson.OPT_INDENT_2))
     return {"file": str(path), "path": "/console/", "accounts": accounts}
