@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,24 +36,31 @@ def _postgres_admin_url() -> str | None:
     return url if url.startswith("postgresql") else None
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+@contextmanager
+def empty_database(directory: Path, prefix: str = "pathway_test") -> Iterator[str]:
+    """The URL of a fresh, empty database that lasts as long as the context: a SQLite file in
+    ``directory``, or a new database on the PostgreSQL server PATHWAY_TEST_DATABASE_URL names."""
     admin_url = _postgres_admin_url()
     if admin_url is None:
-        yield f"sqlite:///{tmp_path / 'pathway.db'}"
+        yield f"sqlite:///{directory / 'pathway.db'}"
         return
-    name = f"pathway_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
-    base, _, _ = admin_url.rpartition("/")
     try:
-        yield f"{base}/{name}"
+        yield f"{admin_url.rpartition('/')[0]}/{name}"
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    with empty_database(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,13 +7,11 @@ when PATHWAY_TEST_DATABASE_URL names a server (as ``tests/conftest.py`` does per
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
 
 from gateway.app import create_app
 from gateway.client import PathwayClient
@@ -23,26 +21,7 @@ from gateway.demo_people import DemoPerson, demo_people
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 from mappings.identifiers import CHI_SYSTEM
-from tests.conftest import REPO, LiveServer, _postgres_admin_url, free_port
-
-
-@contextmanager
-def fresh_database(directory: Path) -> Iterator[str]:
-    """The URL of an empty database that lasts as long as the context."""
-    admin_url = _postgres_admin_url()
-    if admin_url is None:
-        yield f"sqlite:///{directory / 'pathway.db'}"
-        return
-    name = f"pathway_demo_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{admin_url.rpartition('/')[0]}/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+from tests.conftest import REPO, LiveServer, empty_database, free_port
 
 
 class DemoWorld:
@@ -105,7 +84,7 @@ def chi_of(person: DemoPerson) -> str:
 @contextmanager
 def demo_world(directory: Path) -> Iterator[DemoWorld]:
     """Build the demo into a fresh database under ``directory`` and serve it until the end."""
-    with fresh_database(directory) as database_url:
+    with empty_database(directory, "pathway_demo") as database_url:
         settings = Settings(database_url=database_url, secrets_dir=directory / "secrets", conf_dir=REPO / "conf", run_workers=False)
         port = free_port()
         out = directory / "demo"
