@@ -25,9 +25,8 @@ from sqlalchemy.orm import Session
 
 from gateway.auth.tokens import Principal
 from gateway.store.models import ResourceRow
-from gateway.store.repository import Stored
+from gateway.store.repository import DIRECTORY_TYPES, Stored
 
-DIRECTORY_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Endpoint"})
 # The custodian of directory entries: written by `pathway conf load` and the console only.
 DIRECTORY_CUSTODIAN = "https://pathway.scot/Id/partner|pathway"
 # Pathway workflow records: partners cancel them (status), never delete them.

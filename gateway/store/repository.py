@@ -25,6 +25,7 @@ CATEGORY_SYSTEM = "https://pathway.scot/CodeSystem/data-category"
 CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 # The directory, readable without keys; every other resource is about a person
 # (or is Pathway's own workflow around one) and is sealed (DESIGN §9).
+# The partner directory: read by every caller, written from conf/ only, stored in clear.
 DIRECTORY_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Endpoint"})
 
 
