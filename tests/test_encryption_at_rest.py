@@ -23,7 +23,8 @@ from gateway.cli import main
 from gateway.demo import build_demo
 from gateway.runtime import Gateway
 from gateway.settings import Settings
-from gateway.store.models import AuditRow, DisclosureRow, ResourceRow, ResourceVersionRow
+from gateway.sharing.break_glass import written
+from gateway.store.models import AuditRow, BreakGlassRow, DisclosureRow, ResourceRow, ResourceVersionRow
 from gateway.store.repository import now_utc
 
 from .conftest import REPO, free_port
@@ -202,7 +203,7 @@ def test_rotate_data_reseals_everything_and_the_chain_still_verifies(gateway: Ga
     assert main(["keys", "rotate-data"]) == 0
     report = orjson.loads(capsys.readouterr().out)
     # One Patient (current row and its one version) and every audit entry.
-    assert report["by_kind"] == {"resources": 2, "audit_entries": entries, "audit_patients_blinded": 0, "quarantine": 0, "match_review": 0}
+    assert report["by_kind"] == {"resources": 2, "audit_entries": entries, "audit_patients_blinded": 0, "quarantine": 0, "match_review": 0, "break_glass": 0}
     rotated = Gateway.start(settings)
     try:
         assert rotated.keyring.active == report["active_key"] != old_key
@@ -225,14 +226,20 @@ def test_rotate_data_seals_rows_left_in_clear_by_older_versions(gateway: Gateway
         session.execute(ResourceRow.__table__.update().where(ResourceRow.id == patient_id).values(key_id=None, body=plain))
         first = session.get(AuditRow, 1)
         first.body, first.patient = orjson.dumps(read_event(session, first), option=orjson.OPT_SORT_KEYS), reference
+        moment = now_utc()
+        session.add(BreakGlassRow(id="bg-1", client_id="duty", organization="o|1", user="J Smith", patient=reference, basis="vital-interests",
+                                  reason="Mr Scrymgeour found unconscious at home", started=moment, ends=moment))
     monkeypatch.setenv("PATHWAY_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("PATHWAY_SECRETS_DIR", str(settings.secrets_dir))
     assert main(["keys", "rotate-data"]) == 0
-    assert orjson.loads(capsys.readouterr().out)["by_kind"]["audit_patients_blinded"] == 1
+    report = orjson.loads(capsys.readouterr().out)["by_kind"]
+    assert (report["audit_patients_blinded"], report["break_glass"]) == (1, 1)
     rotated = Gateway.start(settings)
     try:
         with rotated.reading() as session:
             assert session.get(ResourceRow, ("Patient", patient_id)).key_id == rotated.keyring.active
+            grant = session.get(BreakGlassRow, "bg-1")
+            assert "Scrymgeour" not in grant.reason and written(session, grant)[0] == "Mr Scrymgeour found unconscious at home"
             first = session.get(AuditRow, 1)
             assert not first.body.startswith(b"{") and first.patient == rotated.keyring.blind(reference)
             assert verify(session).ok

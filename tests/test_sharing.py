@@ -14,6 +14,7 @@ from gateway.conf import load_conf
 from gateway.delivery.models import DeliveryRow
 from gateway.directory import import_conf
 from gateway.runtime import Gateway
+from gateway.sharing.break_glass import pending_reviews, written
 from mappings.identifiers import CHI_SYSTEM, make_chi
 
 from .conftest import HSCP, REPO
@@ -205,8 +206,6 @@ def test_simulation_shows_what_a_carer_would_see(person, make_client):  # type: 
 
 
 def test_break_glass_is_time_boxed_audited_and_queued_for_review(person, make_client, gateway):  # type: ignore[no-untyped-def]
-    from gateway.sharing.break_glass import pending_reviews
-
     duty = make_client("duty-test", "https://pathway.scot/Id/partner|tayside-advocacy", ["system/*.read", "break-glass"], roles=["break-glass"])
     emergency = {"X-Pathway-Purpose": "ETREAT"}
     assert duty.get(f"Condition/{person['depression']}", headers=emergency).status_code == 404
@@ -219,7 +218,10 @@ def test_break_glass_is_time_boxed_audited_and_queued_for_review(person, make_cl
     assert duty.get(f"Condition/{person['depression']}", headers=emergency).status_code == 200
     assert duty.get(f"Condition/{person['depression']}").status_code == 404  # only under ETREAT
     with gateway.sessions() as session:
-        assert [g.patient for g in pending_reviews(session)] == [person["patient"]]
+        [pending] = pending_reviews(session)
+        assert pending.patient == person["patient"]
+        assert body["reason"] not in pending.reason  # the written reason is sealed at rest
+        assert written(session, pending) == (body["reason"], None)
     ig = make_client("ig-test", HSCP, ["system/*.read", "audit.read"], roles=["ig-officer"])
     events = ig.get(f"AuditEvent?patient={person['patient']}&_count=200").json()
     assert any(s.get("code") == "110127" for e in events["entry"] for s in e["resource"]["subtype"])

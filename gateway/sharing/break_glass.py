@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import DICOM, Actor, append, audit_event
 from gateway.fhir.access import Caller
 from gateway.fhir.outcomes import FhirError
+from gateway.store.crypto import keyring_of, open_text, seal_text
 from gateway.store.models import BreakGlassRow
 from gateway.store.repository import now_utc
 
@@ -44,14 +45,15 @@ def start(session: Session, caller: Caller, *, patient: str, user: str, reason: 
     if not patient.startswith("Patient/"):
         raise FhirError(422, "patient must be a Patient reference", "value", "patient")
     started = now_utc()
+    grant_id = str(uuid.uuid4())
     grant = BreakGlassRow(
-        id=str(uuid.uuid4()),
+        id=grant_id,
         client_id=caller.principal.client_id,
         organization=caller.organization,
         user=user.strip(),
         patient=patient,
         basis=basis,
-        reason=reason.strip(),
+        reason=seal_text(keyring_of(session), reason.strip(), f"break-glass/{grant_id}/reason"),
         started=started,
         ends=started + timedelta(hours=hours),
     )
@@ -62,7 +64,7 @@ def start(session: Session, caller: Caller, *, patient: str, user: str, reason: 
         purpose="ETREAT",
         patient=patient,
         subtype=OVERRIDE_STARTED,
-        detail=f"break-glass {grant.id} under {basis} until {grant.ends.isoformat()}: {grant.reason}",
+        detail=f"break-glass {grant.id} under {basis} until {grant.ends.isoformat()}: {reason.strip()}",
     )
     append(session, event, patient=patient, client_id=caller.principal.client_id)
     return grant
@@ -88,10 +90,20 @@ def review(session: Session, grant_id: str, *, reviewer: str, outcome: str, note
         raise FhirError(404, f"no break-glass entry {grant_id}", "not-found")
     if outcome not in REVIEW_OUTCOMES:
         raise FhirError(422, f"outcome must be one of {', '.join(REVIEW_OUTCOMES)}", "value", "outcome")
-    grant.review_status, grant.reviewer, grant.review_note, grant.reviewed_at = outcome, reviewer, note, now_utc()
+    sealed_note = seal_text(keyring_of(session), note, f"break-glass/{grant.id}/review-note")
+    grant.review_status, grant.reviewer, grant.review_note, grant.reviewed_at = outcome, reviewer, sealed_note, now_utc()
     event = audit_event("operation", None, patient=grant.patient, detail=f"break-glass {grant.id} reviewed by {reviewer}: {outcome}")
     append(session, event, patient=grant.patient)
     return grant
+
+
+def written(session: Session, grant: BreakGlassRow) -> tuple[str, str | None]:
+    """The override's reason and its review note as written (both are sealed at rest)."""
+    keyring = keyring_of(session)
+    return (
+        open_text(keyring, grant.reason, f"break-glass/{grant.id}/reason") or "",
+        open_text(keyring, grant.review_note, f"break-glass/{grant.id}/review-note"),
+    )
 
 
 def pending_reviews(session: Session) -> list[BreakGlassRow]:

@@ -85,6 +85,23 @@ class Keyring:
         return Keyring({**self.keys, key_id: AESGCM.generate_key(256)}, key_id, self.index_key)
 
 
+SEALED_TEXT = "sealed:"  # marks free text sealed into a text column: "sealed:{key id}:{base64}"
+
+
+def seal_text(keyring: Keyring, text: str, associated: str) -> str:
+    """Free text about a person, sealed for a text column (bound to ``associated``)."""
+    key_id, sealed = keyring.encrypt(text.encode(), associated.encode())
+    return f"{SEALED_TEXT}{key_id}:{base64.b64encode(sealed).decode()}"
+
+
+def open_text(keyring: Keyring, stored: str | None, associated: str) -> str | None:
+    """The text :func:`seal_text` sealed; text stored before sealing is returned as it is."""
+    if stored is None or not stored.startswith(SEALED_TEXT):
+        return stored
+    key_id, _, data = stored.removeprefix(SEALED_TEXT).partition(":")
+    return keyring.decrypt(key_id, base64.b64decode(data), associated.encode()).decode()
+
+
 def keyring_of(session: Session) -> Keyring:
     """The keyring the session's factory was given."""
     keyring = session.info.get(SESSION_KEY)

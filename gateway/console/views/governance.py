@@ -85,9 +85,10 @@ def break_glass_queue(request: Request, notice: str = "", who: SignedIn = Depend
     with gateway.transaction() as session:
         grants = session.scalars(select(BreakGlassRow).order_by(BreakGlassRow.review_status != "pending", BreakGlassRow.started.desc()).limit(200)).all()
         accessed = {g.id: [ledger_entry(r) for r in session.scalars(select(DisclosureRow).where(DisclosureRow.break_glass == g.id).order_by(DisclosureRow.at))] for g in grants}
+        written = {g.id: break_glass.written(session, g) for g in grants}
         directory = Directory.load(gateway.repository(session))
         audit_view(session, request, who)
-    context = {"grants": grants, "accessed": accessed, "outcomes": break_glass.REVIEW_OUTCOMES, "directory": directory, "notice": notice}
+    context = {"grants": grants, "written": written, "accessed": accessed, "outcomes": break_glass.REVIEW_OUTCOMES, "directory": directory, "notice": notice}
     return render(request, who, "break_glass.html", context)
 
 
