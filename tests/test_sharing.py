@@ -27,10 +27,9 @@ CHI = make_chi(date(1984, 5, 17), "female", 2)
 
 
 def labelled(resource: dict, categories: list[str], security: list[str] = ()) -> dict:  # type: ignore[type-arg, assignment]
-    resource["meta"] = {
-        "tag": [{"system": CATEGORY, "code": c} for c in categories],
-        "security": [{"system": ACT_CODE, "code": s} for s in security],
-    }
+    resource["meta"] = {"tag": [{"system": CATEGORY, "code": c} for c in categories]}
+    if security:  # FHIR arrays are never empty
+        resource["meta"]["security"] = [{"system": ACT_CODE, "code": s} for s in security]
     return resource
 
 
