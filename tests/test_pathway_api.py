@@ -426,4 +426,4 @@ def test_metrics_are_served_to_authenticated_callers(server, make_client) -> Non
     response = social.get(f"{server.url}/pathway/metrics")
     assert response.status_code == 200, response.text
     assert response.json()["referrals"] == 1 and response.json()["stages"] == {"referral": 1}
-    assert social.http.get(f"{server.url}/pathway/metrics").status_code == 401
+    assert social.http.request("GET", f"{server.url}/pathway/metrics", withhold_token=True).status_code == 401  # no bearer token
