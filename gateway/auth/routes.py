@@ -8,11 +8,11 @@ from fastapi.responses import JSONResponse, Response
 from gateway.audit.chain import Actor, append, audit_event
 from gateway.auth.tokens import AuthError, authenticate_client, issue_access_token
 from gateway.deps import base_url, get_gateway
+from gateway.fhir.capability import TOKEN_PATH, smart_configuration
 
 router = APIRouter(tags=["Authentication"])
 ASSERTION_LIFETIME = 300
 ACCESS_TOKEN_LIFETIME = 300
-TOKEN_PATH = "/oauth/token"
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -93,15 +93,7 @@ def jwks(request: Request) -> Response:
 
 
 @router.get("/.well-known/smart-configuration", summary="SMART Backend Services discovery")
-def smart_configuration(request: Request) -> Response:
-    base = base_url(request)
-    return JSONResponse(
-        {
-            "token_endpoint": f"{base}/oauth/token",
-            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-            "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-            "grant_types_supported": ["client_credentials"],
-            "scopes_supported": ["system/*.read", "system/*.write", "system/Task.write", "ingest", "consent.decide", "audit.read", "metrics"],
-            "jwks_uri": f"{base}/.well-known/jwks.json",
-        }
-    )
+@router.get("/fhir/.well-known/smart-configuration", summary="SMART Backend Services discovery (under the FHIR base)")
+def smart_configuration_document(request: Request) -> Response:
+    # Routed here, ahead of the FHIR router, whose /fhir/{type}/{id} read would demand a token.
+    return JSONResponse(smart_configuration(base_url(request)))

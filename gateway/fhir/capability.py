@@ -7,6 +7,8 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from gateway.auth.scopes import supported_scopes
+from gateway.auth.tokens import ASSERTION_ALGORITHMS
 from gateway.store.indexing import REFERENCE_PARAMS, TOKEN_PARAMS, URI_PARAMS
 
 # The resource types the FHIR API serves (DESIGN §7), plus those ingest produces.
@@ -34,6 +36,7 @@ SUPPORTED_TYPES = (
     "MedicationDispense",
     "Provenance",
 )
+TOKEN_PATH = "/oauth/token"
 INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"]
 
 
@@ -59,6 +62,35 @@ def search_param_names(resource_type: str) -> frozenset[str]:
     return frozenset(p["name"] for p in search_params(resource_type))
 
 
+def security(base: str) -> dict[str, Any]:
+    """``rest.security``: SMART Backend Services, with the token URL as SMART's extension says."""
+    return {
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+        "description": "SMART Backend Services: client credentials with a private_key_jwt client assertion "
+        f"({'/'.join(sorted(ASSERTION_ALGORITHMS))}); SMART v1 and v2 system scopes. Details at {base}/fhir/.well-known/smart-configuration",
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": base + TOKEN_PATH}],
+            }
+        ],
+    }
+
+
+def smart_configuration(base: str) -> dict[str, Any]:
+    """The SMART App Launch 2 discovery document for backend services (only what is true:
+    no authorize endpoint, no user or patient launch, no refresh tokens)."""
+    return {
+        "token_endpoint": base + TOKEN_PATH,
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": sorted(ASSERTION_ALGORITHMS),
+        "grant_types_supported": ["client_credentials"],
+        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
+        "scopes_supported": supported_scopes(SUPPORTED_TYPES),
+        "jwks_uri": f"{base}/.well-known/jwks.json",
+    }
+
+
 def capability_statement(base: str) -> dict[str, Any]:
     return {
         "resourceType": "CapabilityStatement",
@@ -73,21 +105,7 @@ def capability_statement(base: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "security": {
-                    "service": [
-                        {
-                            "coding": [
-                                {"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}
-                            ]
-                        }
-                    ],
-                    "extension": [
-                        {
-                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                            "extension": [{"url": "token", "valueUri": f"{base}/oauth/token"}],
-                        }
-                    ],
-                },
+                "security": security(base),
                 "resource": [
                     {
                         "type": t,
