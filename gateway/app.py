@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import Response
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.include_router(pathway_router, responses=refusals)
     app.include_router(fhir_router, responses=refusals, default_response_class=FhirJSONResponse)
     app.mount("/console", create_console(app))
+    app.add_middleware(GZipMiddleware, minimum_size=1024)  # innermost: only what a route answers
     app.add_middleware(InputLimits)
     app.add_middleware(BodyDeadline, seconds=gateway.settings.body_timeout, ingest_seconds=gateway.settings.ingest_body_timeout)
     app.add_middleware(RateLimiter, limit=RateLimit.from_env(gateway.settings.workers), client_of=lambda token: gateway.tokens.verify(token).client_id)

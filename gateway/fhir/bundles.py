@@ -49,19 +49,20 @@ def searchset(
 
 
 def history(base: str, versions: list[Stored], resources: list[dict[str, Any]]) -> dict[str, Any]:
-    """A history Bundle of the versions the caller may see (newest first)."""
+    """A history Bundle of the versions the caller may see (newest first): each entry says
+    how the version came about (POST, PUT or DELETE); a delete carries no resource."""
     entries = []
     for stored, resource in zip(versions, resources):
         method = "DELETE" if stored.deleted else "POST" if stored.version_id == 1 else "PUT"
-        url = f"{stored.type}/{stored.id}" if method != "POST" else stored.type
-        entries.append(
-            {
-                "fullUrl": full_url(base, resource),
-                "resource": resource,
-                "request": {"method": method, "url": url},
-                "response": {"status": "200", "lastModified": fhir_instant(stored.last_updated), "etag": etag(stored.version_id)},
-            }
-        )
+        status = "204 No Content" if stored.deleted else "201 Created" if stored.version_id == 1 else "200 OK"
+        entry: dict[str, Any] = {
+            "fullUrl": full_url(base, resource),
+            "request": {"method": method, "url": stored.type if method == "POST" else f"{stored.type}/{stored.id}"},
+            "response": {"status": status, "lastModified": fhir_instant(stored.last_updated), "etag": etag(stored.version_id)},
+        }
+        if not stored.deleted:
+            entry["resource"] = resource
+        entries.append(entry)
     return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "history", "entry": entries}
 
 

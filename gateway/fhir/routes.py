@@ -8,6 +8,8 @@ largest cost per request). Reads await only their audit entry's group commit.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -17,9 +19,9 @@ from gateway.deps import base_url, caller, json_body, require_scope
 from gateway.fhir import bundles
 from gateway.fhir.access import Caller
 from gateway.fhir.capability import capability_statement
-from gateway.fhir.outcomes import FHIR_JSON, FhirError, fhir_response
-from gateway.fhir.service import FhirService, parse_if_match
-from gateway.store.repository import Stored
+from gateway.fhir.conditional import Written, parse_if_match
+from gateway.fhir.outcomes import FHIR_JSON, FhirError, fhir_response, issue, operation_outcome
+from gateway.fhir.service import FhirService
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 MAX_VERSION = 2**31 - 1  # versions are stored as 32-bit integers
@@ -41,16 +43,64 @@ async def service(request: Request) -> FhirService:
     return request.app.state.fhir
 
 
-def _written(stored: Stored, base: str, status: int) -> Response:
-    return fhir_response(
-        stored.raw,
-        status,
-        {
-            "Location": f"{base}/fhir/{stored.type}/{stored.id}/_history/{stored.version_id}",
-            "ETag": bundles.etag(stored.version_id),
-            "Last-Modified": stored.last_updated.strftime("%a, %d %b %Y %H:%M:%S GMT"),
-        },
-    )
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment.astimezone(timezone.utc), usegmt=True)
+
+
+def _prefer_return(request: Request) -> str:
+    """The ``return`` preference of a ``Prefer`` header (RFC 7240): minimal,
+    representation (the default) or OperationOutcome."""
+    for preference in request.headers.get("prefer", "").replace(";", ",").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() == "return" and value.strip().strip('"') in ("minimal", "OperationOutcome"):
+            return value.strip().strip('"')
+    return "representation"
+
+
+def _written(request: Request, written: Written) -> Response:
+    """A write's answer as ``Prefer: return=`` asks: the resource, nothing, or an OperationOutcome."""
+    stored = written.stored
+    headers = {
+        "Location": f"{base_url(request)}/fhir/{stored.type}/{stored.id}/_history/{stored.version_id}",
+        "ETag": bundles.etag(stored.version_id),
+        "Last-Modified": _http_date(stored.last_updated),
+    }
+    prefer = _prefer_return(request)
+    if prefer == "minimal":
+        return Response(status_code=written.status, headers=headers)
+    if prefer == "OperationOutcome":
+        what = "created" if written.status == 201 else "found (not created)" if written.resource is not None else "updated"
+        body: Any = operation_outcome([issue(f"{stored.reference} {what}, version {stored.version_id}", "informational", "information")])
+        return fhir_response(body, written.status, headers)
+    return fhir_response(written.resource if written.resource is not None else stored.raw, written.status, headers)
+
+
+def _resource_response(request: Request, resource: dict[str, Any]) -> Response:
+    """A read's answer with its validators; 304 without a body when the client's copy
+    (``If-None-Match``, else ``If-Modified-Since``) is current."""
+    version = int(resource["meta"]["versionId"])
+    modified = datetime.fromisoformat(resource["meta"]["lastUpdated"]).astimezone(timezone.utc)
+    headers = {"ETag": bundles.etag(version), "Last-Modified": _http_date(modified)}
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix("W/").strip('"') for tag in if_none_match.split(",")}
+        if "*" in tags or str(version) in tags:
+            return Response(status_code=304, headers=headers)
+    elif _not_modified_since(request.headers.get("if-modified-since"), modified):
+        return Response(status_code=304, headers=headers)
+    return fhir_response(resource, headers=headers)
+
+
+def _not_modified_since(header: str | None, modified: datetime) -> bool:
+    if not header:
+        return False
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return False  # an invalid date is ignored (RFC 9110 13.1.3)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=timezone.utc)
+    return modified.replace(microsecond=0) <= since
 
 
 @router.get("/metadata", summary="CapabilityStatement")
@@ -63,7 +113,7 @@ async def transaction(
     request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
     for entry in _transaction_entries(body):
-        resource_type = entry.get("request", {}).get("url", "").split("/")[0]
+        resource_type = entry.get("request", {}).get("url", "").split("?")[0].split("/")[0]
         require_scope(who.principal, resource_type or "Bundle", "write")
     return fhir_response(fhir.transaction(who, body, base_url(request)))
 
@@ -100,14 +150,13 @@ async def create(
     fhir: FhirService = Depends(service),
 ) -> Response:
     require_scope(who.principal, resource_type, "write")
-    return _written(fhir.create(who, body, resource_type), base_url(request), 201)
+    return _written(request, fhir.conditional_create(who, body, resource_type, request.headers.get("if-none-exist")))
 
 
 @router.get("/{resource_type}/{resource_id}", summary="Read")
-async def read(resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+async def read(request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
     require_scope(who.principal, resource_type, "read")
-    resource = await fhir.read(who, resource_type, resource_id)
-    return fhir_response(resource, headers={"ETag": bundles.etag(int(resource["meta"]["versionId"]))})
+    return _resource_response(request, await fhir.read(who, resource_type, resource_id))
 
 
 @router.put("/{resource_type}/{resource_id}", summary="Update (or create with the given id)", openapi_extra=RESOURCE_BODY, responses={201: {"description": "Created with the id given"}})
@@ -121,7 +170,20 @@ async def update(
 ) -> Response:
     require_scope(who.principal, resource_type, "write")
     stored = fhir.update(who, body, resource_type, resource_id, parse_if_match(request.headers.get("if-match")))
-    return _written(stored, base_url(request), 201 if stored.version_id == 1 else 200)
+    return _written(request, Written(stored, 201 if stored.version_id == 1 else 200))
+
+
+@router.put("/{resource_type}", summary="Conditional update (PUT {type}?identifier=...)", openapi_extra=RESOURCE_BODY)
+async def conditional_update(
+    request: Request,
+    resource_type: str,
+    body: Any = Depends(json_body),
+    who: Caller = Depends(caller),
+    fhir: FhirService = Depends(service),
+) -> Response:
+    require_scope(who.principal, resource_type, "write")
+    if_match = parse_if_match(request.headers.get("if-match"))
+    return _written(request, fhir.conditional_update(who, body, resource_type, request.url.query, if_match))
 
 
 @router.patch("/{resource_type}/{resource_id}", summary="JSON Patch", openapi_extra=PATCH_BODY)
@@ -135,7 +197,7 @@ async def patch(
 ) -> Response:
     require_scope(who.principal, resource_type, "write")
     stored = fhir.patch(who, resource_type, resource_id, body, parse_if_match(request.headers.get("if-match")))
-    return _written(stored, base_url(request), 200)
+    return _written(request, Written(stored, 200))
 
 
 @router.delete("/{resource_type}/{resource_id}", status_code=204, summary="Delete")
@@ -157,6 +219,7 @@ async def history(
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="Read a version")
 async def vread(
+    request: Request,
     resource_type: str,
     resource_id: str,
     version_id: int = Path(ge=1, le=MAX_VERSION),
@@ -164,5 +227,4 @@ async def vread(
     fhir: FhirService = Depends(service),
 ) -> Response:
     require_scope(who.principal, resource_type, "read")
-    resource = await fhir.vread(who, resource_type, resource_id, version_id)
-    return fhir_response(resource, headers={"ETag": bundles.etag(version_id)})
+    return _resource_response(request, await fhir.vread(who, resource_type, resource_id, version_id))

@@ -18,9 +18,11 @@ import orjson
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
-from gateway.fhir import bundles
+from gateway.audit.ledger import insert_disclosures
+from gateway.fhir import bundles, transactions
 from gateway.fhir.access import DIRECTORY_TYPES, AccessPolicy, Caller
 from gateway.fhir.capability import SUPPORTED_TYPES, search_param_names
+from gateway.fhir.conditional import Match, Written, one_match
 from gateway.fhir.outcomes import FhirError
 from gateway.fhir.search import parse_search
 from gateway.fhir.validation import validate_resource
@@ -181,7 +183,7 @@ class FhirService:
             hook.after_write(ctx, stored, current)
         return stored
 
-    def _put(self, ctx: WriteContext, resource: dict[str, Any], if_match: int | None) -> Stored:
+    def put_in(self, ctx: WriteContext, resource: dict[str, Any], if_match: int | None) -> Stored:
         """An update by id from a partner (PUT): the caller must see what it replaces, and
         may not choose the id of a new Patient (ids of people are assigned here)."""
         resource_type, resource_id = resource["resourceType"], resource.get("id", "")
@@ -198,7 +200,7 @@ class FhirService:
             return True
         return self.policy.visible(session, caller, [stored]).resources[0] is not None
 
-    def _delete(self, ctx: WriteContext, resource_type: str, resource_id: str, if_match: int | None) -> Stored | None:
+    def delete_in(self, ctx: WriteContext, resource_type: str, resource_id: str, if_match: int | None) -> Stored | None:
         """Delete within ``ctx``'s transaction through the same rules as an update; the deleted
         version joins ``ctx.written`` so its audit entry names it and its person."""
         self._check_type(resource_type)
@@ -247,29 +249,77 @@ class FhirService:
         return self._run(caller, interaction, None, work)
 
     def create(self, caller: Caller, resource: Any, resource_type: str) -> Stored:
-        validate_resource(resource, resource_type)
+        """Create a resource under an id Pathway assigns."""
+        return self.conditional_create(caller, resource, resource_type, None).stored
+
+    def conditional_create(self, caller: Caller, resource: Any, resource_type: str, if_none_exist: str | None) -> Written:
+        """Create, unless the search ``if_none_exist`` finds one resource the caller may see:
+        then that one is the answer (200); several are 412 (see gateway.fhir.conditional)."""
+        resource = validate_resource(resource, resource_type)
         resource.pop("id", None)
 
-        def work(session: Session, repo: Repository) -> Stored:
+        def work(session: Session, repo: Repository) -> Written:
             ctx = WriteContext(session, repo, caller, self)
+            match = one_match(session, repo, self.policy, caller, resource_type, if_none_exist) if if_none_exist else None
+            if match is not None:
+                self.audit_found(ctx, match, disclosed=True)
+                return Written(match.stored, 200, match.resource)
             stored = self.write(ctx, resource)
             self._audit_writes(ctx, "create")
-            return stored
+            return Written(stored, 201)
 
         return self._run(caller, "create", resource_type, work)
 
+    def audit_found(self, ctx: WriteContext, match: Match, *, disclosed: bool) -> None:
+        """Audit a conditional interaction's find (a search) and, when its body is
+        returned, the disclosures that makes."""
+        event = self._event(ctx.caller, "search-type", [f"{match.stored.reference}/_history/{match.stored.version_id}"], match.stored.patient)
+        append(ctx.session, event, patient=match.stored.patient, client_id=ctx.caller.principal.client_id)
+        if disclosed:
+            insert_disclosures(ctx.session, match.disclosures)
+
     def update(self, caller: Caller, resource: Any, resource_type: str, resource_id: str, if_match: int | None) -> Stored:
-        validate_resource(resource, resource_type)
+        """Update (or, except for a Patient, create) the resource with this id."""
+        resource = validate_resource(resource, resource_type)
         if resource.get("id") != resource_id:
             raise FhirError(400, f"resource id {resource.get('id')!r} does not match the URL id {resource_id!r}", "invalid", f"{resource_type}.id")
 
         def work(session: Session, repo: Repository) -> Stored:
             ctx = WriteContext(session, repo, caller, self)
-            stored = self._put(ctx, resource, if_match)
+            stored = self.put_in(ctx, resource, if_match)
             self._audit_writes(ctx, "update")
             return stored
 
         return self._run(caller, "update", f"{resource_type}/{resource_id}", work)
+
+    def conditional_update(self, caller: Caller, resource: Any, resource_type: str, condition: str, if_match: int | None) -> Written:
+        """``PUT {type}?condition``: update the one resource the caller may see that the search
+        finds; create when there is none; 412 when there are several."""
+        resource = validate_resource(resource, resource_type)
+
+        def work(session: Session, repo: Repository) -> Written:
+            ctx = WriteContext(session, repo, caller, self)
+            written = self.conditional_put_in(ctx, resource, condition, if_match)
+            self._audit_writes(ctx, "update" if written.status == 200 else "create")
+            return written
+
+        return self._run(caller, "update", resource_type, work)
+
+    def conditional_put_in(self, ctx: WriteContext, resource: dict[str, Any], condition: str, if_match: int | None) -> Written:
+        """A conditional update within ``ctx``'s transaction. A new Patient gets an id from
+        Pathway, whatever the body says; other new resources keep the id they carry."""
+        resource_type = resource["resourceType"]
+        match = one_match(ctx.session, ctx.repo, self.policy, ctx.caller, resource_type, condition)
+        if match is not None:
+            if resource.get("id", match.stored.id) != match.stored.id:
+                raise FhirError(400, f"resource id {resource['id']!r} is not that of the {resource_type} the condition finds", "invalid", f"{resource_type}.id")
+            resource["id"] = match.stored.id
+            return Written(self.put_in(ctx, resource, if_match), 200)
+        if resource_type == "Patient" or "id" not in resource:
+            resource.pop("id", None)
+            return Written(self.write(ctx, resource), 201)
+        stored = self.put_in(ctx, resource, if_match)
+        return Written(stored, 201 if stored.version_id == 1 else 200)
 
     def patch(self, caller: Caller, resource_type: str, resource_id: str, operations: Any, if_match: int | None) -> Stored:
         if not isinstance(operations, list):
@@ -285,7 +335,7 @@ class FhirService:
                 raise FhirError(422, f"JSON Patch could not be applied: {exc}", "processing") from None
             if patched.get("id") != resource_id or patched.get("resourceType") != resource_type:
                 raise FhirError(422, "JSON Patch may not change resourceType or id", "processing")
-            validate_resource(patched, resource_type)
+            patched = validate_resource(patched, resource_type)
             ctx = WriteContext(session, repo, caller, self)
             stored = self.write(ctx, patched, if_match=int(current["meta"]["versionId"]))
             self._audit_writes(ctx, "patch")
@@ -296,7 +346,7 @@ class FhirService:
     def delete(self, caller: Caller, resource_type: str, resource_id: str, if_match: int | None) -> None:
         def work(session: Session, repo: Repository) -> None:
             ctx = WriteContext(session, repo, caller, self)
-            if self._delete(ctx, resource_type, resource_id, if_match) is not None:
+            if self.delete_in(ctx, resource_type, resource_id, if_match) is not None:
                 self._audit_writes(ctx, "delete")
 
         self._run(caller, "delete", f"{resource_type}/{resource_id}", work)
@@ -424,50 +474,16 @@ class FhirService:
     # --- transactions --------------------------------------------------------------
 
     def transaction(self, caller: Caller, bundle: Any, base: str) -> dict[str, Any]:
-        """Apply a transaction Bundle all-or-nothing."""
-        validate_resource(bundle, "Bundle")
-        if bundle.get("type") != "transaction":
-            raise FhirError(400, "only Bundles of type transaction are accepted here", "not-supported", "Bundle.type")
-        entries = bundle.get("entry", [])
-        targets = _assign_ids(entries)
+        """Apply a transaction Bundle all-or-nothing (see gateway.fhir.transactions)."""
+        entries = transactions.entries_of(bundle)
 
         def work(session: Session, repo: Repository) -> dict[str, Any]:
             ctx = WriteContext(session, repo, caller, self)
-            responses = []
-            for index, entry in enumerate(entries):
-                try:
-                    responses.append(self._transaction_entry(ctx, entry, targets))
-                except FhirError as error:
-                    error.issues[0]["diagnostics"] = f"Bundle.entry[{index}]: {error.issues[0]['diagnostics']}"
-                    raise
+            responses = transactions.apply(self, ctx, entries)
             self._audit_writes(ctx, "transaction")
             return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "transaction-response", "entry": responses}
 
         return self._run(caller, "transaction", None, work)
-
-    def _transaction_entry(self, ctx: WriteContext, entry: Any, targets: dict[str, str]) -> dict[str, Any]:
-        if not isinstance(entry, dict):
-            raise FhirError(400, "each entry must be an object with a request (and, except for DELETE, a resource)", "structure")
-        request = entry.get("request") or {}
-        method, url = request.get("method"), str(request.get("url", ""))
-        if method == "DELETE":
-            resource_type, _, resource_id = url.partition("/")
-            self._delete(ctx, resource_type, resource_id, parse_if_match(request.get("ifMatch")))
-            return {"response": {"status": "204 No Content"}}
-        resource = _resolve_references(entry.get("resource"), targets)
-        if method not in ("POST", "PUT") or not isinstance(resource, dict):
-            raise FhirError(400, "each entry needs request.method POST, PUT or DELETE and (except DELETE) a resource", "structure")
-        validate_resource(resource, url.split("/")[0] or None)
-        if_match = parse_if_match(request.get("ifMatch"))
-        stored = self._put(ctx, resource, if_match) if method == "PUT" else self.write(ctx, resource, if_match=if_match)
-        status = "201 Created" if stored.version_id == 1 else "200 OK"
-        return {
-            "response": {
-                "status": status,
-                "location": f"{stored.type}/{stored.id}/_history/{stored.version_id}",
-                "etag": bundles.etag(stored.version_id),
-            }
-        }
 
 
 def _check_person_identifiers(resource: dict[str, Any]) -> None:
@@ -489,36 +505,3 @@ def _only_shown(disclosures: list[dict[str, Any]], shown: set[str]) -> list[dict
         if resources:
             trimmed.append({**row, "resources": orjson.dumps(resources).decode()})
     return trimmed
-
-
-def parse_if_match(value: Any) -> int | None:
-    """The version in an ``If-Match`` ETag (``W/"3"``, ``"3"`` or ``3``)."""
-    if value in (None, ""):
-        return None
-    text = str(value).removeprefix("W/").strip('"')
-    if not text.isdigit():
-        raise FhirError(400, f"If-Match {value!r} is not a version ETag like W/\"3\"", "value")
-    return int(text)
-
-
-def _assign_ids(entries: list[dict[str, Any]]) -> dict[str, str]:
-    """Give each POST entry a server id; map its fullUrl (``urn:uuid:...``) to the new reference."""
-    targets: dict[str, str] = {}
-    for entry in entries:
-        resource = entry.get("resource")
-        if (entry.get("request") or {}).get("method") == "POST" and isinstance(resource, dict):
-            resource["id"] = str(uuid.uuid4())
-            if entry.get("fullUrl"):
-                targets[entry["fullUrl"]] = f"{resource.get('resourceType')}/{resource['id']}"
-    return targets
-
-
-def _resolve_references(value: Any, targets: dict[str, str]) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: (targets.get(v, v) if k == "reference" and isinstance(v, str) else _resolve_references(v, targets))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_resolve_references(v, targets) for v in value]
-    return value

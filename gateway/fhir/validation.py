@@ -1,4 +1,11 @@
-"""Validation of resources entering Pathway, with errors that name the element."""
+"""Validation of resources entering Pathway, with errors that name the element.
+
+The R4B models coerce in lax mode ("yes" becomes true, "2" becomes 2) and pydantic's
+``strict=True`` does not reach their primitive validators, so the body is compared with
+what the model parsed: any value whose JSON type changed is refused. The models do not
+check value sets either, so codes of the required bindings partners use are checked
+against ``REQUIRED_CODES``. What is stored is what the model parsed, dumped back.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,54 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from gateway.fhir.outcomes import FhirError, issue
+
+_GENDER = frozenset({"male", "female", "other", "unknown"})
+_REQUEST_STATUS = frozenset({"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"})
+_REQUEST_INTENT = frozenset(
+    {"proposal", "plan", "directive", "order", "original-order", "reflex-order", "filler-order", "instance-order", "option"}
+)
+_EVENT_STATUS = frozenset(
+    {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error", "unknown"}
+)
+_NAME_USE = frozenset({"usual", "official", "temp", "nickname", "anonymous", "old", "maiden"})
+_IDENTIFIER_USE = frozenset({"usual", "official", "temp", "secondary", "old"})
+_TELECOM_SYSTEM = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
+_TELECOM_USE = frozenset({"home", "work", "temp", "old", "mobile"})
+_PERSON = {"gender": _GENDER, "name.use": _NAME_USE, "identifier.use": _IDENTIFIER_USE, "telecom.system": _TELECOM_SYSTEM, "telecom.use": _TELECOM_USE}
+
+# Codes of required bindings (FHIR R4) on the elements partners send, by type and path.
+REQUIRED_CODES: dict[str, dict[str, frozenset[str]]] = {
+    "Patient": _PERSON,
+    "RelatedPerson": _PERSON,
+    "Practitioner": _PERSON,
+    "Task": {
+        "status": frozenset(
+            {"draft", "requested", "received", "accepted", "rejected", "ready", "cancelled", "in-progress", "on-hold", "failed", "completed", "entered-in-error"}
+        ),
+        "intent": frozenset({"unknown", "proposal", "plan", "order", "original-order", "reflex-order", "filler-order", "instance-order", "option"}),
+        "priority": frozenset({"routine", "urgent", "asap", "stat"}),
+    },
+    "ServiceRequest": {"status": _REQUEST_STATUS, "intent": _REQUEST_INTENT, "priority": frozenset({"routine", "urgent", "asap", "stat"})},
+    "CarePlan": {"status": _REQUEST_STATUS, "intent": frozenset({"proposal", "plan", "order", "option"})},
+    "MedicationRequest": {
+        "status": frozenset({"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}),
+        "intent": frozenset({"proposal", "plan", "order", "original-order", "reflex-order", "filler-order", "instance-order", "option"}),
+    },
+    "MedicationStatement": {
+        "status": frozenset({"active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"})
+    },
+    "Observation": {
+        "status": frozenset({"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"})
+    },
+    "Encounter": {
+        "status": frozenset({"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled", "entered-in-error", "unknown"})
+    },
+    "EpisodeOfCare": {"status": frozenset({"planned", "waitlist", "active", "onhold", "finished", "cancelled", "entered-in-error"})},
+    "QuestionnaireResponse": {"status": frozenset({"in-progress", "completed", "amended", "entered-in-error", "stopped"})},
+    "Communication": {"status": _EVENT_STATUS, "priority": frozenset({"routine", "urgent", "asap", "stat"})},
+    "Consent": {"status": frozenset({"draft", "proposed", "active", "rejected", "inactive", "entered-in-error"})},
+    "Bundle": {"type": frozenset({"document", "message", "transaction", "transaction-response", "batch", "batch-response", "history", "searchset", "collection"})},
+}
 
 
 @lru_cache(maxsize=None)
@@ -28,10 +83,11 @@ def parse_json(raw: bytes) -> Any:
 
 
 def validate_resource(resource: Any, expected_type: str | None = None) -> dict[str, Any]:
-    """Check a resource against the FHIR R4 (R4B models) structure; returns it unchanged.
+    """Check a resource strictly against FHIR R4 (R4B models); returns what was validated.
 
-    400 when it is not a resource of the expected type; 422 naming each bad
-    element when its content does not conform.
+    400 when it is not a resource of the expected type or a value has the wrong JSON
+    type; 422 naming each bad element when its content does not
+    conform (undefined elements, invalid dates, codes outside a required binding).
     """
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         raise FhirError(400, "body must be a FHIR resource: a JSON object with resourceType", "structure")
@@ -43,7 +99,7 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> dict[s
     except (KeyError, ValueError, AttributeError, ImportError):
         raise FhirError(400, f"{resource_type} is not a FHIR R4 resource type", "not-supported", "resourceType") from None
     try:
-        model.model_validate(resource)
+        parsed = orjson.loads(model.model_validate(resource).model_dump_json(by_alias=True, exclude_none=True))
     except ValidationError as exc:
         issues = [
             issue(
@@ -56,7 +112,54 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> dict[s
         raise FhirError(422, issues[0]["diagnostics"], issues=issues) from None
     except (ValueError, TypeError) as exc:
         raise FhirError(422, f"{resource_type}: {exc}", "value") from None
-    return resource
+    _same_json_types(resource, parsed, resource_type)
+    _check_codes(parsed, resource_type)
+    return parsed
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", dict: "object", list: "array"}.get(type(value), "null")
+
+
+def _same_json_types(sent: Any, parsed: Any, where: str) -> None:
+    """Refuse (400) any value the model had to coerce to another JSON type, naming the
+    element. Nulls and empty values (FHIR JSON has none) are left out of what is stored."""
+    kind = _kind(sent)
+    if kind == "null" or (kind in ("string", "object", "array") and not sent):
+        return
+    if parsed is None or _kind(parsed) != kind:
+        expected = "missing" if parsed is None else f"a JSON {_kind(parsed)}"
+        raise FhirError(400, f"{where}: must be {expected}, not the JSON {kind} {orjson.dumps(sent).decode()[:40]}", "structure", where)
+    if kind == "object":
+        for key, value in sent.items():
+            _same_json_types(value, parsed.get(key), f"{where}.{key}")
+    elif kind == "array":
+        if len(sent) != len(parsed):
+            raise FhirError(400, f"{where}: an array may not hold null values", "structure", where)
+        for index, (item, item_parsed) in enumerate(zip(sent, parsed)):
+            _same_json_types(item, item_parsed, f"{where}[{index}]")
+
+
+def _check_codes(resource: dict[str, Any], resource_type: str) -> None:
+    for path, codes in REQUIRED_CODES.get(resource_type, {}).items():
+        for where, value in _values(resource, path.split("."), resource_type):
+            if value not in codes:
+                raise FhirError(422, f"{where}: {value!r} is not a code of its required value set ({', '.join(sorted(codes))})", "code-invalid", where)
+
+
+def _values(node: Any, steps: list[str], where: str) -> list[tuple[str, Any]]:
+    """(path, value) of every value at ``steps`` below ``node``, through arrays."""
+    if isinstance(node, list):
+        return [found for index, item in enumerate(node) for found in _values(item, steps, f"{where}[{index}]")]
+    if not steps:
+        return [(where, node)]
+    if not isinstance(node, dict) or steps[0] not in node:
+        return []
+    return _values(node[steps[0]], steps[1:], f"{where}.{steps[0]}")
 
 
 def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
