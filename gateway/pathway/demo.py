@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from gateway.auth.scopes import allows
 from gateway.auth.tokens import Principal
 from gateway.demo_people import DemoPerson
 from gateway.fhir.access import Caller
@@ -45,7 +46,7 @@ class DemoWalker:
         """The organisation's registered client that writes Tasks (what its system would use)."""
         key = directory_key(self.fhir.gateway.repository(session), organization_id)
         clients = session.scalars(select(ClientRow).where(ClientRow.organization == key, ClientRow.active.is_(True))).all()
-        writer = next((c for c in clients if {"system/*.write", "system/Task.write"} & set(c.scopes.split())), None)
+        writer = next((c for c in clients if allows(c.scopes.split(), "Task", "write")), None)
         if writer is None:
             raise LookupError(f"Organization/{organization_id} has no registered client that may write Tasks; load conf first")
         return Caller(Principal(writer.id, writer.organization, frozenset(writer.scopes.split()), frozenset(), writer.kind, 0), "CAREMGT")
