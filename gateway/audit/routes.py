@@ -41,6 +41,6 @@ def audit_events(
     params = [("patient", reference), ("_count", str(count)), ("_offset", str(offset))]
     next_offset = offset + count if len(rows) > count else None
     return Response(
-        orjson.dumps(bundles.searchset(base_url(request), "AuditEvent", events, params, next_offset, False)),
+        orjson.dumps(bundles.searchset(base_url(request), "AuditEvent", events, params, None if next_offset is None else [("_offset", str(next_offset))], False)),
         media_type="application/fhir+json",
     )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
 from gateway.fhir.outcomes import operation_outcome, withheld_warning
 from gateway.store.repository import Stored, fhir_instant, now_utc
+
+
+PAGING_PARAMS = frozenset({"_offset", "_cursor"})
 
 
 def full_url(base: str, resource: dict[str, Any]) -> str:
@@ -19,16 +23,24 @@ def searchset(
     resource_type: str,
     resources: list[dict[str, Any]],
     params: list[tuple[str, str]],
-    next_offset: int | None,
+    next_page: list[tuple[str, str]] | None,
     withheld: bool,
+    *,
+    included: Sequence[dict[str, Any]] = (),
+    total: int | None = None,
 ) -> dict[str, Any]:
-    """A searchset page. No ``total``: a count would tell of what was withheld."""
-    own = [(k, v) for k, v in params if k != "_offset"]
+    """A searchset page: matches, then included resources, then the "some information withheld"
+    outcome, each entry with its ``search.mode``. ``params`` are those applied (the self link);
+    ``next_page`` the paging parameters of the next link, if any. ``total`` is given only when
+    asked for, and counts only what the caller may see."""
+    own = [(k, v) for k, v in params if k not in PAGING_PARAMS]
     links = [{"relation": "self", "url": f"{base}/fhir/{resource_type}?{urlencode(params)}"}]
-    if next_offset is not None:
-        links.append({"relation": "next", "url": f"{base}/fhir/{resource_type}?{urlencode(own + [('_offset', next_offset)])}"})
+    if next_page is not None:
+        links.append({"relation": "next", "url": f"{base}/fhir/{resource_type}?{urlencode(own + next_page)}"})
     entries: list[dict[str, Any]] = [
-        {"fullUrl": full_url(base, r), "resource": r, "search": {"mode": "match"}} for r in resources
+        {"fullUrl": full_url(base, r), "resource": r, "search": {"mode": mode}}
+        for mode, group in (("match", resources), ("include", included))
+        for r in group
     ]
     if withheld:
         entries.append(
@@ -38,14 +50,15 @@ def searchset(
                 "search": {"mode": "outcome"},
             }
         )
-    return {
+    bundle: dict[str, Any] = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
         "meta": {"lastUpdated": fhir_instant(now_utc())},
         "type": "searchset",
-        "link": links,
-        "entry": entries,
     }
+    if total is not None:
+        bundle["total"] = total
+    return {**bundle, "link": links, "entry": entries}
 
 
 def history(base: str, versions: list[Stored], resources: list[dict[str, Any]]) -> dict[str, Any]:

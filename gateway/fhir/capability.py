@@ -9,7 +9,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.auth.scopes import supported_scopes
 from gateway.auth.tokens import ASSERTION_ALGORITHMS
-from gateway.store.indexing import REFERENCE_PARAMS, TOKEN_PARAMS, URI_PARAMS
+from gateway.store.indexing import DATE_PARAMS, PERSON_PARAMS, PERSON_TYPES, REFERENCE_PARAMS, TOKEN_PARAMS, URI_PARAMS
 
 # The resource types the FHIR API serves (DESIGN §7), plus those ingest produces.
 SUPPORTED_TYPES = (
@@ -45,21 +45,47 @@ def _elements(resource_type: str) -> frozenset[str]:
     return frozenset(f.alias or name for name, f in get_fhir_model_class(resource_type).model_fields.items())
 
 
+CONTROL_PARAMS = [
+    {"name": "_id", "type": "token"},
+    {"name": "_lastUpdated", "type": "date"},
+    {"name": "_count", "type": "number"},
+    {"name": "_sort", "type": "special"},
+    {"name": "_summary", "type": "special"},
+    {"name": "_total", "type": "special"},
+    {"name": "_elements", "type": "special"},
+]
+
+
 def search_params(resource_type: str) -> list[dict[str, str]]:
-    """The search parameters that apply to a type (those whose elements it has)."""
+    """The search parameters that apply to a type (those whose elements it has), with their types."""
     elements = _elements(resource_type)
-    params = [{"name": "_lastUpdated", "type": "date"}, {"name": "_count", "type": "number"}]
+    params = list(CONTROL_PARAMS)
     for name, sources in REFERENCE_PARAMS.items():
         if elements.intersection(sources) or (name == "patient" and resource_type == "Patient"):
             params.append({"name": name, "type": "reference"})
     params += [{"name": n, "type": "token"} for n, e in TOKEN_PARAMS.items() if e in elements]
     params += [{"name": n, "type": "uri"} for n, e in URI_PARAMS.items() if e in elements]
+    params += [{"name": n, "type": "date"} for n, paths in DATE_PARAMS.items() if elements.intersection(p.split(".")[0] for p in paths)]
+    if resource_type in PERSON_TYPES:
+        params += [{"name": n, "type": t} for n, t in PERSON_PARAMS.items()]
     return params
 
 
 @lru_cache(maxsize=None)
+def search_param_types(resource_type: str) -> dict[str, str]:
+    """Search parameter name -> FHIR search parameter type, for a type."""
+    return {p["name"]: p["type"] for p in search_params(resource_type)}
+
+
 def search_param_names(resource_type: str) -> frozenset[str]:
-    return frozenset(p["name"] for p in search_params(resource_type))
+    return frozenset(search_param_types(resource_type))
+
+
+def search_includes(resource_type: str) -> dict[str, list[str]]:
+    """The ``_include`` and ``_revinclude`` values a type takes (every reference parameter)."""
+    own = [f"{resource_type}:{n}" for n, t in search_param_types(resource_type).items() if t == "reference"]
+    others = [f"{t}:{n}" for t in SUPPORTED_TYPES for n, kind in search_param_types(t).items() if kind == "reference"]
+    return {"searchInclude": ["*", *own], "searchRevInclude": others}
 
 
 def security(base: str) -> dict[str, Any]:
@@ -115,6 +141,7 @@ def capability_statement(base: str) -> dict[str, Any]:
                         "conditionalUpdate": False,
                         "interaction": [{"code": code} for code in INTERACTIONS],
                         "searchParam": search_params(t),
+                        **search_includes(t),
                     }
                     for t in SUPPORTED_TYPES
                 ],

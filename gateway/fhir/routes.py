@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
@@ -21,6 +22,7 @@ from gateway.fhir.access import Caller
 from gateway.fhir.capability import capability_statement
 from gateway.fhir.conditional import Written, parse_if_match
 from gateway.fhir.outcomes import FHIR_JSON, FhirError, fhir_response, issue, operation_outcome
+from gateway.fhir.search import strict_handling
 from gateway.fhir.service import FhirService
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
@@ -138,7 +140,21 @@ def _transaction_entries(body: Any) -> list[dict[str, Any]]:
 @router.get("/{resource_type}", summary="Search")
 async def search(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
     require_scope(who.principal, resource_type, "read")
-    return fhir_response(await fhir.search(who, resource_type, list(request.query_params.multi_items()), base_url(request)))
+    return await _search(request, resource_type, list(request.query_params.multi_items()), who, fhir)
+
+
+@router.post("/{resource_type}/_search", summary="Search (parameters in a form body and/or the query string)")
+async def search_by_post(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+    require_scope(who.principal, resource_type, "read")
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded") and await request.body():
+        raise FhirError(415, "POST _search takes application/x-www-form-urlencoded parameters", "not-supported")
+    form = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    return await _search(request, resource_type, list(request.query_params.multi_items()) + form, who, fhir)
+
+
+async def _search(request: Request, resource_type: str, params: list[tuple[str, str]], who: Caller, fhir: FhirService) -> Response:
+    strict = strict_handling(request.headers.get("prefer"))
+    return fhir_response(await fhir.search(who, resource_type, params, base_url(request), strict=strict))
 
 
 @router.post("/{resource_type}", status_code=201, summary="Create", openapi_extra=RESOURCE_BODY)

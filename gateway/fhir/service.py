@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,14 +22,14 @@ from gateway.audit.chain import Actor, append, audit_event
 from gateway.audit.ledger import insert_disclosures
 from gateway.fhir import bundles, transactions
 from gateway.fhir.access import DIRECTORY_TYPES, AccessPolicy, Caller
-from gateway.fhir.capability import SUPPORTED_TYPES, search_param_names
+from gateway.fhir.capability import SUPPORTED_TYPES, search_param_types
 from gateway.fhir.conditional import Match, Written, one_match
 from gateway.fhir.outcomes import FhirError
-from gateway.fhir.search import parse_search
+from gateway.fhir.search import MAX_INCLUDED, SearchQuery, encode_cursor, include_targets, mandatory_elements, matches, parse_search, subsetted
 from gateway.fhir.validation import validate_resource
 from gateway.runtime import Gateway
 from gateway.store.indexing import patient_of
-from gateway.store.repository import NotFound, Repository, Stored, VersionConflict
+from gateway.store.repository import Cursor, NotFound, Repository, Stored, VersionConflict
 from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
 
 Labeller = Callable[[dict[str, Any]], dict[str, Any]]
@@ -43,6 +44,17 @@ class Seen:
     patient: str | None
     disclosures: list[dict[str, Any]] = field(default_factory=list)
     audited: bool = True
+
+
+@dataclass
+class Page:
+    """Resources a caller may see of a search, whether some were withheld, the cursor
+    after the last (when there are more) and the disclosures to record."""
+
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    withheld: bool = False
+    next: Cursor | None = None
+    disclosures: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -405,71 +417,111 @@ class FhirService:
 
         return await self._read(caller, "history-instance", f"{resource_type}/{resource_id}", work)
 
-    async def search(self, caller: Caller, resource_type: str, params: list[tuple[str, str]], base: str) -> dict[str, Any]:
+    async def search(self, caller: Caller, resource_type: str, params: list[tuple[str, str]], base: str, strict: bool = False) -> dict[str, Any]:
+        """A searchset Bundle of what the caller may see: matches, then what they include."""
         self._check_type(resource_type)
-        query = parse_search(resource_type, params, search_param_names(resource_type))
+        query = parse_search(resource_type, params, strict)
 
         def work(session: Session, repo: Repository) -> Seen:
-            rows = repo.search(
-                resource_type,
-                query.criteria,
-                updated_after=query.updated_after,
-                updated_before=query.updated_before,
-                patient=query.patient,
-                custodians=self.policy.search_custodians(caller, resource_type),
-                offset=query.offset,
-            )
-            page, withheld, next_offset, disclosures = self._page(session, caller, rows, query.count)
-            patients = {patient_of(r) for r in page} - {None}
-            bundle = bundles.searchset(base, resource_type, page, params, next_offset, withheld)
+            counted = self._count_visible(session, caller, self._matches(repo, caller, resource_type, query)) if query.wants_total else None
+            page = Page() if query.summary_count else self._page(session, caller, self._matches(repo, caller, resource_type, query), query.count)
+            included = self._included(session, repo, caller, resource_type, query, page.resources)
+            shown = page.resources + included.resources
+            matches = [subsetted(r, query.elements, mandatory_elements(resource_type)) for r in page.resources] if query.elements else page.resources
+            next_page = [("_cursor", encode_cursor(page.next))] if page.next is not None else None
+            withheld = page.withheld or included.withheld or (counted is not None and counted[1])
+            total = counted[0] if counted is not None else None
+            bundle = bundles.searchset(base, resource_type, matches, query.applied, next_page, withheld, included=included.resources, total=total)
+            patients = {patient_of(r) for r in shown} - {None}
             return Seen(
                 bundle,
-                [f"{r['resourceType']}/{r['id']}" for r in page],
+                [f"{r['resourceType']}/{r['id']}" for r in shown],
                 next(iter(patients)) if len(patients) == 1 else query.patient,
-                disclosures,
-                resource_type not in DIRECTORY_TYPES,
+                page.disclosures + included.disclosures,
+                resource_type not in DIRECTORY_TYPES or any(r["resourceType"] not in DIRECTORY_TYPES for r in shown),
             )
 
         return await self._read(caller, "search-type", resource_type, work)
 
-    def _page(
-        self, session: Session, caller: Caller, rows: Iterator[tuple[int, Stored]], count: int
-    ) -> tuple[list[dict[str, Any]], bool, int | None, list[dict[str, Any]]]:
-        """Fill a page with what the caller may see, checking rows in chunks; returns the
-        page, whether anything was withheld, the next offset and the disclosures made."""
-        page: list[dict[str, Any]] = []
-        disclosures: list[dict[str, Any]] = []
-        withheld = False
-        if count == 0:
-            return page, False, None, disclosures
-        chunk: list[tuple[int, Stored]] = []
+    def _matches(self, repo: Repository, caller: Caller, resource_type: str, query: SearchQuery) -> Iterator[tuple[Cursor, Stored]]:
+        return matches(repo, resource_type, query, self.policy.search_custodians(caller, resource_type))
 
-        def flush() -> int | None:
-            nonlocal withheld
-            visible = self.policy.visible(session, caller, [s for _, s in chunk])
+    def _count_visible(self, session: Session, caller: Caller, rows: Iterator[tuple[Cursor, Stored]], chunk: int = 200) -> tuple[int, bool]:
+        """How many of the rows the caller may see (a total never counts what it may not), and
+        whether the policy would warn that something was withheld."""
+        count, withheld = 0, False
+        while batch := [s for _, s in islice(rows, chunk)]:
+            visible = self.policy.visible(session, caller, batch)
+            count += sum(r is not None for r in visible.resources)
             withheld = withheld or visible.withheld
+        return count, withheld
+
+    def _included(
+        self, session: Session, repo: Repository, caller: Caller, resource_type: str, query: SearchQuery, matches: list[dict[str, Any]]
+    ) -> Page:
+        """What ``_include`` and ``_revinclude`` add to the matches, through the policy like them,
+        each resource once (at most MAX_INCLUDED)."""
+        known = {f"{r['resourceType']}/{r['id']}" for r in matches}
+        wanted: list[Stored] = []
+
+        def add(stored: Stored | None) -> None:
+            if stored is not None and not stored.deleted and stored.reference not in known and len(wanted) < MAX_INCLUDED:
+                known.add(stored.reference)
+                wanted.append(stored)
+
+        for include in query.includes:
+            names = [n for n, t in search_param_types(resource_type).items() if t == "reference"] if include.param == "*" else [include.param]
+            for resource in matches:
+                for reference in (ref for name in names for ref in include_targets(resource, name, include.target)):
+                    if reference not in known:
+                        add(repo.current(*reference.split("/")))
+        targets = [f"{r['resourceType']}/{r['id']}" for r in matches]
+        for include in query.revincludes if targets else ():
+            rows = repo.search(include.source, [(include.param, targets)], custodians=self.policy.search_custodians(caller, include.source))
+            for _, stored in islice(rows, MAX_INCLUDED):
+                add(stored)
+        if not wanted:
+            return Page()
+        visible = self.policy.visible(session, caller, wanted)
+        return Page([r for r in visible.resources if r is not None], visible.withheld, None, visible.disclosures)
+
+    def _page(self, session: Session, caller: Caller, rows: Iterator[tuple[Cursor, Stored]], count: int) -> Page:
+        """Fill a page with what the caller may see, checking rows in chunks; ``next`` is the
+        cursor of its last row when the caller may see more after it."""
+        page = Page()
+        if count == 0:
+            return page
+        chunk: list[tuple[Cursor, Stored]] = []
+        last: Cursor | None = None
+
+        def flush() -> bool:
+            """Add the chunk's visible rows; True when a visible row is left over (there is a next page)."""
+            nonlocal last
+            visible = self.policy.visible(session, caller, [s for _, s in chunk])
+            page.withheld = page.withheld or visible.withheld
             shown: set[str] = set()
-            stop = None
-            for (position, stored), resource in zip(chunk, visible.resources):
+            more = False
+            for (cursor, stored), resource in zip(chunk, visible.resources):
                 if resource is None:
                     continue
-                if len(page) == count:
-                    stop = position
+                if len(page.resources) == count:
+                    more = True
                     break
-                page.append(resource)
+                page.resources.append(resource)
+                last = cursor
                 shown.add(f"{stored.reference}/_history/{stored.version_id}")
-            disclosures.extend(d for d in _only_shown(visible.disclosures, shown))
+            page.disclosures.extend(_only_shown(visible.disclosures, shown))
             chunk.clear()
-            return stop
+            return more
 
         for item in rows:
             chunk.append(item)
-            if len(chunk) >= count + 1:
-                stop = flush()
-                if stop is not None:
-                    return page, withheld, stop, disclosures
-        stop = flush() if chunk else None
-        return page, withheld, stop, disclosures
+            if len(chunk) >= count + 1 and flush():
+                page.next = last
+                return page
+        if chunk and flush():
+            page.next = last
+        return page
 
     # --- transactions --------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 # search parameter -> the elements that hold references for it
@@ -34,6 +36,15 @@ TOKEN_PARAMS: dict[str, str] = {
     "type": "type",
 }
 URI_PARAMS: dict[str, str] = {"questionnaire": "questionnaire"}
+# search parameter -> the elements (dotted paths) holding its date; indexed as sortable UTC text
+DATE_PARAMS: dict[str, tuple[str, ...]] = {
+    "authored": ("authored", "authoredOn"),
+    "date": ("effectiveDateTime", "dateTime", "date", "period.start", "occurrenceDateTime"),
+}
+# Person search parameters: their values name a person, so they are only ever indexed blind.
+PERSON_TYPES = frozenset({"Patient", "RelatedPerson"})
+PERSON_PARAMS: dict[str, str] = {"name": "string", "family": "string", "given": "string", "birthdate": "date", "gender": "token"}
+MAX_NAME_PREFIX = 20
 PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
 
 
@@ -82,6 +93,57 @@ def demographic_keys(given: str, family: str, birth_date: str) -> tuple[str, str
     return f"{_fold(given)}|{_fold(family)}|{birth_date}", f"{_fold(family)}|{birth_date}"
 
 
+def fold_name(text: str) -> str:
+    """A name as name search compares it: accents stripped (NFKD), case folded."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
+
+
+def _name_words(text: str) -> set[str]:
+    """The name and each of its words (``Reid-Brown`` is found by ``reid`` and ``brown``)."""
+    folded = fold_name(text)
+    return {folded, *folded.replace("-", " ").split()} - {""}
+
+
+def _name_prefixes(texts: list[str]) -> set[str]:
+    return {word[:length] for text in texts for word in _name_words(text) for length in range(1, min(len(word), MAX_NAME_PREFIX) + 1)}
+
+
+def _person_entries(resource: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
+    """Blind-indexed name prefixes, birth date (day, month and year) and gender."""
+    names = [n for n in resource.get("name", []) if isinstance(n, dict)]
+    given = _name_prefixes([g for n in names for g in n.get("given", [])])
+    family = _name_prefixes([n["family"] for n in names if n.get("family")])
+    for param, prefixes in (("given", given), ("family", family), ("name", given | family)):
+        for prefix in prefixes:
+            yield param, prefix, True
+    born = resource.get("birthDate")
+    if isinstance(born, str):
+        for length in (4, 7, 10):
+            if len(born) >= length:
+                yield "birthdate", born[:length], True
+    if isinstance(resource.get("gender"), str):
+        yield "gender", resource["gender"], True
+
+
+def sortable_instant(value: str) -> str | None:
+    """A FHIR date or dateTime as fixed-width UTC text that sorts in time order; None if unreadable."""
+    day = value if "T" in value else (value + "-01-01")[:10]  # a year or month starts on its first day
+    try:
+        moment = datetime.fromisoformat(day.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    moment = moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _at(resource: dict[str, Any], path: str) -> Any:
+    value: Any = resource
+    for step in path.split("."):
+        value = value.get(step) if isinstance(value, dict) else None
+    return value
+
+
 def index_entries(resource: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
     """Every (param, value, is_identifier) the resource should be found by.
 
@@ -91,8 +153,12 @@ def index_entries(resource: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
     Whatever could name a person (identifiers, those keys, conditional
     references) is flagged to be stored blind; the rest are codes, statuses
     and references by opaque id. Names, birth dates, addresses and telecom are
-    never indexed.
+    never indexed in clear: name prefixes, birth dates and gender of Patients
+    and RelatedPersons are indexed blind only (name search is a blind match
+    of the folded prefix).
     """
+    if resource["resourceType"] in PERSON_TYPES:
+        yield from _person_entries(resource)
     if resource["resourceType"] == "Patient" and resource.get("birthDate"):
         for name in resource.get("name", []):
             for given in name.get("given", [])[:1]:
@@ -109,6 +175,11 @@ def index_entries(resource: dict[str, Any]) -> Iterator[tuple[str, str, bool]]:
         for value in _as_list(resource.get(element)):
             for token, is_identifier in _tokens(value):
                 yield param, token, is_identifier
+    for param, paths in DATE_PARAMS.items():
+        for path in paths:
+            value = _at(resource, path)
+            if isinstance(value, str) and (instant := sortable_instant(value)):
+                yield param, instant, False
     for param, element in URI_PARAMS.items():
         value = resource.get(element)
         if isinstance(value, str):

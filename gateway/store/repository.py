@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Row, and_, bindparam, delete, exists, insert, select, update
+from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from gateway.store.crypto import Keyring
@@ -60,6 +60,62 @@ class VersionConflict(Exception):
     def __init__(self, expected: int, current: int) -> None:
         super().__init__(f"version {expected} is not current (current is {current})")
         self.expected, self.current = expected, current
+
+
+class Cursor(NamedTuple):
+    """Where a page ended: the last row's sort key (as text), type and id."""
+
+    key: str
+    type: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    """Search order: by ``last_updated`` (``param`` None) or by a date search parameter."""
+
+    param: str | None = None
+    descending: bool = False
+
+
+NEWEST_FIRST = Sort(None, descending=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DateRange:
+    """Instants ``low <= x < high`` (an open end when None), or all others when ``negate``."""
+
+    low: datetime | None
+    high: datetime | None
+    negate: bool = False
+
+    def admits(self, moment: datetime) -> bool:
+        inside = (self.low is None or self.low <= moment) and (self.high is None or moment < self.high)
+        return inside != self.negate
+
+    @staticmethod
+    def within(column: Any, low: Any, high: Any) -> Any:
+        """``low <= column < high`` over the bounds given as the column holds them (``negate`` is the caller's)."""
+        return and_(true(), *([column >= low] if low is not None else []), *([column < high] if high is not None else []))
+
+
+def sortable_text(moment: datetime) -> str:
+    """An instant as date search tokens hold it (see indexing.sortable_instant)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _beyond(order: tuple[Any, ...], values: tuple[Any, ...], descending: bool) -> Any:
+    """Rows strictly after ``values`` in the lexicographic ``order`` (keyset paging)."""
+    first, *rest = order
+    head, *tail = values
+    past = first < head if descending else first > head
+    if not rest:
+        return past
+    return or_(past, and_(first == head, _beyond(tuple(rest), tuple(tail), descending)))
+
+
+def _cursor_text(key: Any) -> str:
+    return key.isoformat() if isinstance(key, datetime) else str(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,48 +238,73 @@ class Repository:
         type_: str | None,
         criteria: Sequence[tuple[str, Sequence[str]]] = (),
         *,
-        updated_after: datetime | None = None,
-        updated_before: datetime | None = None,
+        excluded: Sequence[tuple[str, Sequence[str]]] = (),
+        token_ranges: Sequence[tuple[str, DateRange]] = (),
+        ids: Sequence[str] | None = None,
+        updated: Sequence[DateRange] = (),
         patient: str | None = None,
         custodians: Iterable[str] | None = None,
+        sort: Sort = NEWEST_FIRST,
+        after: Cursor | None = None,
         offset: int = 0,
         batch: int = 100,
-    ) -> Iterator[tuple[int, Stored]]:
+    ) -> Iterator[tuple[Cursor, Stored]]:
         """Current, undeleted resources (of one type, or any when ``type_`` is None) matching
-        every criterion (any of its values), newest first, with their position in that
-        order (for paging)."""
-        query = select(RESOURCE).where(RESOURCE.c.deleted.is_(False))
+        every criterion (any of its values) and none of the ``excluded``, in ``sort`` order
+        then by type and id, each with its cursor: the rows after a cursor stay the same
+        rows while others are written (keyset paging). ``offset`` skips rows of that order."""
+        key = self._sort_key(sort)
+        query = select(RESOURCE, key.label("sort_key")).where(RESOURCE.c.deleted.is_(False))
         if type_ is not None:
             query = query.where(RESOURCE.c.type == type_)
         for param, values in criteria:
-            token_values = list(values) + [self.keyring.blind(v) for v in values]
-            query = query.where(
-                exists().where(
-                    and_(
-                        SearchTokenRow.type == RESOURCE.c.type,
-                        SearchTokenRow.id == RESOURCE.c.id,
-                        SearchTokenRow.param == param,
-                        SearchTokenRow.value.in_(token_values),
-                    )
-                )
-            )
-        if updated_after is not None:
-            query = query.where(RESOURCE.c.last_updated > updated_after)
-        if updated_before is not None:
-            query = query.where(RESOURCE.c.last_updated < updated_before)
+            query = query.where(self._has_token(param, values))
+        for param, values in excluded:
+            query = query.where(~self._has_token(param, values))
+        for param, span in token_ranges:
+            low, high = (sortable_text(m) if m else None for m in (span.low, span.high))
+            dated = exists().where(TOKEN.c.type == RESOURCE.c.type, TOKEN.c.id == RESOURCE.c.id, TOKEN.c.param == param, span.within(TOKEN.c.value, low, high))
+            query = query.where(~dated if span.negate else dated)
+        if ids is not None:
+            query = query.where(RESOURCE.c.id.in_(list(ids)))
+        for span in updated:
+            inside = span.within(RESOURCE.c.last_updated, span.low, span.high)
+            query = query.where(~inside if span.negate else inside)
         if patient is not None:
             query = query.where(RESOURCE.c.patient == patient)
         if custodians is not None:
             query = query.where(RESOURCE.c.custodian.in_(list(custodians)))
-        query = query.order_by(RESOURCE.c.last_updated.desc(), RESOURCE.c.id)
-        position = offset
+        order = (key, RESOURCE.c.type, RESOURCE.c.id)
+        query = query.order_by(*(c.desc() if sort.descending else c.asc() for c in order))
+        page = query.offset(offset)
         while True:
-            rows = self.session.execute(query.offset(position).limit(batch)).all()
+            if after is not None:
+                page = query.where(_beyond(order, self._cursor_values(sort, after), sort.descending))
+            rows = self.session.execute(page.limit(batch)).all()
             for row in rows:
-                yield position, self._unpack(row)
-                position += 1
+                after = Cursor(_cursor_text(row.sort_key), row.type, row.id)
+                yield after, self._unpack(row)
             if len(rows) < batch:
                 return
+
+    def _has_token(self, param: str, values: Sequence[str]) -> Any:
+        token_values = list(values) + [self.keyring.blind(v) for v in values]
+        return exists().where(
+            TOKEN.c.type == RESOURCE.c.type, TOKEN.c.id == RESOURCE.c.id, TOKEN.c.param == param, TOKEN.c.value.in_(token_values)
+        )
+
+    @staticmethod
+    def _sort_key(sort: Sort) -> Any:
+        if sort.param is None:
+            return RESOURCE.c.last_updated
+        # Several dates: ascending goes by the earliest, descending by the latest (as FHIR says).
+        pick = func.max if sort.descending else func.min
+        earliest = select(pick(TOKEN.c.value)).where(TOKEN.c.type == RESOURCE.c.type, TOKEN.c.id == RESOURCE.c.id, TOKEN.c.param == sort.param)
+        return func.coalesce(earliest.scalar_subquery(), "")
+
+    @staticmethod
+    def _cursor_values(sort: Sort, after: Cursor) -> tuple[Any, str, str]:
+        return after if sort.param is not None else (datetime.fromisoformat(after.key), after.type, after.id)
 
     # --- writing -----------------------------------------------------------------
 
