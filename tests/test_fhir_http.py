@@ -33,6 +33,8 @@ def test_if_none_exist_twice_gives_one_patient(make_client):  # type: ignore[no-
     assert second.json()["id"] == first.json()["id"]
     assert second.headers["Location"] == first.headers["Location"] and second.headers["ETag"] == 'W/"1"'
     assert patients_with(client, chi_of(body)) == [first.json()["id"]]
+    in_the_query = client.post(f"Patient?{chi_of(body)}", body)  # fhirpy's get_or_create
+    assert in_the_query.status_code == 200 and in_the_query.json()["id"] == first.json()["id"]
 
 
 def test_if_none_exist_with_several_matches_is_412(make_client):  # type: ignore[no-untyped-def]

@@ -166,7 +166,9 @@ async def create(
     fhir: FhirService = Depends(service),
 ) -> Response:
     require_scope(who.principal, resource_type, "write")
-    return _written(request, fhir.conditional_create(who, body, resource_type, request.headers.get("if-none-exist")))
+    # The condition comes in If-None-Exist or, as fhirpy's get_or_create sends it, in the query string.
+    condition = request.headers.get("if-none-exist") or request.url.query or None
+    return _written(request, fhir.conditional_create(who, body, resource_type, condition))
 
 
 @router.get("/{resource_type}/{resource_id}", summary="Read")
