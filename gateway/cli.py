@@ -114,6 +114,17 @@ def cmd_keys_rotate_data(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(_args: argparse.Namespace) -> int:
+    gateway = _gateway()
+    try:
+        with gateway.transaction() as session:
+            count = gateway.repository(session).reindex_all()
+    finally:
+        gateway.close()
+    _print_json({"reindexed": count})
+    return 0
+
+
 def cmd_audit_verify(_args: argparse.Namespace) -> int:
     from gateway.audit.chain import verify
 
@@ -222,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(run=cmd_keys_new)
     rotate = keys.add_parser("rotate-data", help="new data key; re-encrypt everything stored about people")
     rotate.set_defaults(run=cmd_keys_rotate_data)
+
+    reindex = commands.add_parser("reindex", help="rebuild the search index of every current resource (after an upgrade)")
+    reindex.set_defaults(run=cmd_reindex)
 
     ingest = commands.add_parser("ingest", help="map (and store) a partner extract; prints the ingest report")
     ingest.add_argument("source", choices=["emis", "socialwork", "thirdsector"])

@@ -8,8 +8,10 @@ from datetime import date
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+import orjson
+from sqlalchemy import delete, select
 
+from gateway.cli import main as pathway
 from gateway.store.models import SearchTokenRow
 from mappings.identifiers import CHI_SYSTEM, make_chi
 
@@ -204,3 +206,16 @@ def test_capability_statement_lists_search_parameters_and_includes(server):  # t
     assert {"_id", "_lastUpdated", "_sort", "_count", "_elements"} <= set(patient_params)
     assert "Task:focus" in types["Task"]["searchInclude"] and "Condition:subject" in types["Patient"]["searchRevInclude"]
     assert {p["name"]: p["type"] for p in types["Observation"]["searchParam"]}["date"] == "date"
+
+
+def test_pathway_reindex_rebuilds_the_tokens_of_an_older_database(make_client, gateway, settings, monkeypatch, capsys):  # type: ignore[no-untyped-def]
+    social = make_client("social-work")
+    ids = _people(social)
+    with gateway.transaction() as session:  # as a database written before name tokens existed
+        session.execute(delete(SearchTokenRow).where(SearchTokenRow.param.in_(["name", "family", "given", "birthdate", "gender"])))
+    assert _ids(social.get("Patient?family=reid").json()) == []
+    monkeypatch.setenv("PATHWAY_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("PATHWAY_SECRETS_DIR", str(settings.secrets_dir))
+    assert pathway(["reindex"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["reindexed"] >= 3
+    assert set(_ids(social.get("Patient?family=reid").json())) == {ids["zoe"], ids["ann"]}

@@ -401,6 +401,24 @@ class Repository:
         if rows:
             connection.execute(_INSERT_TOKENS, [{"type": type_, "id": id_, "param": p, "value": v} for p, v in rows])
 
+    def reindex_all(self, batch: int = 500) -> int:
+        """Rebuild the search tokens of every current resource (after the index rules change,
+        e.g. for databases written before name, birth date and date tokens existed).
+        Returns how many resources were reindexed."""
+        count = 0
+        query = select(RESOURCE).where(RESOURCE.c.deleted.is_(False)).order_by(RESOURCE.c.type, RESOURCE.c.id)
+        after: tuple[str, str] | None = None
+        while True:
+            page = query if after is None else query.where(_beyond((RESOURCE.c.type, RESOURCE.c.id), after, descending=False))
+            rows = self.session.execute(page.limit(batch)).all()
+            for row in rows:
+                stored = self._unpack(row)
+                self._reindex(stored.type, stored.id, index_entries(stored.resource), fresh=False)
+            count += len(rows)
+            if len(rows) < batch:
+                return count
+            after = (rows[-1].type, rows[-1].id)
+
     def reencrypt_all(self, batch: int = 500) -> int:
         """Seal every row (current and history) that is not under the active key: rows
         under older keys, and rows of person types stored in clear before every such
