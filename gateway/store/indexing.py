@@ -45,6 +45,8 @@ DATE_PARAMS: dict[str, tuple[str, ...]] = {
 PERSON_TYPES = frozenset({"Patient", "RelatedPerson"})
 PERSON_PARAMS: dict[str, str] = {"name": "string", "family": "string", "given": "string", "birthdate": "date", "gender": "token"}
 MAX_NAME_PREFIX = 20
+# Search parameters found through the tokens of others (``name`` is any given or family name).
+INDEXED_AS: dict[str, tuple[str, ...]] = {"name": ("given", "family")}
 PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
 
 
@@ -114,7 +116,7 @@ def _person_entries(resource: dict[str, Any]) -> Iterator[tuple[str, str, bool]]
     names = [n for n in resource.get("name", []) if isinstance(n, dict)]
     given = _name_prefixes([g for n in names for g in n.get("given", [])])
     family = _name_prefixes([n["family"] for n in names if n.get("family")])
-    for param, prefixes in (("given", given), ("family", family), ("name", given | family)):
+    for param, prefixes in (("given", given), ("family", family)):
         for prefix in prefixes:
             yield param, prefix, True
     born = resource.get("birthDate")

@@ -18,7 +18,7 @@ from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, 
 from sqlalchemy.orm import Session
 
 from gateway.store.crypto import Keyring
-from gateway.store.indexing import index_entries, patient_of
+from gateway.store.indexing import INDEXED_AS, index_entries, patient_of
 from gateway.store.models import ResourceRow, ResourceVersionRow, SearchTokenRow
 
 CATEGORY_SYSTEM = "https://pathway.scot/CodeSystem/data-category"
@@ -290,7 +290,10 @@ class Repository:
     def _has_token(self, param: str, values: Sequence[str]) -> Any:
         token_values = list(values) + [self.keyring.blind(v) for v in values]
         return exists().where(
-            TOKEN.c.type == RESOURCE.c.type, TOKEN.c.id == RESOURCE.c.id, TOKEN.c.param == param, TOKEN.c.value.in_(token_values)
+            TOKEN.c.type == RESOURCE.c.type,
+            TOKEN.c.id == RESOURCE.c.id,
+            TOKEN.c.param.in_(INDEXED_AS.get(param, (param,))),
+            TOKEN.c.value.in_(token_values),
         )
 
     @staticmethod
