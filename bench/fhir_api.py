@@ -1,8 +1,11 @@
-"""FHIR API throughput: authenticated creates and reads over HTTP on 127.0.0.1.
+"""FHIR API throughput: authenticated creates, reads and searches with _include over HTTP on 127.0.0.1.
 
 Starts `pathway serve` on a fresh database in a temporary directory, registers a
-client with a real key, then drives creates and then reads with concurrent
-connections for a bounded time each, and prints requests/s with p50/p99.
+client with a real key, then drives creates, reads, and two searches that add
+resources (``Observation?patient=...&_include=Observation:subject`` and
+``Patient?_id=...&_revinclude=Observation:subject``, over patients with two
+Observations each) with concurrent connections for a bounded time each, and
+prints requests/s with p50/p99.
 
     .venv/bin/python bench/fhir_api.py [--seconds 10] [--processes 2] [--threads 8] [--database-url URL]
 
@@ -32,6 +35,15 @@ from gateway.client import PathwayClient  # noqa: E402
 from gateway.runtime import Gateway  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from mappings.identifiers import CHI_SYSTEM, make_chi  # noqa: E402
+
+
+# The GET of each phase after "create", for one of the ids it is given.
+READS = {
+    "read": "/fhir/Patient/{id}",
+    "include": "/fhir/Observation?patient=Patient/{id}&_include=Observation:subject",
+    "revinclude": "/fhir/Patient?_id={id}&_revinclude=Observation:subject",
+}
+WITH_OBSERVATIONS = 200  # patients given two Observations each for the search phases
 
 
 def _patient(n: int) -> dict:  # type: ignore[type-arg]
@@ -70,7 +82,7 @@ def _load_process(args: tuple[str, int, str, str, list[str], float, int, int]) -
             if phase == "create":
                 connection.request("POST", "/fhir/Patient", body=orjson.dumps(_patient(n)), headers=headers)
             else:
-                connection.request("GET", f"/fhir/Patient/{ids[n % len(ids)]}", headers=headers)
+                connection.request("GET", READS[phase].format(id=ids[n % len(ids)]), headers=headers)
             response = connection.getresponse()
             payload = response.read()
             mine.append(time.perf_counter() - started)
@@ -102,10 +114,18 @@ def drive(phase: str, port: int, token: str, ids: list[str], seconds: float, pro
     latencies = [x for r in results for x in r[0]]
     errors = sum(r[1] for r in results)
     print(
-        f"{phase:8s} {len(latencies) / elapsed:8.0f} req/s   p50 {percentile(latencies, 0.5):6.1f} ms   "
+        f"{phase:10s} {len(latencies) / elapsed:8.0f} req/s   p50 {percentile(latencies, 0.5):6.1f} ms   "
         f"p99 {percentile(latencies, 0.99):6.1f} ms   errors {errors}   ({len(latencies)} requests, {processes * threads} connections)"
     )
     return [i for r in results for i in r[2]]
+
+
+def _observe(client: PathwayClient, patients: list[str]) -> None:
+    """Two Observations about each patient (set-up for the search phases, not timed)."""
+    for patient in patients:
+        for value in (1, 2):
+            observation = {"resourceType": "Observation", "status": "final", "code": {"text": "bench"}, "subject": {"reference": f"Patient/{patient}"}, "valueInteger": value}
+            client.post("Observation", observation).raise_for_status()
 
 
 def main() -> None:
@@ -132,6 +152,10 @@ def main() -> None:
             print(f"Pathway FHIR API on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.workers} worker(s), {args.seconds:.0f} s per phase")
             created = drive("create", args.port, token, [], args.seconds, args.processes, args.threads)
             drive("read", args.port, token, created, args.seconds, args.processes, args.threads)
+            observed = created[:WITH_OBSERVATIONS]
+            _observe(PathwayClient(creds), observed)
+            for phase in ("include", "revinclude"):
+                drive(phase, args.port, token, observed, args.seconds, args.processes, args.threads)
 
 
 if __name__ == "__main__":
