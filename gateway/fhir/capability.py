@@ -77,10 +77,6 @@ def search_param_types(resource_type: str) -> dict[str, str]:
     return {p["name"]: p["type"] for p in search_params(resource_type)}
 
 
-def search_param_names(resource_type: str) -> frozenset[str]:
-    return frozenset(search_param_types(resource_type))
-
-
 def search_includes(resource_type: str) -> dict[str, list[str]]:
     """The ``_include`` and ``_revinclude`` values a type takes (every reference parameter)."""
     own = [f"{resource_type}:{n}" for n, t in search_param_types(resource_type).items() if t == "reference"]
