@@ -140,6 +140,7 @@ def test_post_search_merges_the_form_with_the_query_string(make_client):  # type
     )
     assert response.status_code == 200, response.text
     assert _ids(response.json()) == [ids["zoe"], ids["ann"]]
+    assert social.post("Patient/_search", {"family": "reid"}).status_code == 415  # a JSON body is not a form
 
 
 def test_include_and_revinclude_go_through_consent(person, make_client):  # type: ignore[no-untyped-def]
