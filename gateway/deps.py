@@ -66,9 +66,19 @@ async def caller(request: Request) -> Caller:
     return Caller(who, purpose, acting_for)
 
 
+_INTERACTIONS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
 def require_scope(who: Principal, resource_type: str, mode: str) -> None:
+    """403 unless the token's scopes allow ``mode`` (SMART v2 letters, or v1 read/write) on the type."""
     if not allows(who.scopes, resource_type, mode):
-        raise FhirError(403, f"token scopes do not allow {mode} of {resource_type} (needs system/{resource_type}.{mode})", "forbidden")
+        if mode in ("read", "write"):
+            wanted, needs = mode, f"system/{resource_type}.{mode}"
+        else:
+            wanted = " and ".join(_INTERACTIONS.get(letter, letter) for letter in mode)
+            v1 = "read" if set(mode) <= set("rs") else "write"
+            needs = f"system/{resource_type}.{mode}, or in SMART v1 system/{resource_type}.{v1}"
+        raise FhirError(403, f"token scopes do not allow {wanted} of {resource_type} (needs {needs})", "forbidden")
 
 
 def require_special_scope(who: Principal, scope: str) -> None:

@@ -113,10 +113,35 @@ def test_v2_token_reads_and_searches_but_does_not_write(make_client):  # type: i
         assert reader.get(f"Patient/{created['id']}").status_code == 200
         assert created["id"] in {e["resource"]["id"] for e in reader.get("Patient").json().get("entry", [])}
         refused = reader.post("Patient", patient(serial=1))
-        assert refused.status_code == 403 and "write of Patient" in refused.text
+        assert refused.status_code == 403 and "create of Patient" in refused.text
         assert reader.get("Task").status_code == 403
     finally:
         reader.close()
+
+
+def test_each_v2_letter_allows_exactly_its_interaction(make_client):  # type: ignore[no-untyped-def]
+    writer = make_client("social-work")
+    created = writer.post("Patient", patient()).json()
+    path = f"Patient/{created['id']}"
+    expected = {  # scope -> (read, history, search, update, delete) as allowed or refused
+        "system/Patient.r": (200, 200, 403, 403, 403),
+        "system/Patient.s": (403, 403, 200, 403, 403),
+        "system/Patient.u": (403, 403, 403, 200, 403),
+    }
+    for scope, (read, history, search, update, delete) in expected.items():
+        client = PathwayClient(writer.credentials, scope=scope)
+        try:
+            current = writer.get(path).json()
+            answers = (
+                client.get(path).status_code,
+                client.get(f"{path}/_history").status_code,
+                client.get("Patient").status_code,
+                client.put(path, current, headers={"If-Match": f'W/"{current["meta"]["versionId"]}"'}).status_code,
+                403 if update == 200 else client.delete(path).status_code,  # keep the Patient for the next scope
+            )
+        finally:
+            client.close()
+        assert answers == (read, history, search, update, delete), scope
 
 
 def test_v2_cruds_token_creates_updates_and_deletes(make_client):  # type: ignore[no-untyped-def]

@@ -44,11 +44,6 @@ READ_WRITE = ["system/*.read", "system/*.write"]
 TIMEOUT = 10.0
 
 
-def awaiting(feature: str) -> pytest.MarkDecorator:
-    """Marks a test whose issue-12 feature has not landed yet; remove it when the test passes."""
-    return pytest.mark.xfail(reason=f"issue 12: {feature} not built yet", strict=False)
-
-
 class ReceivedBodies:
     """A requests response hook that keeps every JSON body a stock client receives."""
 
@@ -169,7 +164,6 @@ def modes(bundle: dict[str, Any]) -> list[tuple[str, str]]:
 # --- discovery and tokens ---------------------------------------------------------------
 
 
-@awaiting("SMART configuration under /fhir, v2 scopes")
 def test_smart_configuration_under_the_fhir_base_leads_to_a_v2_scoped_token(gateway, server, fhirpy_client):  # type: ignore[no-untyped-def]
     config = httpx.get(f"{server.url}/fhir/.well-known/smart-configuration", timeout=TIMEOUT)
     assert config.status_code == 200, config.text
@@ -197,7 +191,6 @@ def test_smart_configuration_under_the_fhir_base_leads_to_a_v2_scoped_token(gate
 # --- fhirpy -------------------------------------------------------------------------------
 
 
-@awaiting("conditional create (If-None-Exist and fhirpy's POST {type}?criteria)")
 def test_get_or_create_twice_makes_one_patient(bearer, fhirpy_client, received):  # type: ignore[no-untyped-def]
     client = fhirpy_client(bearer("social-work"))
     ann = patient_body()
@@ -241,7 +234,6 @@ def ann_record(bearer, fhirpy_client) -> dict[str, Any]:  # type: ignore[no-unty
     return {"client": client, "token": token, "patient": ann.id, "sister": sister.id, "observations": observations}
 
 
-@awaiting("_sort, _include/_revinclude, Bundle.total, POST _search")
 def test_search_with_include_revinclude_and_sort(ann_record, received):  # type: ignore[no-untyped-def]
     client, ann = ann_record["client"], ann_record["patient"]
     in_order = ann_record["observations"]
@@ -279,7 +271,6 @@ def test_search_with_include_revinclude_and_sort(ann_record, received):  # type:
     received.assert_all_parse_strictly()
 
 
-@awaiting("keyset paging")
 def test_fetch_all_over_pages_while_another_thread_creates(ann_record, bearer, fhirpy_client, received):  # type: ignore[no-untyped-def]
     """60 observations exist, pages of 10, and 3 more are written between every two pages (20 in
     all): fetch_all sees each observation that existed once, and none twice."""
@@ -358,7 +349,6 @@ def test_versioned_update_refuses_a_stale_version_then_delete(bearer, fhirpy_cli
     received.assert_all_parse_strictly()
 
 
-@awaiting("strict validation at the edge")
 def test_bodies_of_the_wrong_types_are_refused_not_stored(bearer, fhirpy_client, received):  # type: ignore[no-untyped-def]
     client = fhirpy_client(bearer("social-work"))
     for element, value in (("active", "yes"), ("gender", "bogus"), ("multipleBirthInteger", "2")):
@@ -375,7 +365,6 @@ def _entries(bundles: Iterator[Bundle]) -> list[tuple[str, str]]:
     return [(e.search.mode, f"{e.resource.resource_type}/{e.resource.id}") for b in bundles for e in b.entry or []]
 
 
-@awaiting("_revinclude, search.mode = outcome, _summary=count")
 def test_fhirclient_reads_and_searches_what_the_facility_may_see(person, bearer, fhirclient_server, received):  # type: ignore[no-untyped-def]
     """The facility sees Ann and her prescribing but not her mental-health entry: searches say
     "some information withheld" in an entry marked search.mode = outcome, and totals do not count
@@ -404,7 +393,6 @@ def test_fhirclient_reads_and_searches_what_the_facility_may_see(person, bearer,
     received.assert_all_parse_strictly()
 
 
-@awaiting("_revinclude, _summary=count")
 def test_fhirclient_stranger_learns_nothing_through_includes(person, bearer, fhirclient_server, received):  # type: ignore[no-untyped-def]
     """A partner that may see nothing of Ann gets what it would get if she did not exist."""
     stranger = fhirclient_server(bearer("peer-recovery-stock", PEER_RECOVERY, ["system/*.read"]))

@@ -26,6 +26,8 @@ from gateway.fhir.search import strict_handling
 from gateway.fhir.service import FhirService
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
+# The SMART v2 permission each transaction entry method needs (create, update, delete).
+ENTRY_MODES = {"POST": "c", "PUT": "u", "DELETE": "d"}
 MAX_VERSION = 2**31 - 1  # versions are stored as 32-bit integers
 RESOURCE_BODY = {
     "requestBody": {
@@ -115,8 +117,12 @@ async def transaction(
     request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
     for entry in _transaction_entries(body):
-        resource_type = entry.get("request", {}).get("url", "").split("?")[0].split("/")[0]
-        require_scope(who.principal, resource_type or "Bundle", "write")
+        request_part = entry.get("request", {})
+        url = request_part.get("url", "")
+        mode = ENTRY_MODES.get(str(request_part.get("method")), "cud")
+        if "?" in url or request_part.get("ifNoneExist"):
+            mode += "s"  # a conditional entry searches first
+        require_scope(who.principal, url.split("?")[0].split("/")[0] or "Bundle", mode)
     return fhir_response(fhir.transaction(who, body, base_url(request)))
 
 
@@ -139,13 +145,13 @@ def _transaction_entries(body: Any) -> list[dict[str, Any]]:
 
 @router.get("/{resource_type}", summary="Search")
 async def search(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
-    require_scope(who.principal, resource_type, "read")
+    require_scope(who.principal, resource_type, "s")
     return await _search(request, resource_type, list(request.query_params.multi_items()), who, fhir)
 
 
 @router.post("/{resource_type}/_search", summary="Search (parameters in a form body and/or the query string)")
 async def search_by_post(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
-    require_scope(who.principal, resource_type, "read")
+    require_scope(who.principal, resource_type, "s")
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded") and await request.body():
         raise FhirError(415, "POST _search takes application/x-www-form-urlencoded parameters", "not-supported")
     form = parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
@@ -165,7 +171,7 @@ async def create(
     who: Caller = Depends(caller),
     fhir: FhirService = Depends(service),
 ) -> Response:
-    require_scope(who.principal, resource_type, "write")
+    require_scope(who.principal, resource_type, "cs" if request.headers.get("if-none-exist") or request.query_params else "c")
     # The condition comes in If-None-Exist or, as fhirpy's get_or_create sends it, in the query string.
     condition = request.headers.get("if-none-exist") or request.url.query or None
     return _written(request, fhir.conditional_create(who, body, resource_type, condition))
@@ -173,7 +179,7 @@ async def create(
 
 @router.get("/{resource_type}/{resource_id}", summary="Read")
 async def read(request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
-    require_scope(who.principal, resource_type, "read")
+    require_scope(who.principal, resource_type, "r")
     return _resource_response(request, await fhir.read(who, resource_type, resource_id))
 
 
@@ -186,7 +192,7 @@ async def update(
     who: Caller = Depends(caller),
     fhir: FhirService = Depends(service),
 ) -> Response:
-    require_scope(who.principal, resource_type, "write")
+    require_scope(who.principal, resource_type, "u")
     stored = fhir.update(who, body, resource_type, resource_id, parse_if_match(request.headers.get("if-match")))
     return _written(request, Written(stored, 201 if stored.version_id == 1 else 200))
 
@@ -199,7 +205,7 @@ async def conditional_update(
     who: Caller = Depends(caller),
     fhir: FhirService = Depends(service),
 ) -> Response:
-    require_scope(who.principal, resource_type, "write")
+    require_scope(who.principal, resource_type, "us")
     if_match = parse_if_match(request.headers.get("if-match"))
     return _written(request, fhir.conditional_update(who, body, resource_type, request.url.query, if_match))
 
@@ -213,7 +219,7 @@ async def patch(
     who: Caller = Depends(caller),
     fhir: FhirService = Depends(service),
 ) -> Response:
-    require_scope(who.principal, resource_type, "write")
+    require_scope(who.principal, resource_type, "u")
     stored = fhir.patch(who, resource_type, resource_id, body, parse_if_match(request.headers.get("if-match")))
     return _written(request, Written(stored, 200))
 
@@ -222,7 +228,7 @@ async def patch(
 async def delete(
     request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
-    require_scope(who.principal, resource_type, "write")
+    require_scope(who.principal, resource_type, "d")
     fhir.delete(who, resource_type, resource_id, parse_if_match(request.headers.get("if-match")))
     return Response(status_code=204)
 
@@ -231,7 +237,7 @@ async def delete(
 async def history(
     request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
 ) -> Response:
-    require_scope(who.principal, resource_type, "read")
+    require_scope(who.principal, resource_type, "r")
     return fhir_response(await fhir.history(who, resource_type, resource_id, base_url(request)))
 
 
@@ -244,5 +250,5 @@ async def vread(
     who: Caller = Depends(caller),
     fhir: FhirService = Depends(service),
 ) -> Response:
-    require_scope(who.principal, resource_type, "read")
+    require_scope(who.principal, resource_type, "r")
     return _resource_response(request, await fhir.vread(who, resource_type, resource_id, version_id))
