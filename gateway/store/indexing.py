@@ -44,7 +44,9 @@ DATE_PARAMS: dict[str, tuple[str, ...]] = {
 # Person search parameters: their values name a person, so they are only ever indexed blind.
 PERSON_TYPES = frozenset({"Patient", "RelatedPerson"})
 PERSON_PARAMS: dict[str, str] = {"name": "string", "family": "string", "given": "string", "birthdate": "date", "gender": "token"}
-MAX_NAME_PREFIX = 20
+# Name prefixes indexed per word: up to 4 characters narrow a search to a few people; a longer
+# query is checked on the decrypted candidates. Each prefix is a row (a Patient writes ~8, not ~20).
+MAX_NAME_PREFIX = 4
 # Search parameters found through the tokens of others (``name`` is any given or family name).
 INDEXED_AS: dict[str, tuple[str, ...]] = {"name": ("given", "family")}
 PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
