@@ -10,6 +10,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from gateway.auth.scopes import supported_scopes
 from gateway.auth.tokens import ASSERTION_ALGORITHMS
 from gateway.store.indexing import DATE_PARAMS, PERSON_PARAMS, PERSON_TYPES, REFERENCE_PARAMS, TOKEN_PARAMS, URI_PARAMS
+from gateway.store.repository import DIRECTORY_TYPES
 
 # The resource types the FHIR API serves (DESIGN §7), plus those ingest produces.
 SUPPORTED_TYPES = (
@@ -38,6 +39,8 @@ SUPPORTED_TYPES = (
 )
 TOKEN_PATH = "/oauth/token"
 INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"]
+# The directory is written from conf/ only: partners read and search it.
+READ_INTERACTIONS = ["read", "vread", "history-instance", "search-type"]
 
 
 @lru_cache(maxsize=None)
@@ -129,19 +132,27 @@ def capability_statement(base: str) -> dict[str, Any]:
                 "mode": "server",
                 "security": security(base),
                 "resource": [
-                    {
-                        "type": t,
-                        "versioning": "versioned-update",
-                        "readHistory": True,
-                        "updateCreate": True,
-                        "conditionalUpdate": False,
-                        "interaction": [{"code": code} for code in INTERACTIONS],
-                        "searchParam": search_params(t),
-                        **search_includes(t),
-                    }
-                    for t in SUPPORTED_TYPES
+                    _resource(t) for t in SUPPORTED_TYPES
                 ],
                 "interaction": [{"code": "transaction"}],
             }
         ],
+    }
+
+
+def _resource(resource_type: str) -> dict[str, Any]:
+    """What this server does with one type: the directory is read-only to partners, a
+    Patient's id is never chosen by the client, conditional create and update work."""
+    directory = resource_type in DIRECTORY_TYPES
+    return {
+        "type": resource_type,
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": not directory and resource_type != "Patient",
+        "conditionalCreate": not directory,
+        "conditionalUpdate": not directory,
+        "conditionalDelete": "not-supported",
+        "interaction": [{"code": code} for code in (READ_INTERACTIONS if directory else INTERACTIONS)],
+        "searchParam": search_params(resource_type),
+        **search_includes(resource_type),
     }
