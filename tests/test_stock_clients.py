@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import date
 from typing import Any
 
 import httpx
@@ -34,9 +33,10 @@ from joserfc.jwk import ECKey
 from gateway.auth.clients import new_client_key, register_client
 from gateway.auth.tokens import ASSERTION_TYPE
 from gateway.runtime import Gateway
-from mappings.identifiers import CHI_SYSTEM, make_chi
+from mappings.identifiers import CHI_SYSTEM
 
 from .conftest import HSCP, LiveServer
+from .test_fhir_api import patient
 from .test_sharing import FACILITY, partnership, person  # noqa: F401  (fixtures: Ann's record and her consent)
 
 PEER_RECOVERY = "https://pathway.scot/Id/partner|lochee-peer-recovery"
@@ -135,17 +135,6 @@ def fhirclient_server(server: LiveServer, received: ReceivedBodies) -> Callable[
     return make
 
 
-def patient_body(serial: int = 0, given: str = "Ann", family: str = "Reid") -> dict[str, Any]:
-    born = date(1981, 3, 9)
-    return {
-        "resourceType": "Patient",
-        "identifier": [{"system": CHI_SYSTEM, "value": make_chi(born, "female", serial)}],
-        "name": [{"given": [given], "family": family}],
-        "gender": "female",
-        "birthDate": born.isoformat(),
-    }
-
-
 def observation_body(patient_id: str, when: str, text: str = "Alcohol units per week") -> dict[str, Any]:
     return {
         "resourceType": "Observation",
@@ -185,7 +174,7 @@ def test_smart_configuration_under_the_fhir_base_leads_to_a_v2_scoped_token(gate
     reader = fhirpy_client(token["access_token"])
     assert reader.resources("Patient").fetch() == []
     with pytest.raises(ForbiddenError):
-        reader.resource("Patient", **patient_body()).save()
+        reader.resource("Patient", **patient()).save()
 
 
 # --- fhirpy -------------------------------------------------------------------------------
@@ -193,7 +182,7 @@ def test_smart_configuration_under_the_fhir_base_leads_to_a_v2_scoped_token(gate
 
 def test_get_or_create_twice_makes_one_patient(bearer, fhirpy_client, received):  # type: ignore[no-untyped-def]
     client = fhirpy_client(bearer("social-work"))
-    ann = patient_body()
+    ann = patient()
     chi = ann["identifier"][0]["value"]
     by_chi = client.resources("Patient").search(identifier=f"{CHI_SYSTEM}|{chi}")
 
@@ -210,9 +199,9 @@ def test_get_or_create_twice_makes_one_patient(bearer, fhirpy_client, received):
     assert [p.id for p in by_chi.fetch_all()] == [first.id]
 
     # Several matches: 412, which fhirpy reports as MultipleResourcesFound.
-    client.resource("Patient", **patient_body(serial=1)).save()
+    client.resource("Patient", **patient(serial=1)).save()
     with pytest.raises(MultipleResourcesFound):
-        client.resources("Patient").search(family="Reid").get_or_create(client.resource("Patient", **patient_body(serial=2)))
+        client.resources("Patient").search(family="Reid").get_or_create(client.resource("Patient", **patient(serial=2)))
     received.assert_all_parse_strictly()
 
 
@@ -222,7 +211,7 @@ def ann_record(bearer, fhirpy_client) -> dict[str, Any]:  # type: ignore[no-unty
     order they were recorded, all written through fhirpy by the HSCP."""
     token = bearer("social-work")
     client = fhirpy_client(token)
-    ann = client.resource("Patient", **patient_body())
+    ann = client.resource("Patient", **patient())
     ann.save()
     sister = client.resource("RelatedPerson", patient={"reference": f"Patient/{ann.id}"}, name=[{"given": ["Jean"], "family": "Reid"}])
     sister.save()
@@ -326,7 +315,7 @@ def test_fetch_all_over_pages_while_another_thread_creates(ann_record, bearer, f
 def test_versioned_update_refuses_a_stale_version_then_delete(bearer, fhirpy_client, received):  # type: ignore[no-untyped-def]
     token = bearer("social-work")
     client = fhirpy_client(token)
-    ann = client.resource("Patient", **patient_body())
+    ann = client.resource("Patient", **patient())
     ann.save()
     observation = client.resource("Observation", **observation_body(ann.id, "2024-01-01"))
     observation.save()
@@ -353,7 +342,7 @@ def test_bodies_of_the_wrong_types_are_refused_not_stored(bearer, fhirpy_client,
     client = fhirpy_client(bearer("social-work"))
     for element, value in (("active", "yes"), ("gender", "bogus"), ("multipleBirthInteger", "2")):
         with pytest.raises(OperationOutcome, match=element):
-            client.resource("Patient", **{**patient_body(), element: value}).save()
+            client.resource("Patient", **{**patient(), element: value}).save()
     assert client.resources("Patient").fetch() == []
     received.assert_all_parse_strictly()
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from gateway.fhir.access import AccessPolicy, Caller
 from gateway.fhir.outcomes import FhirError
-from gateway.fhir.search import parse_search
+from gateway.fhir.search import matches, parse_search
 from gateway.store.repository import Repository, Stored
 
 CHUNK = 20
@@ -50,20 +50,11 @@ def one_match(session: Session, repo: Repository, policy: AccessPolicy, caller: 
     if not params:
         raise FhirError(400, f"a conditional {resource_type} interaction needs search criteria, e.g. identifier=system|value", "invalid")
     query = parse_search(resource_type, params, strict=True)  # an ignored criterion would widen the match
-    rows = repo.search(
-        resource_type,
-        query.criteria,
-        excluded=query.excluded,
-        token_ranges=query.token_ranges,
-        ids=query.ids,
-        updated=query.updated,
-        patient=query.patient,
-        custodians=policy.search_custodians(caller, resource_type),
-    )
+    rows = matches(repo, resource_type, query, policy.search_custodians(caller, resource_type))
     found: list[Stored] = []
     while len(found) < 2 and (chunk := [stored for _, stored in islice(rows, CHUNK)]):
         shown = policy.visible(session, caller, chunk).resources
-        found += [stored for stored, resource in zip(chunk, shown) if resource is not None and all(f(resource) for f in query.filters)]
+        found += [stored for stored, resource in zip(chunk, shown) if resource is not None]
     if len(found) > 1:
         raise FhirError(412, f"the condition {condition!r} matches more than one {resource_type}; make it more selective", "multiple-matches")
     if not found:
