@@ -1,16 +1,23 @@
 """Validation of resources entering Pathway, with errors that name the element.
 
 The R4B models coerce in lax mode ("yes" becomes true, "2" becomes 2) and pydantic's
-``strict=True`` does not reach their primitive validators, so the body is compared with
-what the model parsed: any value whose JSON type changed is refused. The models do not
-check value sets either, so codes of the required bindings partners use are checked
-against ``REQUIRED_CODES``. What is stored is what the model parsed, dumped back.
+``strict=True`` does not reach their primitive validators, so before the model sees the body
+every value's JSON type is checked against the type of its element (read once per model from
+its fields): a value the model would have to coerce is refused. The models do not check value
+sets either, so codes of the required bindings partners use are checked against
+``REQUIRED_CODES``. What is stored is the body as validated, without nulls and empty values
+(FHIR JSON has none). Checking types this way, instead of comparing with the parsed model
+dumped back, saves the dump: about two thirds of the cost of validation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import orjson
 from fhir.resources.R4B import get_fhir_model_class
@@ -98,8 +105,10 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> dict[s
         model = _model(resource_type)
     except (KeyError, ValueError, AttributeError, ImportError):
         raise FhirError(400, f"{resource_type} is not a FHIR R4 resource type", "not-supported", "resourceType") from None
+    resource = _without_empties(resource)
+    _check_json_types(resource, model, resource_type)
     try:
-        parsed = orjson.loads(model.model_validate(resource).model_dump_json(by_alias=True, exclude_none=True))
+        model.model_validate(resource)
     except ValidationError as exc:
         issues = [
             issue(
@@ -112,9 +121,8 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> dict[s
         raise FhirError(422, issues[0]["diagnostics"], issues=issues) from None
     except (ValueError, TypeError) as exc:
         raise FhirError(422, f"{resource_type}: {exc}", "value") from None
-    _same_json_types(resource, parsed, resource_type)
-    _check_codes(parsed, resource_type)
-    return parsed
+    _check_codes(resource, resource_type)
+    return resource
 
 
 def _kind(value: Any) -> str:
@@ -125,23 +133,83 @@ def _kind(value: Any) -> str:
     return {str: "string", dict: "object", list: "array"}.get(type(value), "null")
 
 
-def _same_json_types(sent: Any, parsed: Any, where: str) -> None:
-    """Refuse (400) any value the model had to coerce to another JSON type, naming the
-    element. Nulls and empty values (FHIR JSON has none) are left out of what is stored."""
-    kind = _kind(sent)
-    if kind == "null" or (kind in ("string", "object", "array") and not sent):
+def _without_empties(value: Any) -> Any:
+    """The body without nulls, empty strings, objects and arrays, which FHIR JSON never has."""
+    if isinstance(value, dict):
+        kept = {k: _without_empties(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not None and v != "" and v != {} and v != []}
+    if isinstance(value, list):
+        kept_items = [_without_empties(v) for v in value]
+        return [v for v in kept_items if v is not None and v != "" and v != {} and v != []]
+    return value
+
+
+@dataclass(frozen=True)
+class _Element:
+    kind: str  # the JSON type its values take: boolean, number, string, object, or "" (not checked)
+    repeats: bool
+    model: str | None  # the model of an object value ("*" for a resource named by its resourceType)
+
+
+def _element(annotation: Any) -> _Element:
+    repeats = False
+    while True:
+        origin = get_origin(annotation)
+        if origin is Union or origin is UnionType:
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        elif origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin is list:
+            repeats, annotation = True, get_args(annotation)[0]
+        else:
+            break
+    if annotation is bool:
+        return _Element("boolean", repeats, None)
+    if annotation in (int, float, Decimal):
+        return _Element("number", repeats, None)
+    if annotation in (str, date, datetime, time, bytes):
+        return _Element("string", repeats, None)
+    name = getattr(annotation, "__name__", "")
+    if name.endswith("Type") and name != "Type":
+        return _Element("object", repeats, "*" if name == "ResourceType" else name.removesuffix("Type"))
+    return _Element("", repeats, None)
+
+
+@lru_cache(maxsize=None)
+def _elements(model: Any) -> dict[str, _Element]:
+    """Each element of a model by its JSON name."""
+    return {field.alias or name: _element(field.annotation) for name, field in model.model_fields.items()}
+
+
+def _check_json_types(value: dict[str, Any], model: Any, where: str) -> None:
+    """400 for any value whose JSON type is not its element's (the model would coerce it)."""
+    elements = _elements(model)
+    for key, item in value.items():
+        element = elements.get(key)
+        if element is None:
+            continue  # undefined elements are the model's to refuse
+        path = f"{where}.{key}"
+        if element.repeats:
+            if not isinstance(item, list):
+                raise FhirError(400, f"{path}: must be a JSON array, not the JSON {_kind(item)} {orjson.dumps(item).decode()[:40]}", "structure", path)
+            for index, entry in enumerate(item):
+                _check_value(entry, element, f"{path}[{index}]")
+        else:
+            _check_value(item, element, path)
+
+
+def _check_value(value: Any, element: _Element, where: str) -> None:
+    if element.kind and _kind(value) != element.kind:
+        raise FhirError(400, f"{where}: must be a JSON {element.kind}, not the JSON {_kind(value)} {orjson.dumps(value).decode()[:40]}", "structure", where)
+    if element.model is None or not isinstance(value, dict):
         return
-    if parsed is None or _kind(parsed) != kind:
-        expected = "missing" if parsed is None else f"a JSON {_kind(parsed)}"
-        raise FhirError(400, f"{where}: must be {expected}, not the JSON {kind} {orjson.dumps(sent).decode()[:40]}", "structure", where)
-    if kind == "object":
-        for key, value in sent.items():
-            _same_json_types(value, parsed.get(key), f"{where}.{key}")
-    elif kind == "array":
-        if len(sent) != len(parsed):
-            raise FhirError(400, f"{where}: an array may not hold null values", "structure", where)
-        for index, (item, item_parsed) in enumerate(zip(sent, parsed)):
-            _same_json_types(item, item_parsed, f"{where}[{index}]")
+    name = value.get("resourceType") if element.model == "*" else element.model
+    try:
+        model = _model(name) if isinstance(name, str) else None
+    except (KeyError, ValueError, AttributeError, ImportError):
+        model = None  # an unknown resource type: the model refuses it
+    if model is not None:
+        _check_json_types(value, model, where)
 
 
 def _check_codes(resource: dict[str, Any], resource_type: str) -> None:
