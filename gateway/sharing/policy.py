@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -147,10 +148,20 @@ class ConsentPolicy(CustodianPolicy):
             return True
         return item.type in WORKFLOW_PARTICIPANTS and self.participants.names(session, item.type, resource, caller.organization)
 
-    def decide(self, session: Session, caller: Caller, person: PersonContext, holder: str, data: dict[str, Any]) -> dict[str, Any]:
-        """The decision for this recipient, purpose, holder and data, from the cache while it holds."""
-        agreements_key, agreements = self.current_agreements(session)
-        actor, organization = self.recipient(session, caller)
+    def decide(
+        self,
+        caller: Caller,
+        person: PersonContext,
+        holder: str,
+        data: dict[str, Any],
+        agreements: tuple[tuple[Any, ...], list[dict[str, Any]]],
+        recipient: tuple[list[dict[str, str]], list[dict[str, str]] | None],
+    ) -> dict[str, Any]:
+        """The decision for this recipient, purpose, holder and data, from the cache while it
+        holds; ``agreements`` and ``recipient`` as :meth:`current_agreements` and
+        :meth:`recipient` give them (looked up once per batch of resources)."""
+        agreements_key, current = agreements
+        actor, organization = recipient
         key = (
             person.key,
             agreements_key,
@@ -174,7 +185,7 @@ class ConsentPolicy(CustodianPolicy):
         }
         if organization is not None:
             request["organization"] = organization
-        decision = consent.decide(request, person.consents, agreements)
+        decision = consent.decide(request, person.consents, current)
         if person.ignored:
             decision = {**decision, "reasons": [*person.ignored, *decision["reasons"]]}
         until = consent.until_epoch(decision)
@@ -184,9 +195,9 @@ class ConsentPolicy(CustodianPolicy):
             self._decisions.popitem(last=False)
         return decision
 
-    def person(self, session: Session, patient: str) -> PersonContext:
-        """The person's identifiers and the Consents that count: grants only from organisations
-        authorised to record consent, refusals from anyone."""
+    def person(self, session: Session, patient: str, recorders: frozenset[str]) -> PersonContext:
+        """The person's identifiers and the Consents that count: grants only from the
+        ``recorders`` (:meth:`consent_recorders`), refusals from anyone."""
         repo = Repository(session, self.keyring)
         identifiers = [{"system": "reference", "value": patient}]
         current = repo.current("Patient", patient.split("/", 1)[1])
@@ -196,7 +207,6 @@ class ConsentPolicy(CustodianPolicy):
                 for i in current.resource.get("identifier", [])
                 if i.get("system") and i.get("value")
             ]
-        recorders = self.consent_recorders(session)
         consents, ignored = [], []
         for _, stored in repo.search("Consent", patient=patient, batch=50):
             resource = stored.resource
@@ -303,6 +313,18 @@ class _View:
         self.withheld_other = False
         self.portal_person = policy.portal_person(session, caller) if caller.acting_for else None
 
+    @cached_property
+    def recorders(self) -> frozenset[str]:
+        return self.policy.consent_recorders(self.session)
+
+    @cached_property
+    def agreements(self) -> tuple[tuple[Any, ...], list[dict[str, Any]]]:
+        return self.policy.current_agreements(self.session)
+
+    @cached_property
+    def recipient(self) -> tuple[list[dict[str, str]], list[dict[str, str]] | None]:
+        return self.policy.recipient(self.session, self.caller)
+
     def see(self, item: Stored, resource: dict[str, Any]) -> tuple[bool, str | None, dict[str, Any] | None]:
         """(shown, the person it is about, the grounds to record as a disclosure or None)."""
         caller = self.caller
@@ -332,8 +354,8 @@ class _View:
             grant = active_grant(self.session, caller.principal.client_id, patient)
             if grant is not None:
                 return {"break_glass": grant.id}
-        person = self.people.get(patient) or self.people.setdefault(patient, self.policy.person(self.session, patient))
-        decision = self.policy.decide(self.session, caller, person, item.custodian, data_of(item, resource))
+        person = self.people.get(patient) or self.people.setdefault(patient, self.policy.person(self.session, patient, self.recorders))
+        decision = self.policy.decide(caller, person, item.custodian, data_of(item, resource), self.agreements, self.recipient)
         if decision["decision"] == "permit" and not consent.redact([resource], decision).withheld:
             return decision
         return None

@@ -72,7 +72,7 @@ def decide(request: Request, body: Any = Depends(json_body), who: Caller = Depen
             record = repo.current("Patient", patient.split("/", 1)[1])
             if record is None or not request.app.state.fhir.may_know(session, who, record):
                 patient = None
-        person = policy.person(session, patient) if patient else None
+        person = policy.person(session, patient, policy.consent_recorders(session)) if patient else None
         agreements = policy.current_agreements(session)[1] if body.get("holder") else None
         if person is not None and isinstance(body.get("patient"), list):
             # Consents may name the person by reference only; the request names them by CHI.
