@@ -35,15 +35,16 @@ from adapters.emis.extract import guid
 from gateway.audit.chain import Actor, append, audit_event
 from gateway.auth.tokens import Principal
 from gateway.directory import conf_document
-from gateway.fhir.access import Caller
+from gateway.fhir.access import DIRECTORY_CUSTODIAN, Caller
 from gateway.fhir.outcomes import FhirError
 from gateway.fhir.service import FhirService
+from gateway.pathway.records import directory_key
 from gateway.runtime import Gateway
 from gateway.store.crypto import Keyring, keyring_of
 from gateway.store.indexing import demographic_keys
 from gateway.store.models import MatchReviewRow, QuarantineRow
 from gateway.store.repository import Stored, now_utc
-from mappings.identifiers import ODS_SYSTEM, PARTNER_SYSTEM, source_system
+from mappings.identifiers import source_system
 
 BATCH = 500
 EMIS_ORGANISATION_SYSTEM = source_system("emis", "organisation-guid")
@@ -136,18 +137,16 @@ def operator_organization(gateway: Gateway) -> str:
     """The organisation command-line ingest acts for by default: the rehab team of pathway.yaml."""
     with gateway.reading() as session:
         team = conf_document(session, "pathway.yaml")["rehab_team"]
-        organization = gateway.repository(session).current("Organization", team)
-    if organization is None:
+        key = directory_key(gateway.repository(session), team)
+    if key is None:
         raise LookupError(f"the rehab team {team!r} is not in the directory; run `pathway conf load`")
-    pairs = {i["system"]: i["value"] for i in organization.resource.get("identifier", [])}
-    system = ODS_SYSTEM if ODS_SYSTEM in pairs else PARTNER_SYSTEM
-    return f"{system}|{pairs[system]}"
+    return key
 
 
 def _known_organisations(gateway: Gateway) -> set[str]:
     """Identifier values (partner ids, ODS codes...) of the organisations in the directory."""
     with gateway.reading() as session:
-        organizations = gateway.repository(session).search("Organization", batch=200)
+        organizations = gateway.repository(session).search("Organization", custodians=[DIRECTORY_CUSTODIAN], batch=200)
         return {i["value"] for _, o in organizations for i in o.resource.get("identifier", []) if i.get("value")}
 
 
