@@ -3,14 +3,15 @@
 An agreement applies to a request when it is ``active``, ``start <= at <= end`` (past ``end`` it
 is expired whatever its status says), the request's holder is a party, some identifier of the
 request's actor (or of its ``organization``, when a person receives through a portal) is another party, and the purpose is one of its purposes. Only the highest
-version of each agreement id counts.
+version of each agreement id counts. An agreement with ``lapse_after_days`` lapses (stops
+applying) once its review is that many days overdue.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -30,6 +31,16 @@ class Signatory(BaseModel):
     signed: date
 
 
+class Document(BaseModel):
+    """A document the agreement rests on (e.g. the DPIA), by reference and SHA-256 digest."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str = Field(min_length=1)
+    reference: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class Agreement(BaseModel):
     """One version of an information-sharing agreement."""
 
@@ -47,6 +58,9 @@ class Agreement(BaseModel):
     end: date | None = None
     review_date: date | None = None
     signatories: list[Signatory] = []
+    retention: str | None = None
+    documents: list[Document] = []
+    lapse_after_days: int | None = Field(default=None, ge=0, le=3650)
 
     @model_validator(mode="after")
     def _consistent(self) -> Agreement:
@@ -67,6 +81,18 @@ class Agreement(BaseModel):
     def ref(self) -> str:
         """``id@version``, as decisions name agreements."""
         return f"{self.id}@{self.version}"
+
+    @property
+    def lapses_on(self) -> date | None:
+        """The first day this agreement no longer applies because its review is overdue."""
+        return lapse_day(self.review_date, self.lapse_after_days)
+
+
+def lapse_day(review_date: date | None, lapse_after_days: int | None) -> date | None:
+    """The day after ``review_date`` + ``lapse_after_days``, or None when it never lapses."""
+    if review_date is None or lapse_after_days is None:
+        return None
+    return review_date + timedelta(days=lapse_after_days + 1)
 
 
 def parse_agreement(document: Any) -> Agreement:
@@ -117,16 +143,19 @@ class _Terms:
     start: date
     end: date | None
     review_date: date | None
-    boundaries: tuple[float, ...]  # when it starts, expires and becomes due for review (midnights UTC)
+    lapses_on: date | None
+    boundaries: tuple[float, ...]  # when it starts, expires, becomes due for review and lapses (midnights UTC)
 
     @classmethod
     def of(cls, agreement: Agreement) -> _Terms:
         changes = [day_start(agreement.start)]
         changes += [day_after(day) for day in (agreement.end, agreement.review_date) if day is not None]
+        lapses_on = agreement.lapses_on
+        changes += [day_start(lapses_on)] if lapses_on is not None else []
         return cls(
             agreement.id, agreement.ref, agreement.status, frozenset((p.system, p.value) for p in agreement.parties),
             tuple(agreement.purposes), frozenset(agreement.categories), agreement.start, agreement.end,
-            agreement.review_date, boundary_list(changes),
+            agreement.review_date, lapses_on, boundary_list(changes),
         )
 
 
@@ -139,6 +168,8 @@ def _why_not(terms: _Terms, purpose: str, today: date) -> str | None:
         return f"expired on {terms.end}"
     if terms.status != "active":
         return f"status is {terms.status}"
+    if terms.lapses_on is not None and today >= terms.lapses_on:
+        return f"lapsed on {terms.lapses_on}: its review was due on {terms.review_date} and has not been renewed"
     if today < terms.start:
         return f"starts on {terms.start}"
     if purpose not in terms.purposes:

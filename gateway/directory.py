@@ -74,9 +74,26 @@ def current_agreements(session: Session) -> list[dict[str, Any]]:
     return [orjson.loads(r.body) for r in rows]
 
 
-def import_conf(gateway: Gateway, conf: Conf, conf_dir: Path) -> dict[str, int]:
-    """Import a validated configuration in one transaction; returns what changed."""
-    changed = {"organizations": 0, "practitioners": 0, "clients": 0, "agreements": 0, "documents": 0}
+def _import_agreements(session: Session, conf: Conf) -> list[str | None]:
+    """Import each agreement: None when a version was written, "" when it was already there, or
+    what was done instead for an agreement the console has taken over (saved as a draft)."""
+    from gateway.sharing.agreement_lifecycle import LifecycleRefused, from_conf  # the lifecycle reads conf documents
+
+    notes: list[str | None] = []
+    for agreement in conf.agreements:
+        dumped = agreement.model_dump(mode="json")
+        try:
+            note = from_conf(session, dumped)
+        except LifecycleRefused as refusal:
+            raise ConfError([str(refusal)]) from None
+        notes.append(note if note is not None else (None if _import_agreement(session, dumped) else ""))
+    return notes
+
+
+def import_conf(gateway: Gateway, conf: Conf, conf_dir: Path) -> dict[str, Any]:
+    """Import a validated configuration in one transaction; returns what changed, and any
+    agreement saved as a draft instead of loaded over a version made in the console."""
+    changed: dict[str, Any] = {"organizations": 0, "practitioners": 0, "clients": 0, "agreements": 0, "documents": 0}
     subscriptions: list[tuple[str, str, list[str]]] = []
     with gateway.transaction() as session:
         repo = gateway.repository(session)
@@ -101,15 +118,16 @@ def import_conf(gateway: Gateway, conf: Conf, conf_dir: Path) -> dict[str, int]:
         for person in conf.people:
             for resource in person.to_fhir():
                 changed["practitioners"] += store_if_changed(repo, resource, DIRECTORY_CUSTODIAN)
-        for agreement in conf.agreements:
-            changed["agreements"] += _import_agreement(session, agreement.model_dump(mode="json"))
+        notes = _import_agreements(session, conf)
+        changed["agreements"] = len([n for n in notes if n is None])
         for name in CONF_FILES:
             path = conf_dir / name
             if path.exists():
                 changed["documents"] += _import_document(session, name, path.read_bytes())
         event = audit_event("operation", None, detail=f"configuration imported from {conf_dir}: {changed}")
         append(session, event)
-    return changed
+    drafts = [n for n in notes if n]
+    return changed | ({"agreement_drafts": drafts} if drafts else {})
 
 
 def conf_document(session: Session, name: str) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.deps import get_gateway, principal
 from gateway.fhir.outcomes import FhirError, error_response
+from gateway.sharing import agreement_metrics
+from gateway.store.repository import now_utc
 
 log = logging.getLogger("pathway")
 router = APIRouter(tags=["Operations"])
@@ -199,4 +201,11 @@ async def metrics(request: Request) -> Response:
         who = await principal(request)
         if "metrics" not in who.scopes and "ig-officer" not in who.roles:
             raise FhirError(403, "metrics need a token with the metrics scope or the ig-officer role", "forbidden")
-    return Response(await asyncio.to_thread(request.app.state.metrics.exposition), media_type=CONTENT_TYPE_LATEST)
+    figures = await asyncio.to_thread(request.app.state.metrics.exposition)
+    return Response(figures + await asyncio.to_thread(_agreement_figures, request), media_type=CONTENT_TYPE_LATEST)
+
+
+def _agreement_figures(request: Request) -> bytes:
+    """Agreements due for review, overdue and lapsed, read from the database at each scrape."""
+    with request.app.state.gateway.reading() as session:
+        return agreement_metrics.exposition(session, now_utc().date())

@@ -32,8 +32,10 @@ from gateway.fhir.outcomes import FHIR_JSON, issue, operation_outcome
 from gateway.fhir.service import FhirService
 from gateway.ops import MULTIPROCESS_ENV, configure_logging
 from gateway.pathway.overdue import raise_overdue_reviews
+from gateway.sharing import agreement_lifecycle
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from gateway.store.repository import now_utc
 
 log = logging.getLogger("pathway")
 SEAL_INTERVAL_SECONDS = 60.0
@@ -114,8 +116,8 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 class BackgroundDuties:
-    """Periodic work of a gateway: sealing the audit chain head and flagging reviews
-    that are past due."""
+    """Periodic work of a gateway: sealing the audit chain head, flagging reviews that are
+    past due, activating signed agreements that have started and recording lapses."""
 
     def __init__(self, gateway: Gateway, fhir: FhirService, interval: float = SEAL_INTERVAL_SECONDS) -> None:
         self.gateway, self.fhir, self.interval = gateway, fhir, interval
@@ -135,6 +137,8 @@ class BackgroundDuties:
                 with self.gateway.transaction() as session:
                     seal(session, self.gateway.signing_key)
                 raise_overdue_reviews(self.fhir)
+                with self.gateway.transaction() as session:
+                    agreement_lifecycle.sweep(session, now_utc().date())
             except Exception:  # noqa: BLE001 - a failed round is logged and retried next interval
                 log.exception("background duties failed; retrying next interval")
 

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from gateway.app import create_app
 from gateway.audit.chain import read_event
 from gateway.audit.ledger import disclosure, insert_disclosures
-from gateway.console.agreements import LifecycleRefused, change_status, diff
+from gateway.console.agreements import diff
+from gateway.sharing.agreement_lifecycle import LifecycleRefused, set_status
 from gateway.console.consents import ConsentChoices, build_consent, choices_of
 from gateway.console.people import csv_cell
 from gateway.delivery.models import DeliveryRow
@@ -158,18 +159,21 @@ def test_officer_records_amends_and_withdraws_a_consent(gateway, server, world: 
     assert [(n.recipient, n.status) for n in notices] == [(TAYVIEW, "pending")]
 
 
-def test_agreement_approval_is_a_new_version_with_its_approver(gateway, server, world: World) -> None:  # type: ignore[no-untyped-def]
+def test_an_officer_alone_cannot_activate_an_agreement_but_can_suspend_with_a_reason(gateway, server, world: World) -> None:  # type: ignore[no-untyped-def]
     officer = signed_in(server, world)
     listing = officer.get("/console/agreements")
     assert "review overdue" in listing.text
     page = officer.get(f"/console/agreements/{DRAFT_AGREEMENT}")
-    assert "Approve" in page.text
-    approved = officer.post(f"/console/agreements/{DRAFT_AGREEMENT}/status", {"to": "active"})
-    assert "Version 2 is now active" in approved.text and "Version 1 → 2" in approved.text
+    assert "Draft the next version" in page.text and "Approve (" not in page.text
+    assert officer.post(f"/console/agreements/{DRAFT_AGREEMENT}/status", {"to": "active"}).status_code in (404, 405)
+    assert "give a reason" in officer.post("/console/agreements/isa-dhscp-tayview/suspend", {"reason": "no"}).text
+    suspended = officer.post("/console/agreements/isa-dhscp-tayview/suspend", {"reason": "Data breach at the facility under investigation"})
+    assert "Version 4 is now suspended" in suspended.text and "Version 3 → 4" in suspended.text
     with gateway.reading() as session:
-        row = session.get(AgreementRow, (DRAFT_AGREEMENT, 2))
-    assert row.status == "active" and row.approved_by == "Morven Laird (IG officer, demo) (ig-officer)"
-    assert officer.post(f"/console/agreements/{DRAFT_AGREEMENT}/status", {"to": "active"}).status_code == 409
+        row = session.get(AgreementRow, ("isa-dhscp-tayview", 4))
+    assert row.status == "suspended" and row.approved_by == "Morven Laird (IG officer, demo) (ig-officer)"
+    assert "Data breach at the facility under investigation" in officer.get("/console/agreements/isa-dhscp-tayview").text
+    assert officer.post("/console/agreements/isa-dhscp-tayview/suspend", {"reason": "Data breach at the facility under investigation"}).status_code == 409
 
 
 def test_break_glass_review_and_dead_letter_replay(gateway, server, world: World) -> None:  # type: ignore[no-untyped-def]
@@ -224,6 +228,6 @@ def test_consent_form_round_trips_through_the_fhir_consent() -> None:
 def test_agreement_lifecycle_refuses_moves_it_does_not_allow(gateway) -> None:  # type: ignore[no-untyped-def]
     with gateway.transaction() as session:
         session.add(AgreementRow(id="a", version=1, status="active", body=orjson.dumps({"id": "a", "version": 1, "status": "active", "purposes": ["TREAT"]}).decode(), loaded=now_utc()))
-    with gateway.transaction() as session, pytest.raises(LifecycleRefused, match="cannot become draft"):
-        change_status(session, "a", "draft", "me")
+    with gateway.transaction() as session, pytest.raises(LifecycleRefused, match="cannot become active"):
+        set_status(session, "a", "active", reason="resume it, please", by="me")
     assert [(c.field, c.added, c.removed) for c in diff({"purposes": ["TREAT"]}, {"purposes": ["TREAT", "CAREMGT"]})] == [("purposes", ("CAREMGT",), ())]

@@ -32,6 +32,7 @@ def disclosure(
     agreements: list[str],
     consents: list[str],
     break_glass: str | None,
+    one_off: str | None = None,
 ) -> dict[str, Any]:
     """One ledger row, ready to insert."""
     return {
@@ -46,6 +47,7 @@ def disclosure(
         "agreements": orjson.dumps(agreements).decode(),
         "consents": orjson.dumps(consents).decode(),
         "break_glass": break_glass,
+        "one_off": one_off,
     }
 
 
@@ -74,4 +76,5 @@ def ledger_entry(row: DisclosureRow) -> dict[str, Any]:
         "agreements": orjson.loads(row.agreements),
         "consents": orjson.loads(row.consents),
         "break_glass": row.break_glass,
+        "one_off": row.one_off,
     }

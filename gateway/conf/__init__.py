@@ -30,6 +30,7 @@ from gateway.conf.schemas import (
     ClientRole,
     Conf,
     EventType,
+    Governance,
     Identifier,
     Organization,
     OrganizationType,
@@ -45,7 +46,7 @@ from gateway.conf.settings import Delivery, EarlyExitAlert, PathwaySettings, Tar
 __all__ = [
     "EMIS_ORGANISATION_SYSTEM", "ORGANIZATION_TYPE_DISPLAY", "ORGANIZATION_TYPE_SYSTEM", "PERSON_ROLE_DISPLAY",
     "PRACTITIONER_ROLE_ID_SYSTEM", "PRACTITIONER_ROLE_SYSTEM", "PRACTITIONER_SYSTEM", "Address", "AgreementsFile",
-    "AlertRecipient", "Client", "ClientRole", "Conf", "ConfError", "Delivery", "EarlyExitAlert", "EventType", "Identifier",
+    "AlertRecipient", "Client", "ClientRole", "Conf", "ConfError", "Delivery", "EarlyExitAlert", "EventType", "Governance", "Identifier",
     "Organization", "OrganizationType", "PartnersFile", "PathwaySettings", "Person", "PersonName", "PersonRole",
     "Targets", "Telecom", "TimeLimits", "Tokens", "Webhook", "load_conf",
 ]
@@ -64,7 +65,7 @@ def load_conf(directory: Path) -> Conf:
         _check_pathway(pathway_file, settings, partners)
     agreements_file = _File(directory / "agreements.yaml")
     listed = agreements_file.parse(AgreementsFile)
-    agreements = _check_agreements(agreements_file, listed.agreements, partners) if listed else []
+    agreements = _check_agreements(agreements_file, listed, partners) if listed else []
     problems = partners_file.problems + pathway_file.problems + agreements_file.problems
     if problems or settings is None:
         raise ConfError(problems)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from consent.agreements import Agreement, parse_agreement
 from gateway.conf.errors import _File
-from gateway.conf.schemas import Organization, PartnersFile
+from gateway.conf.schemas import AgreementsFile, Organization, PartnersFile
 from gateway.conf.settings import PathwaySettings
 from mappings.identifiers import PARTNER_SYSTEM
 
@@ -90,8 +90,13 @@ def _check_pathway(file: _File, settings: PathwaySettings, partners: PartnersFil
             file.report(("duty_key_worker",), f"{worker.id!r} has role {worker.role}, not key-worker")
 
 
-def _check_agreements(file: _File, entries: list[dict[str, Any]], partners: PartnersFile) -> list[Agreement]:
-    """The agreements ``consent.agreements`` accepts, each party checked against the directory."""
+def _check_agreements(file: _File, listed: AgreementsFile, partners: PartnersFile) -> list[Agreement]:
+    """The agreements ``consent.agreements`` accepts, each party checked against the directory,
+    with the partnership's lapse time where an agreement does not state its own."""
+    lapse, alerts = listed.governance.lapse_after_days, listed.governance.ig_alerts
+    if alerts is not None and alerts.organization not in {o.id for o in partners.organizations}:
+        file.report(("governance", "ig_alerts", "organization"), f"no organisation {alerts.organization!r} in partners.yaml")
+    entries = [e if lapse is None or not isinstance(e, dict) or "lapse_after_days" in e else {**e, "lapse_after_days": lapse} for e in listed.agreements]
     known = {(i.system, i.value) for o in partners.organizations for i in o.identifiers}
     agreements: list[Agreement] = []
     first_at: dict[tuple[Any, Any], int] = {}

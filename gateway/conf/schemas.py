@@ -20,7 +20,8 @@ OrganizationType = Literal[
     "hscp", "gp-practice", "recovery-service", "third-sector", "advocacy", "rehab-facility", "carers-centre"
 ]
 EventType = Literal[
-    "referral", "facility-referral", "task-status", "review", "review-summary", "contingency-alert", "withdrawal-notice"
+    "referral", "facility-referral", "task-status", "review", "review-summary", "contingency-alert", "withdrawal-notice",
+    "agreement-notice", "break-glass-alert",
 ]
 ClientRole = Literal["ig-officer", "break-glass", "partnership-lead", "key-worker"]
 PersonRole = Literal["key-worker", "social-worker", "nurse", "advocate", "community-team", "gp", "facility-manager"]
@@ -212,7 +213,26 @@ class PartnersFile(_Strict):
     people: list[Person] = []
 
 
+class IgAlerts(_Strict):
+    """Where break-glass alerts go: an email address, delivered through ``organization``'s
+    ``break-glass-alert`` subscription (an email relay)."""
+
+    organization: Slug
+    email: Annotated[str, AfterValidator(_email)]
+
+
+class Governance(_Strict):
+    """Information-governance settings in ``agreements.yaml``."""
+
+    # An agreement lapses once its review is more than this many days overdue (written into
+    # each agreement that does not state its own).
+    lapse_after_days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    break_glass_roles: Annotated[list[ClientRole], AfterValidator(_unique)] = ["break-glass"]
+    ig_alerts: IgAlerts | None = None
+
+
 class AgreementsFile(_Strict):
+    governance: Governance = Governance()
     agreements: list[dict[str, Any]]
 
 

@@ -1,4 +1,5 @@
-"""Demo console accounts for ``pathway demo``: an IG officer and a partnership lead."""
+"""Demo console accounts for ``pathway demo``: an IG officer, a partnership lead, and a DPO and a
+senior officer for the HSCP and for Tayview House."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from gateway.console.auth import IG_OFFICER, PARTNERSHIP_LEAD, save_account
+from gateway.console.auth import DPO, IG_OFFICER, PARTNERSHIP_LEAD, SENIOR_OFFICER, save_account
 from gateway.runtime import Gateway
 from gateway.store.crypto import write_owner_only
 from gateway.store.models import ClientRow
@@ -17,6 +18,10 @@ from gateway.store.models import ClientRow
 DEMO_ACCOUNTS = {
     "ig-officer": ("Morven Laird (IG officer, demo)", [IG_OFFICER], "ig-officer"),
     "partnership-lead": ("Callum Rennie (partnership lead, demo)", [PARTNERSHIP_LEAD], "ig-officer"),
+    "hscp-dpo": ("Ewan Baird (HSCP data protection officer, demo)", [DPO], "ig-officer"),
+    "hscp-senior-officer": ("Fiona Reid (HSCP chief social work officer, demo)", [SENIOR_OFFICER], "ig-officer"),
+    "tayview-dpo": ("Lorna Keir (Tayview House data protection officer, demo)", [DPO], "rehab-facility"),
+    "tayview-senior-officer": ("Graham Orr (Tayview House registered manager, demo)", [SENIOR_OFFICER], "rehab-facility"),
 }
 
 

@@ -1,9 +1,6 @@
-"""Agreements in the console: versions, review dates, diffs and the approval lifecycle.
-
-Every lifecycle change (draft → active, active → suspended, suspended → active)
-is a new version row, so the history shows who approved what and when; only the
-highest version counts for decisions (DESIGN §6.1).
-"""
+"""Agreements in the console: versions, review dates and diffs (the lifecycle itself is
+``gateway.sharing.agreement_lifecycle``). Only the highest version counts for decisions
+(DESIGN §6.1)."""
 
 from __future__ import annotations
 
@@ -15,21 +12,10 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consent.agreements import lapse_day
 from gateway.store.models import AgreementRow
-from gateway.store.repository import now_utc
 
-REVIEW_DUE_DAYS = 60
-# status now -> {status it may move to: what the move is called}
-TRANSITIONS: dict[str, dict[str, str]] = {
-    "draft": {"active": "Approve"},
-    "active": {"suspended": "Suspend"},
-    "suspended": {"active": "Reinstate"},
-}
-
-
-class LifecycleRefused(ValueError):
-    """The agreement cannot make this move; the message says why."""
-
+REVIEW_DUE_DAYS = 90
 
 @dataclass(frozen=True)
 class Version:
@@ -52,13 +38,20 @@ def versions(session: Session, agreement_id: str | None = None) -> dict[str, lis
 
 
 def effective_status(body: dict[str, Any], today: date) -> str:
-    """The status as decisions see it: past its end date an agreement is expired."""
+    """The status as decisions see it: past its end date an agreement is expired; an active one
+    whose review is overdue past its lapse time has lapsed."""
     end = body.get("end")
-    return "expired" if end and str(end) < today.isoformat() else body.get("status", "")
+    if end and str(end) < today.isoformat():
+        return "expired"
+    review = body.get("review_date")
+    lapses_on = lapse_day(date.fromisoformat(str(review)[:10]), body.get("lapse_after_days")) if review else None
+    if body.get("status") == "active" and lapses_on is not None and today >= lapses_on:
+        return "lapsed"
+    return body.get("status", "")
 
 
 def review_state(body: dict[str, Any], today: date) -> str:
-    """``overdue`` past the review date, ``due`` within 60 days of it, else empty."""
+    """``overdue`` past the review date, ``due`` within 90 days of it, else empty."""
     review = body.get("review_date")
     if not review:
         return ""
@@ -66,31 +59,6 @@ def review_state(body: dict[str, Any], today: date) -> str:
     if due < today:
         return "overdue"
     return "due" if due <= today + timedelta(days=REVIEW_DUE_DAYS) else ""
-
-
-def change_status(session: Session, agreement_id: str, to: str, by: str) -> AgreementRow:
-    """Write the next version of ``agreement_id`` with status ``to``, approved by ``by``."""
-    newest = session.scalars(
-        select(AgreementRow).where(AgreementRow.id == agreement_id).order_by(AgreementRow.version.desc()).with_for_update()
-    ).first()
-    if newest is None:
-        raise LifecycleRefused(f"there is no agreement {agreement_id}")
-    allowed = TRANSITIONS.get(newest.status, {})
-    if to not in allowed:
-        moves = ", ".join(f"{allowed[s].lower()} ({s})" for s in allowed) or "none"
-        raise LifecycleRefused(f"agreement {agreement_id} version {newest.version} is {newest.status}; it cannot become {to} (allowed: {moves})")
-    body = orjson.loads(newest.body) | {"status": to, "version": newest.version + 1}
-    row = AgreementRow(
-        id=agreement_id,
-        version=newest.version + 1,
-        status=to,
-        body=orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode(),
-        loaded=now_utc(),
-        approved_by=by,
-    )
-    session.add(row)
-    session.flush()
-    return row
 
 
 @dataclass(frozen=True)

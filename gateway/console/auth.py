@@ -23,7 +23,11 @@ from gateway.store.repository import now_utc
 
 IG_OFFICER = "ig-officer"
 PARTNERSHIP_LEAD = "partnership-lead"
-CONSOLE_ROLES = frozenset({IG_OFFICER, PARTNERSHIP_LEAD})
+# A party's data protection officer reviews agreements, its senior officer signs them, each
+# for the organisation of their account only.
+DPO = "dpo"
+SENIOR_OFFICER = "senior-officer"
+CONSOLE_ROLES = frozenset({IG_OFFICER, PARTNERSHIP_LEAD, DPO, SENIOR_OFFICER})
 SESSION_HOURS = 8
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 

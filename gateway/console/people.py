@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, audit_event
 from gateway.audit.ledger import about_patient, ledger_entry
+from gateway.audit.one_off import one_off_basis
 from gateway.console.directory_names import Directory, person_name
 from gateway.directory import current_agreements
 from gateway.sharing.policy import grants
@@ -159,7 +160,7 @@ def csv_cell(value: Any) -> str:
     return f"'{text}" if text.startswith(_FORMULA_START) else text
 
 
-LEDGER_COLUMNS = ("at", "recipient", "recipient_name", "acting_for", "client", "purpose", "channel", "resources", "agreements", "consents", "break_glass")
+LEDGER_COLUMNS = ("at", "recipient", "recipient_name", "acting_for", "client", "purpose", "channel", "resources", "agreements", "consents", "break_glass", "one_off")
 
 
 def ledger_csv(entries: list[dict[str, Any]], directory: Directory) -> str:
@@ -183,6 +184,8 @@ def subject_access_bundle(repo: Repository, patient: str, entries: list[dict[str
         basis = [f"agreements {', '.join(entry['agreements']) or 'none'}", f"consents {', '.join(entry['consents']) or 'none'}"]
         if entry["break_glass"]:
             basis.append(f"break-glass {entry['break_glass']}")
+        if entry["one_off"]:
+            basis.append(one_off_basis(repo.session, entry["one_off"]))
         event = audit_event(
             "disclose",
             Actor(entry["client"] or "", entry["recipient"], entry["acting_for"]),

@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
 from gateway.auth.tokens import Principal
-from gateway.console.auth import IG_OFFICER, PARTNERSHIP_LEAD, SignedIn, csrf_matches, resume_session
+from gateway.console.auth import DPO, IG_OFFICER, PARTNERSHIP_LEAD, SENIOR_OFFICER, SignedIn, csrf_matches, resume_session
 from gateway.fhir.access import Caller
 from gateway.fhir.service import FhirService
 from gateway.runtime import Gateway
+from gateway.sharing import break_glass
 
 PREFIX = "/console"
 SESSION_COOKIE = "pathway_console"
@@ -92,11 +93,12 @@ def signed_in(request: Request) -> SignedIn:
     return who
 
 
-def _requiring(role: str, what: str):  # type: ignore[no-untyped-def]
+def _requiring(what: str, *roles: str):  # type: ignore[no-untyped-def]
     def dependency(request: Request) -> SignedIn:
         who = signed_in(request)
-        if not who.identity.has(role):
-            message = f"{what} are for {role.replace('-', ' ')}s; your account does not have that role"
+        if not any(who.identity.has(role) for role in roles):
+            named = " or ".join(f"{role.replace('-', ' ')}s" for role in roles)
+            message = f"{what} are for {named}; your account does not have that role"
             with gateway_of(request).transaction() as session:
                 audit_view(session, request, who, outcome="minor-failure", detail=f"console page refused {request.url.path}: {message}")
             raise Refused(403, message)
@@ -113,7 +115,15 @@ def lead_or_officer(request: Request) -> SignedIn:
     return who
 
 
-officer = _requiring(IG_OFFICER, "person-level and governance pages")
+officer = _requiring("person-level and governance pages", IG_OFFICER)
+# Agreement pages: IG officers, and the DPOs and senior officers who review and sign.
+agreement_reader = _requiring("agreement pages", IG_OFFICER, DPO, SENIOR_OFFICER)
+
+
+def pending_break_glass(request: Request) -> int:
+    """How many break-glass uses await an IG officer's review (the console's banner)."""
+    with gateway_of(request).reading() as session:
+        return len(break_glass.pending_reviews(session))
 
 
 async def form_of(request: Request, who: SignedIn) -> dict[str, list[str]]:
@@ -140,6 +150,8 @@ def console_caller(who: SignedIn, purpose: str = "HOPERAT") -> Caller:
 
 def render(request: Request, who: SignedIn | None, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     base = {"who": who.identity if who else None, "csrf": who.csrf if who else "", "prefix": PREFIX, "path": request.url.path}
+    if who is not None and who.identity.has(IG_OFFICER):
+        base["break_glass_pending"] = pending_break_glass(request)
     return templates.TemplateResponse(request, template, base | context, status_code=status)
 
 

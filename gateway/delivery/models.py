@@ -19,6 +19,8 @@ EVENTS = frozenset(
         "review-summary",
         "contingency-alert",
         "withdrawal-notice",
+        "agreement-notice",  # an agreement lapsed: to every party
+        "break-glass-alert",  # an email-shaped alert to the IG officers' relay
     }
 )
 # Delivery states: pending -> sending -> delivered | pending (retry) | dead | dropped.

@@ -1,10 +1,12 @@
 """Break-glass: time-boxed emergency access under a statutory basis, always reviewed.
 
-A named user of a client whose role allows it (``break-glass``) may override
+A named user of a client whose role is named in ``conf/agreements.yaml``
+(``governance.break_glass_roles``, by default ``break-glass``) may override
 consent for one person with purpose ETREAT and a written reason, for at most
 72 hours, under Adult Support and Protection, child protection or vital
-interests. The override is audited with DICOM "Emergency Override Started"
-and queued for an information-governance officer to review.
+interests. The override is audited with DICOM "Emergency Override Started",
+queued for an information-governance officer to review, and alerted to the IG
+officers at once (console banner, and an email-shaped delivery).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import DICOM, Actor, append, audit_event
 from gateway.fhir.access import Caller
 from gateway.fhir.outcomes import FhirError
+from gateway.console.directory_names import Directory
+from gateway.sharing.notices import governance, notify
 from gateway.store.crypto import keyring_of, open_text, seal_text
 from gateway.store.models import BreakGlassRow
-from gateway.store.repository import now_utc
+from gateway.store.repository import Repository, now_utc
 
 MAX_HOURS = 72
 BASES = ("adult-support-protection", "child-protection", "vital-interests")
@@ -30,8 +34,9 @@ REVIEW_OUTCOMES = ("justified", "not-justified", "referred")
 
 def start(session: Session, caller: Caller, *, patient: str, user: str, reason: str, basis: str, hours: float) -> BreakGlassRow:
     """Open an override for ``patient``; refuses anything the rules do not allow."""
-    if "break-glass" not in caller.principal.roles:
-        raise FhirError(403, "this client's role does not allow break-glass access", "forbidden")
+    allowed = governance(session).break_glass_roles
+    if not set(allowed) & caller.principal.roles:
+        raise FhirError(403, f"this client's role does not allow break-glass access (only {', '.join(allowed) or 'none'}, as conf/agreements.yaml names)", "forbidden")
     if caller.purpose != "ETREAT":
         raise FhirError(422, "break-glass needs purpose ETREAT", "business-rule")
     if basis not in BASES:
@@ -67,7 +72,30 @@ def start(session: Session, caller: Caller, *, patient: str, user: str, reason: 
         detail=f"break-glass {grant.id} under {basis} until {grant.ends.isoformat()}: {reason.strip()}",
     )
     append(session, event, patient=patient, client_id=caller.principal.client_id)
+    alert(session, grant)
     return grant
+
+
+def alert(session: Session, grant: BreakGlassRow) -> None:
+    """Tell the IG officers at once: an email-shaped Communication to the configured address,
+    delivered through the alert organisation's ``break-glass-alert`` subscription. It names
+    the override, not the person."""
+    settings = governance(session).ig_alerts
+    if settings is None:
+        return
+    recipient = Directory.load(Repository(session, keyring_of(session))).by_reference(f"Organization/{settings.organization}")
+    if recipient is None:
+        return
+    notify(
+        session,
+        event="break-glass-alert",
+        recipient=recipient.identifier,
+        subject=f"Break-glass used by {grant.user} ({grant.organization})",
+        text=f"Break-glass override {grant.id} was started at {grant.started.isoformat()} by {grant.user} of {grant.organization} "
+        f"(client {grant.client_id}) under {grant.basis}, until {grant.ends.isoformat()}. Review it in the console: /console/break-glass",
+        category="break-glass-alert",
+        to=[{"identifier": {"system": "urn:ietf:rfc:3986", "value": f"mailto:{settings.email}"}, "display": settings.email}],
+    )
 
 
 def active_grant(session: Session, client_id: str, patient: str) -> BreakGlassRow | None:

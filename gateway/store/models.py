@@ -181,6 +181,7 @@ class DisclosureRow(Base):
     agreements: Mapped[str] = mapped_column(Text, default="[]")
     consents: Mapped[str] = mapped_column(Text, default="[]")
     break_glass: Mapped[str | None] = mapped_column(String(64))
+    one_off: Mapped[str | None] = mapped_column(String(36))  # a one-off disclosure's id
 
 
 class BreakGlassRow(Base):

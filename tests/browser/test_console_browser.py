@@ -121,13 +121,13 @@ def test_ig_officer_works_through_the_console(gateway, app, server, page, tmp_pa
     assert page.locator("#notices + table .status.pending").count() == 1
     shot("08-withdrawn")
 
-    # approve the draft agreement
+    # a draft agreement goes to review and sign-off as a new version (tests/browser/test_agreements_browser.py follows it through)
     page.get_by_role("link", name="Agreements").click()
     shot("09-agreements")
     page.get_by_role("link", name="HSCP and Tayview House - aftercare pilot").click()
-    page.get_by_role("button", name="Approve (make version 2 active)").click()
-    page.get_by_role("status").filter(has_text="Version 2 is now active").wait_for()
-    shot("10-agreement-approved")
+    page.get_by_role("button", name="Draft the next version").click()
+    page.get_by_role("status").filter(has_text="Draft of the next version saved").wait_for()
+    shot("10-agreement-next-version")
 
     # review the break-glass override
     page.get_by_role("link", name="Break-glass reviews").click()

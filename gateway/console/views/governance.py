@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
 from gateway.audit.ledger import ledger_entry
-from gateway.console.agreements import TRANSITIONS, LifecycleRefused, change_status, diff, effective_status, review_state, versions
+from gateway.console.agreements import diff, effective_status, review_state, versions
 from gateway.console.auth import SignedIn
 from gateway.console.directory_names import Directory
-from gateway.console.web import Refused, audit_change, audit_view, form_of, gateway_of, one, officer, redirect, render
+from gateway.console.web import Refused, agreement_reader, audit_change, audit_view, form_of, gateway_of, one, officer, redirect, render
 from gateway.delivery.outbox import ReplayRefused, listing, replay, replay_dead
-from gateway.sharing import break_glass
+from gateway.sharing import agreement_lifecycle as lifecycle, break_glass
 from gateway.store.models import BreakGlassRow, DisclosureRow
 from gateway.store.repository import now_utc
 
@@ -23,21 +24,23 @@ router = APIRouter()
 
 
 @router.get("/agreements", response_class=HTMLResponse)
-def agreements(request: Request, notice: str = "", who: SignedIn = Depends(officer)) -> Response:
+def agreements(request: Request, notice: str = "", who: SignedIn = Depends(agreement_reader)) -> Response:
     today = now_utc().date()
     gateway = gateway_of(request)
     with gateway.transaction() as session:
+        lifecycle.sweep(session, today)
+        drafts = [(d, orjson.loads(d.body)["title"]) for d in lifecycle.drafts(session)]
         directory = Directory.load(gateway.repository(session))
         rows = [
             {"id": agreement_id, "current": history[0], "status": effective_status(history[0].body, today), "review": review_state(history[0].body, today), "versions": len(history)}
             for agreement_id, history in versions(session).items()
         ]
         audit_view(session, request, who)
-    return render(request, who, "agreements.html", {"rows": rows, "directory": directory, "notice": notice})
+    return render(request, who, "agreements.html", {"rows": rows, "drafts": drafts, "directory": directory, "notice": notice})
 
 
 @router.get("/agreements/{agreement_id}", response_class=HTMLResponse)
-def agreement(request: Request, agreement_id: str, notice: str = "", who: SignedIn = Depends(officer)) -> Response:
+def agreement(request: Request, agreement_id: str, notice: str = "", who: SignedIn = Depends(agreement_reader)) -> Response:
     today = now_utc().date()
     gateway = gateway_of(request)
     with gateway.transaction() as session:
@@ -45,6 +48,8 @@ def agreement(request: Request, agreement_id: str, notice: str = "", who: Signed
         if not history:
             raise Refused(404, f"there is no agreement {agreement_id}")
         directory = Directory.load(gateway.repository(session))
+        drafts = lifecycle.drafts(session, agreement_id)
+        steps = lifecycle.history(session, agreement_id)
         audit_view(session, request, who)
     changes = [(newer, older, diff(older.body, newer.body)) for newer, older in zip(history, history[1:])]
     current = history[0]
@@ -53,27 +58,14 @@ def agreement(request: Request, agreement_id: str, notice: str = "", who: Signed
         "current": current,
         "status": effective_status(current.body, today),
         "review": review_state(current.body, today),
-        "moves": TRANSITIONS.get(current.status, {}),
+        "drafts": drafts,
+        "steps": steps,
         "changes": changes,
         "history": history,
         "directory": directory,
         "notice": notice,
     }
     return render(request, who, "agreement.html", context)
-
-
-@router.post("/agreements/{agreement_id}/status")
-async def agreement_status(request: Request, agreement_id: str, who: SignedIn = Depends(officer)) -> Response:
-    form = await form_of(request, who)
-    to = one(form, "to")
-    approver = f"{who.identity.display_name} ({who.identity.username})"
-    try:
-        with gateway_of(request).transaction() as session:
-            row = change_status(session, agreement_id, to, approver)
-            audit_change(session, who, f"agreement {agreement_id} version {row.version} made {to} by {approver}")
-    except LifecycleRefused as refusal:
-        raise Refused(409, str(refusal)) from None
-    return redirect(f"/agreements/{agreement_id}", notice=f"Version {row.version} is now {to}.")
 
 
 # --- break-glass reviews ----------------------------------------------------------------

@@ -1,0 +1,236 @@
+"""Agreement lifecycle pages: draft, submit, DPO review, senior-officer sign-off, suspend and
+resume; and one-off disclosures recorded against a person."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from consent.model import DATA_CATEGORIES
+from gateway.audit import one_off
+from gateway.console.auth import DPO, IG_OFFICER, SENIOR_OFFICER, SignedIn
+from gateway.console.directory_names import Directory
+from gateway.console.views.people import patient_or_404
+from gateway.console.web import Refused, agreement_reader, audit_change, audit_view, form_of, gateway_of, officer, one, redirect, render
+from gateway.sharing import agreement_lifecycle as lifecycle
+from gateway.store.repository import now_utc
+
+router = APIRouter()
+
+PURPOSES = {"TREAT": "Care and treatment", "CAREMGT": "Care coordination", "HOPERAT": "Service operations", "PUBHLTH": "Statistics", "carer-support": "Carer support"}
+ART6 = {
+    "UK GDPR Art 6(1)(e)": "Art 6(1)(e) public task",
+    "UK GDPR Art 6(1)(c)": "Art 6(1)(c) legal obligation",
+    "UK GDPR Art 6(1)(d)": "Art 6(1)(d) vital interests",
+    "UK GDPR Art 6(1)(a)": "Art 6(1)(a) consent",
+    "UK GDPR Art 6(1)(f)": "Art 6(1)(f) legitimate interests",
+}
+ART9 = {
+    "UK GDPR Art 9(2)(h)": "Art 9(2)(h) health or social care",
+    "UK GDPR Art 9(2)(b)": "Art 9(2)(b) social protection law",
+    "UK GDPR Art 9(2)(g)": "Art 9(2)(g) substantial public interest",
+    "UK GDPR Art 9(2)(c)": "Art 9(2)(c) vital interests",
+    "UK GDPR Art 9(2)(a)": "Art 9(2)(a) explicit consent",
+}
+
+
+def _who(who: SignedIn) -> str:
+    return f"{who.identity.display_name} ({who.identity.username})"
+
+
+def _body(form: dict[str, list[str]]) -> dict[str, object]:
+    """The agreement a draft form describes (validated by the lifecycle)."""
+    parties = [dict(zip(("system", "value"), p.split("|", 1))) for p in form.get("party", [])]
+    basis = [b for b in (one(form, "art6"), one(form, "art9")) if b] + [line.strip() for line in one(form, "other_basis").splitlines() if line.strip()]
+    body: dict[str, object] = {
+        "title": one(form, "title"),
+        "parties": parties,
+        "purposes": form.get("purpose", []),
+        "categories": form.get("category", []),
+        "lawful_basis": basis,
+        "start": one(form, "start"),
+        "end": one(form, "end") or None,
+        "review_date": one(form, "review_date") or None,
+        "retention": one(form, "retention") or None,
+    }
+    if one(form, "doc_title") or one(form, "doc_reference") or one(form, "doc_sha256"):
+        body["documents"] = [{"title": one(form, "doc_title"), "reference": one(form, "doc_reference"), "sha256": one(form, "doc_sha256").lower()}]
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def _form_context(request: Request, body: dict[str, object]) -> dict[str, object]:
+    gateway = gateway_of(request)
+    with gateway.reading() as session:
+        directory = Directory.load(gateway.repository(session))
+    return {"body": body, "directory": directory, "purposes": PURPOSES, "categories": sorted(DATA_CATEGORIES), "art6": ART6, "art9": ART9}
+
+
+def _refusing(action):  # type: ignore[no-untyped-def]
+    """Run a lifecycle step in one transaction; a refusal becomes a 409 page saying why."""
+    try:
+        return action()
+    except (lifecycle.LifecycleRefused, one_off.OneOffRefused) as refusal:
+        raise Refused(409, str(refusal)) from None
+
+
+@router.get("/agreements/new", response_class=HTMLResponse)
+def new_form(request: Request, who: SignedIn = Depends(officer)) -> Response:
+    return render(request, who, "agreement_form.html", _form_context(request, {"parties": [], "purposes": [], "categories": [], "lawful_basis": []}) | {"action": "/agreements/new", "new": True})
+
+
+@router.post("/agreements/new")
+async def create(request: Request, who: SignedIn = Depends(officer)) -> Response:
+    form = await form_of(request, who)
+    agreement_id = one(form, "agreement_id")
+
+    def act() -> str:
+        with gateway_of(request).transaction() as session:
+            return lifecycle.start_draft(session, agreement_id, _body(form), _who(who)).id
+
+    draft_id = _refusing(act)
+    return redirect(f"/agreements/drafts/{draft_id}", notice="Draft saved. Submit it for review when it is ready.")
+
+
+@router.post("/agreements/{agreement_id}/new-version")
+async def new_version(request: Request, agreement_id: str, who: SignedIn = Depends(officer)) -> Response:
+    await form_of(request, who)
+
+    def act() -> str:
+        with gateway_of(request).transaction() as session:
+            return lifecycle.new_version(session, agreement_id, _who(who)).id
+
+    draft_id = _refusing(act)
+    return redirect(f"/agreements/drafts/{draft_id}", notice="Draft of the next version saved; the version in force stays in force until this one is active.")
+
+
+@router.get("/agreements/drafts/{draft_id}", response_class=HTMLResponse)
+def draft_page(request: Request, draft_id: str, notice: str = "", who: SignedIn = Depends(agreement_reader)) -> Response:
+    gateway = gateway_of(request)
+    with gateway.transaction() as session:
+        row = _refusing(lambda: lifecycle.draft(session, draft_id))
+        progress = lifecycle.progress(session, row)
+        steps = [s for s in lifecycle.history(session, row.agreement_id) if s.draft_id == row.id]
+        in_force = lifecycle.current(session, row.agreement_id)
+        directory = Directory.load(gateway.repository(session))
+        audit_view(session, request, who)
+    identity = who.identity
+    mine = directory.by_identifier(identity.organization)
+    held = {identity.organization} | ({f"{i['system']}|{i['value']}" for i in mine.identifiers} if mine else set())
+    my_party = next((p for p in lifecycle.parties(row) if p in held), None)
+    context = {
+        "row": row,
+        "body": orjson.loads(row.body),
+        "progress": progress,
+        "steps": steps,
+        "in_force": in_force,
+        "directory": directory,
+        "notice": notice,
+        "can_edit": identity.has(IG_OFFICER) and row.stage == "draft",
+        "can_review": identity.has(DPO) and row.stage == "review" and my_party is not None and my_party not in progress.approved,
+        "can_sign": identity.has(SENIOR_OFFICER) and row.stage == "signing" and my_party is not None and my_party not in progress.signed,
+        "my_party": my_party,
+    }
+    return render(request, who, "agreement_draft.html", context)
+
+
+@router.get("/agreements/drafts/{draft_id}/edit", response_class=HTMLResponse)
+def edit_form(request: Request, draft_id: str, who: SignedIn = Depends(officer)) -> Response:
+    with gateway_of(request).reading() as session:
+        row = _refusing(lambda: lifecycle.draft(session, draft_id))
+        body = orjson.loads(row.body)
+    context = _form_context(request, body) | {"action": f"/agreements/drafts/{draft_id}/edit", "new": False, "agreement_id": row.agreement_id}
+    return render(request, who, "agreement_form.html", context)
+
+
+@router.post("/agreements/drafts/{draft_id}/edit")
+async def edit(request: Request, draft_id: str, who: SignedIn = Depends(officer)) -> Response:
+    form = await form_of(request, who)
+
+    def act() -> None:
+        with gateway_of(request).transaction() as session:
+            lifecycle.edit(session, draft_id, _body(form), _who(who))
+
+    _refusing(act)
+    return redirect(f"/agreements/drafts/{draft_id}", notice="Draft changed.")
+
+
+@router.post("/agreements/drafts/{draft_id}/{step}")
+async def step(request: Request, draft_id: str, step: str, who: SignedIn = Depends(agreement_reader)) -> Response:
+    """Submit or withdraw (IG officer), approve or return (a party's DPO), sign (a party's senior officer)."""
+    form = await form_of(request, who)
+    identity, by = who.identity, _who(who)
+    needs = {"submit": IG_OFFICER, "withdraw": IG_OFFICER, "approve": DPO, "return": DPO, "sign": SENIOR_OFFICER}
+    if step not in needs:
+        raise Refused(404, f"there is no step {step}")
+    if not identity.has(needs[step]):
+        raise Refused(403, f"only a {needs[step].replace('-', ' ')} may {step} a draft")
+
+    def act() -> str:
+        with gateway_of(request).transaction() as session:
+            if step == "submit":
+                row = lifecycle.submit(session, draft_id, by)
+            elif step == "withdraw":
+                row = lifecycle.withdraw(session, draft_id, by)
+            elif step == "sign":
+                name = one(form, "name")
+                if len(name) < 3:
+                    raise lifecycle.LifecycleRefused("type your name and position as they should appear on the agreement")
+                row = lifecycle.sign(session, draft_id, organization=identity.organization, name=name, by=by, today=now_utc().date())
+            else:
+                row = lifecycle.review(session, draft_id, organization=identity.organization, approve=step == "approve", comment=one(form, "comment"), by=by)
+            return row.stage
+
+    stage = _refusing(act)
+    messages = {"review": "Submitted for review by every party's DPO.", "signing": "Approved by every party's DPO; it now needs every party's signature.",
+                "signed": "Signed by every party; it becomes active on its start date.", "active": "Signed by every party: the new version is active now.",
+                "draft": "Returned to the IG officer with your comments.", "withdrawn": "Draft withdrawn."}
+    notice = "Recorded." if step in ("approve", "sign") and stage in ("review", "signing") else messages.get(stage, "Recorded.")
+    return redirect(f"/agreements/drafts/{draft_id}", notice=notice)
+
+
+@router.post("/agreements/{agreement_id}/suspend")
+@router.post("/agreements/{agreement_id}/resume")
+async def suspend_or_resume(request: Request, agreement_id: str, who: SignedIn = Depends(officer)) -> Response:
+    form = await form_of(request, who)
+    to = "suspended" if request.url.path.endswith("/suspend") else "active"
+
+    def act() -> int:
+        with gateway_of(request).transaction() as session:
+            row = lifecycle.set_status(session, agreement_id, to, reason=one(form, "reason"), by=_who(who))
+            audit_change(session, who, f"agreement {agreement_id} version {row.version} made {to}")
+            return row.version
+
+    version = _refusing(act)
+    return redirect(f"/agreements/{agreement_id}", notice=f"Version {version} is now {to}; the next decision uses it.")
+
+
+# --- one-off disclosures ----------------------------------------------------------------------
+
+
+@router.get("/people/{patient_id}/one-off", response_class=HTMLResponse)
+def one_off_form(request: Request, patient_id: str, who: SignedIn = Depends(officer)) -> Response:
+    gateway = gateway_of(request)
+    with gateway.transaction() as session:
+        patient = patient_or_404(gateway.repository(session), patient_id)
+        audit_view(session, request, who, patient=patient.reference)
+    return render(request, who, "one_off.html", {"patient_id": patient_id, "purposes": one_off.PURPOSES, "decisions": one_off.DECISIONS})
+
+
+@router.post("/people/{patient_id}/one-off")
+async def one_off_record(request: Request, patient_id: str, who: SignedIn = Depends(officer)) -> Response:
+    form = await form_of(request, who)
+
+    def act() -> str:
+        gateway = gateway_of(request)
+        with gateway.transaction() as session:
+            patient = patient_or_404(gateway.repository(session), patient_id)
+            row = one_off.record(
+                session, patient=patient.reference, requester=one(form, "requester"), purpose=one(form, "purpose"), lawful_basis=one(form, "lawful_basis"),
+                necessity=one(form, "necessity"), disclosed=one(form, "disclosed"), resources=one(form, "resources").split(), decision=one(form, "decision"),
+                decided_by=one(form, "decided_by"), recorded_by=_who(who), client_id=who.identity.client_id,
+            )
+            return row.decision
+
+    decision = _refusing(act)
+    return redirect(f"/people/{patient_id}", notice=f"One-off request recorded: {decision}.")

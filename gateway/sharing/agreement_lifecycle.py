@@ -1,0 +1,327 @@
+"""An agreement's life in the console: drafted, reviewed by every party's DPO, signed by every
+party's senior officer, active from its start date; suspended and resumed; lapsed when its
+review is long overdue.
+
+A proposed version lives in ``agreement_draft`` until every party has signed and its start date
+has come; only then is it written to ``agreement`` as the next version, so the version in force
+stays in force meanwhile (only the highest version in ``agreement`` counts, DESIGN §6.1).
+Suspension, resumption and lapse are new versions too. Every step is an ``agreement_step`` row
+and an audit event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from consent.agreements import Agreement, parse_agreement
+from gateway.audit.chain import append, audit_event
+from gateway.console.directory_names import Directory
+from gateway.sharing.governance_models import AgreementDraftRow, AgreementStepRow
+from gateway.sharing.notices import contacts, governance, notify
+from gateway.store.crypto import keyring_of
+from gateway.store.models import AgreementRow
+from gateway.store.repository import Repository, now_utc
+
+OPEN_STAGES = ("draft", "review", "signing", "signed")
+LAPSED_BY = "Pathway (review overdue: lapsed)"
+
+
+class LifecycleRefused(ValueError):
+    """The agreement cannot make this move; the message says why."""
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _key(party: dict[str, str]) -> str:
+    return f"{party['system']}|{party['value']}"
+
+
+def _step(session: Session, agreement_id: str, step: str, by: str, *, draft: str | None = None, version: int | None = None, party: str | None = None, comment: str = "") -> None:
+    session.add(AgreementStepRow(agreement_id=agreement_id, draft_id=draft, version=version, step=step, party=party, by=by, at=now_utc(), comment=comment))
+    detail = f"agreement {agreement_id}{f' version {version}' if version else ''}{f' draft {draft}' if draft else ''}: {step}"
+    detail += f" for {party}" if party else ""
+    append(session, audit_event("operation", None, detail=f"{detail} by {by}" + (f": {comment}" if comment else "")))
+
+
+def checked(agreement_id: str, body: dict[str, Any], version: int = 1, status: str = "draft") -> Agreement:
+    """The draft body as an agreement, or LifecycleRefused naming each faulty field."""
+    try:
+        return parse_agreement({**body, "id": agreement_id, "version": version, "status": status})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'agreement'}: {e['msg']}" for e in error.errors())
+        raise LifecycleRefused(f"the agreement is not complete or not valid: {problems}") from None
+    except ValueError as error:
+        raise LifecycleRefused(str(error)) from None
+
+
+def current(session: Session, agreement_id: str) -> AgreementRow | None:
+    """The highest version of an agreement (the one decisions read)."""
+    return session.scalars(select(AgreementRow).where(AgreementRow.id == agreement_id).order_by(AgreementRow.version.desc()).limit(1)).first()
+
+
+def open_draft(session: Session, agreement_id: str) -> AgreementDraftRow | None:
+    return session.scalars(select(AgreementDraftRow).where(AgreementDraftRow.agreement_id == agreement_id, AgreementDraftRow.stage.in_(OPEN_STAGES))).first()
+
+
+def draft(session: Session, draft_id: str) -> AgreementDraftRow:
+    row = session.get(AgreementDraftRow, draft_id, with_for_update=True)
+    if row is None:
+        raise LifecycleRefused(f"there is no draft {draft_id}")
+    return row
+
+
+def start_draft(session: Session, agreement_id: str, body: dict[str, Any], by: str) -> AgreementDraftRow:
+    """A new draft: of a new agreement, or the next version of an existing one. One open draft per agreement."""
+    body = {k: v for k, v in body.items() if k not in ("id", "version", "status", "signatories")}
+    if "lapse_after_days" not in body and governance(session).lapse_after_days is not None:
+        body["lapse_after_days"] = governance(session).lapse_after_days
+    checked(agreement_id, body)
+    existing = open_draft(session, agreement_id)
+    if existing is not None:
+        raise LifecycleRefused(f"agreement {agreement_id} already has an open draft ({existing.stage}); finish or withdraw it first")
+    moment = now_utc()
+    row = AgreementDraftRow(id=str(uuid.uuid4()), agreement_id=agreement_id, stage="draft", body=_dumps(body), created_by=by, created=moment, updated=moment)
+    session.add(row)
+    _step(session, agreement_id, "drafted", by, draft=row.id)
+    return row
+
+
+def new_version(session: Session, agreement_id: str, by: str) -> AgreementDraftRow:
+    """A draft of the next version, starting from the version in force."""
+    held = current(session, agreement_id)
+    if held is None:
+        raise LifecycleRefused(f"there is no agreement {agreement_id}")
+    return start_draft(session, agreement_id, orjson.loads(held.body), by)
+
+
+def edit(session: Session, draft_id: str, body: dict[str, Any], by: str) -> AgreementDraftRow:
+    """Change a draft (only while it is a draft: reviewers and signatories see what they approve)."""
+    row = draft(session, draft_id)
+    if row.stage != "draft":
+        raise LifecycleRefused(f"draft {draft_id} is in {row.stage}; only a draft can be changed (a DPO may return it)")
+    body = {k: v for k, v in body.items() if k not in ("id", "version", "status", "signatories")}
+    checked(row.agreement_id, body)
+    row.body, row.updated = _dumps(body), now_utc()
+    _step(session, row.agreement_id, "edited", by, draft=row.id)
+    return row
+
+
+def parties(row: AgreementDraftRow) -> list[str]:
+    return [_key(p) for p in orjson.loads(row.body)["parties"]]
+
+
+def _round(session: Session, row: AgreementDraftRow) -> list[AgreementStepRow]:
+    """The steps since the draft was last submitted for review."""
+    steps = list(session.scalars(select(AgreementStepRow).where(AgreementStepRow.draft_id == row.id).order_by(AgreementStepRow.id)))
+    last = max((i for i, s in enumerate(steps) if s.step == "submitted"), default=-1)
+    return steps[last + 1 :]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Who has approved and signed in the current round, and who has not yet."""
+
+    approved: dict[str, str]
+    signed: dict[str, tuple[str, date]]
+    awaiting_review: list[str]
+    awaiting_signature: list[str]
+
+
+def progress(session: Session, row: AgreementDraftRow) -> Progress:
+    steps = _round(session, row)
+    approved = {s.party: s.by for s in steps if s.step == "approved" and s.party}
+    signed = {s.party: (s.comment, s.at.date()) for s in steps if s.step == "signed" and s.party}
+    everyone = parties(row)
+    return Progress(approved, signed, [p for p in everyone if p not in approved], [p for p in everyone if p not in signed])
+
+
+def submit(session: Session, draft_id: str, by: str) -> AgreementDraftRow:
+    row = draft(session, draft_id)
+    if row.stage != "draft":
+        raise LifecycleRefused(f"draft {draft_id} is in {row.stage}, not draft; it cannot be submitted")
+    checked(row.agreement_id, orjson.loads(row.body))
+    row.stage, row.updated = "review", now_utc()
+    _step(session, row.agreement_id, "submitted", by, draft=row.id)
+    return row
+
+
+def _party_for(session: Session, row: AgreementDraftRow, organization: str) -> str:
+    """The party of ``row`` that the account's organisation is (by any of its identifiers)."""
+    org = Directory.load(Repository(session, keyring_of(session))).by_identifier(organization)
+    held = {organization} | ({_key(i) for i in org.identifiers} if org else set())
+    party = next((p for p in parties(row) if p in held), None)
+    if party is None:
+        raise LifecycleRefused(f"your organisation ({organization}) is not a party to agreement {row.agreement_id}")
+    return party
+
+
+def review(session: Session, draft_id: str, *, organization: str, approve: bool, comment: str, by: str) -> AgreementDraftRow:
+    """A party's DPO approves the draft or returns it to draft with comments."""
+    row = draft(session, draft_id)
+    if row.stage != "review":
+        raise LifecycleRefused(f"draft {draft_id} is in {row.stage}; DPOs review it only once it is submitted for review")
+    party = _party_for(session, row, organization)
+    if party in progress(session, row).approved:
+        raise LifecycleRefused(f"{party} has already approved this draft")
+    if not approve:
+        if len(comment.strip()) < 10:
+            raise LifecycleRefused("say what must change (at least 10 characters) when returning a draft")
+        row.stage, row.updated = "draft", now_utc()
+        _step(session, row.agreement_id, "returned", by, draft=row.id, party=party, comment=comment.strip())
+        return row
+    _step(session, row.agreement_id, "approved", by, draft=row.id, party=party, comment=comment.strip())
+    session.flush()
+    if not progress(session, row).awaiting_review:
+        row.stage, row.updated = "signing", now_utc()
+    return row
+
+
+def sign(session: Session, draft_id: str, *, organization: str, name: str, by: str, today: date) -> AgreementDraftRow:
+    """A party's senior officer signs; when every party has, the draft is signed and becomes
+    the agreement's next version on its start date."""
+    row = draft(session, draft_id)
+    if row.stage != "signing":
+        raise LifecycleRefused(f"draft {draft_id} is in {row.stage}; it is signed only after every party's DPO has approved it")
+    party = _party_for(session, row, organization)
+    if party in progress(session, row).signed:
+        raise LifecycleRefused(f"{party} has already signed this draft")
+    _step(session, row.agreement_id, "signed", by, draft=row.id, party=party, comment=name)
+    session.flush()
+    if not progress(session, row).awaiting_signature:
+        row.stage, row.updated = "signed", now_utc()
+        promote_due(session, today, only=row)
+    return row
+
+
+def withdraw(session: Session, draft_id: str, by: str) -> AgreementDraftRow:
+    row = draft(session, draft_id)
+    if row.stage not in OPEN_STAGES:
+        raise LifecycleRefused(f"draft {draft_id} is {row.stage}; it cannot be withdrawn")
+    row.stage, row.updated = "withdrawn", now_utc()
+    _step(session, row.agreement_id, "withdrawn", by, draft=row.id)
+    return row
+
+
+def _write_version(session: Session, agreement_id: str, body: dict[str, Any], status: str, by: str) -> AgreementRow:
+    newest = session.scalar(select(func.max(AgreementRow.version)).where(AgreementRow.id == agreement_id)) or 0
+    agreement = checked(agreement_id, body, newest + 1, status)
+    row = AgreementRow(id=agreement_id, version=newest + 1, status=status, body=_dumps(agreement.model_dump(mode="json", exclude_none=True)), loaded=now_utc(), approved_by=by[:200])
+    session.add(row)
+    session.flush()
+    return row
+
+
+def promote_due(session: Session, today: date, only: AgreementDraftRow | None = None) -> list[str]:
+    """Signed drafts whose start date has come become active versions; returns their refs."""
+    rows = [only] if only is not None else list(session.scalars(select(AgreementDraftRow).where(AgreementDraftRow.stage == "signed").with_for_update()))
+    promoted = []
+    for row in rows:
+        body = orjson.loads(row.body)
+        if date.fromisoformat(body["start"]) > today:
+            continue
+        signed = progress(session, row).signed
+        signatories = [{"party": dict(zip(("system", "value"), p.split("|", 1))), "name": name, "signed": day.isoformat()} for p, (name, day) in signed.items()]
+        names = "; ".join(name for name, _ in signed.values())
+        version = _write_version(session, row.agreement_id, body | {"signatories": signatories}, "active", f"signed by every party: {names}")
+        row.stage, row.activated_version, row.updated = "active", version.version, now_utc()
+        _step(session, row.agreement_id, "activated", "Pathway", draft=row.id, version=version.version)
+        promoted.append(f"{row.agreement_id}@{version.version}")
+    return promoted
+
+
+def set_status(session: Session, agreement_id: str, to: str, *, reason: str, by: str) -> AgreementRow:
+    """Suspend (``suspended``) or resume (``active``) the version in force, at once, with a reason."""
+    held = session.scalars(select(AgreementRow).where(AgreementRow.id == agreement_id).order_by(AgreementRow.version.desc()).limit(1).with_for_update()).first()
+    if held is None:
+        raise LifecycleRefused(f"there is no agreement {agreement_id}")
+    allowed = {"active": "suspended", "suspended": "active"}
+    if allowed.get(held.status) != to:
+        raise LifecycleRefused(f"agreement {agreement_id} version {held.version} is {held.status}; it cannot become {to}")
+    if len(reason.strip()) < 10:
+        raise LifecycleRefused("give a reason of at least 10 characters")
+    row = _write_version(session, agreement_id, orjson.loads(held.body), to, by)
+    _step(session, agreement_id, "suspended" if to == "suspended" else "resumed", by, version=row.version, comment=reason.strip())
+    return row
+
+
+def lapse_due(session: Session, today: date) -> list[str]:
+    """Record the lapse of every active agreement whose review is too long overdue (decisions
+    already refuse it from its lapse day) and send notice to every party; returns their refs."""
+    newest = select(AgreementRow.id, func.max(AgreementRow.version).label("version")).group_by(AgreementRow.id).subquery()
+    rows = session.scalars(select(AgreementRow).join(newest, (AgreementRow.id == newest.c.id) & (AgreementRow.version == newest.c.version)).where(AgreementRow.status == "active"))
+    lapsed = []
+    directory: Directory | None = None
+    for held in list(rows):
+        agreement = parse_agreement(orjson.loads(held.body))
+        if agreement.lapses_on is None or today < agreement.lapses_on:
+            continue
+        row = _write_version(session, agreement.id, orjson.loads(held.body), "expired", LAPSED_BY)
+        reason = f"review was due on {agreement.review_date}; lapsed on {agreement.lapses_on} (more than {agreement.lapse_after_days} days overdue)"
+        _step(session, agreement.id, "lapsed", "Pathway", version=row.version, comment=reason)
+        directory = directory or Directory.load(Repository(session, keyring_of(session)))
+        for party in agreement.parties:
+            org = directory.by_identifier(f"{party.system}|{party.value}")
+            if org is None:
+                continue
+            notify(
+                session,
+                event="agreement-notice",
+                recipient=org.identifier,
+                subject=f"Information-sharing agreement {agreement.id} has lapsed",
+                text=f"{agreement.title} ({agreement.id} version {held.version}) no longer applies: its {reason}. "
+                "No data is shared under it until a new version is signed by every party.",
+                category="agreement-lapsed",
+                to=contacts(session, org.reference.split("/", 1)[1]),
+            )
+        lapsed.append(f"{agreement.id}@{held.version}")
+    return lapsed
+
+
+def sweep(session: Session, today: date) -> dict[str, list[str]]:
+    """The periodic duty: activate signed versions that have started, record lapses."""
+    return {"activated": promote_due(session, today), "lapsed": lapse_due(session, today)}
+
+
+def history(session: Session, agreement_id: str) -> list[AgreementStepRow]:
+    return list(session.scalars(select(AgreementStepRow).where(AgreementStepRow.agreement_id == agreement_id).order_by(AgreementStepRow.id.desc())))
+
+
+def drafts(session: Session, agreement_id: str | None = None) -> list[AgreementDraftRow]:
+    query = select(AgreementDraftRow).where(AgreementDraftRow.stage.in_(OPEN_STAGES)).order_by(AgreementDraftRow.created)
+    if agreement_id is not None:
+        query = query.where(AgreementDraftRow.agreement_id == agreement_id)
+    return list(session.scalars(query))
+
+
+def from_conf(session: Session, agreement: dict[str, Any]) -> str | None:
+    """Guard ``pathway conf load``: an agreement whose id has a version made in the console is
+    never overwritten. A new version from the file becomes a draft for review (returns what
+    happened); the same version with other content is refused. None: load it as usual."""
+    made_here = session.scalars(select(AgreementRow).where(AgreementRow.id == agreement["id"], AgreementRow.approved_by.is_not(None)).order_by(AgreementRow.version.desc()).limit(1)).first()
+    if made_here is None:
+        return None
+    same = session.get(AgreementRow, (agreement["id"], agreement["version"]))
+    if same is not None and same.body == _dumps(agreement):
+        return ""
+    if agreement["version"] <= (current(session, agreement["id"]) or made_here).version:
+        raise LifecycleRefused(
+            f"agreements.yaml: agreement {agreement['id']} version {agreement['version']} was not loaded: version "
+            f"{made_here.version} was made in the console ({made_here.approved_by}) and conf load never overwrites it; "
+            "give the file's agreement a higher version to propose it as a draft, or change it in the console"
+        )
+    body = {k: v for k, v in agreement.items() if k not in ("id", "version", "status", "signatories")}
+    if any(orjson.loads(d.body) == body for d in drafts(session, agreement["id"])):
+        return ""
+    row = start_draft(session, agreement["id"], body, "pathway conf load")
+    return (f"agreements.yaml: agreement {agreement['id']} version {agreement['version']} was saved as draft {row.id} for review "
+            f"and sign-off in the console, not loaded: version {made_here.version} was made in the console")
