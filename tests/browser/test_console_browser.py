@@ -14,6 +14,7 @@ from sqlalchemy import select
 from gateway.app import create_app
 from gateway.audit.ledger import disclosure, insert_disclosures
 from gateway.delivery.models import DeliveryRow
+from gateway.sharing import agreement_lifecycle as lifecycle
 from gateway.sharing.policy import ConsentPolicy
 from gateway.store.models import AgreementRow, BreakGlassRow
 from gateway.store.repository import now_utc
@@ -154,7 +155,8 @@ def test_ig_officer_works_through_the_console(gateway, app, server, page, tmp_pa
     shot("14-dashboard")
 
     with gateway.reading() as session:
-        assert session.get(AgreementRow, (DRAFT_AGREEMENT, 2)).approved_by.startswith("Morven Laird")
+        assert [(d.stage, d.created_by[:12]) for d in lifecycle.drafts(session, DRAFT_AGREEMENT)] == [("draft", "Morven Laird")]
+        assert session.get(AgreementRow, (DRAFT_AGREEMENT, 2)) is None  # a draft is not a version until every party signs
         assert session.get(BreakGlassRow, world.grant_id).review_status == "justified"
         assert session.get(DeliveryRow, world.dead_id).status == "pending"
         assert [d.recipient for d in session.scalars(select(DeliveryRow).where(DeliveryRow.event == "withdrawal-notice"))] == [TAYVIEW]

@@ -185,7 +185,8 @@ async def step(request: Request, draft_id: str, step: str, who: SignedIn = Depen
     messages = {"review": "Submitted for review by every party's DPO.", "signing": "Approved by every party's DPO; it now needs every party's signature.",
                 "signed": "Signed by every party; it becomes active on its start date.", "active": "Signed by every party: the new version is active now.",
                 "draft": "Returned to the IG officer with your comments.", "withdrawn": "Draft withdrawn."}
-    notice = "Recorded." if step in ("approve", "sign") and stage in ("review", "signing") else messages.get(stage, "Recorded.")
+    waiting = {"approve": "review", "sign": "signing"}  # still waiting for other parties
+    notice = "Recorded; waiting for the other parties." if waiting.get(step) == stage else messages.get(stage, "Recorded.")
     return redirect(f"/agreements/drafts/{draft_id}", notice=notice)
 
 
