@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 import consent
 from gateway.auth.tokens import Principal
@@ -24,7 +24,7 @@ from gateway.delivery.models import DeliveryRow, SubscriptionRow
 from gateway.delivery.outbox import enqueue
 from gateway.delivery.retry import RetrySettings
 from gateway.delivery.worker import DeliveryWorker
-from gateway.directory import current_agreements, import_conf
+from gateway.directory import import_conf
 from gateway.fhir.access import Caller
 from gateway.fhir.outcomes import FhirError
 from gateway.runtime import Gateway
@@ -110,7 +110,7 @@ def test_a_lapsed_agreement_stops_decisions_and_every_party_is_told(gateway, par
         session.add(SubscriptionRow(id="sub-notice", recipient=LOMOND, event="agreement-notice", endpoint="http://127.0.0.1:9/inbox", active=True, created=now_utc(), events_queued=0))
         held = lifecycle.current(session, "isa-dhscp-lomond-brae")
         body = orjson.loads(held.body) | {"review_date": (today - timedelta(days=31)).isoformat(), "lapse_after_days": 30}
-        lifecycle._write_version(session, "isa-dhscp-lomond-brae", body, "active", "test: review 31 days overdue, lapses after 30")
+        lifecycle.write_version(session, "isa-dhscp-lomond-brae", body, "active", "test: review 31 days overdue, lapses after 30")
     # decisions refuse it at once, before anything records the lapse
     assert lomond.get(f"Patient/{patient_id}").status_code == 404
     decision = consent.decide({"patient": [{"system": "reference", "value": patient}], "actor": [{"system": PARTNER, "value": "rehab-lomond-brae"}], "purpose": "TREAT", "holder": {"system": ODS, "value": "S037"}}, [{"resourceType": "Consent", "status": "active", "patient": {"reference": patient}, "provision": {"type": "permit"}}], [body | {"id": "x", "version": 1, "status": "active"}])
@@ -216,6 +216,6 @@ def test_metrics_count_agreements_due_overdue_and_lapsed(gateway, partnership, s
     with gateway.transaction() as session:
         for name, review, lapse in (("due", 30, None), ("overdue", -10, 180), ("lapsed", -200, 180), ("far", 400, None)):
             body = base | {"review_date": (today + timedelta(days=review)).isoformat()} | ({"lapse_after_days": lapse} if lapse else {})
-            lifecycle._write_version(session, f"isa-metrics-{name}", body, "active", "test")
+            lifecycle.write_version(session, f"isa-metrics-{name}", body, "active", "test")
     after = figures()
     assert {k: after[k] - before[k] for k in after} == {"pathway_agreements_review_due": 1, "pathway_agreements_review_overdue": 1, "pathway_agreements_lapsed": 1}

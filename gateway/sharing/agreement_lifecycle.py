@@ -83,8 +83,9 @@ def draft(session: Session, draft_id: str) -> AgreementDraftRow:
 def start_draft(session: Session, agreement_id: str, body: dict[str, Any], by: str) -> AgreementDraftRow:
     """A new draft: of a new agreement, or the next version of an existing one. One open draft per agreement."""
     body = {k: v for k, v in body.items() if k not in ("id", "version", "status", "signatories")}
-    if "lapse_after_days" not in body and governance(session).lapse_after_days is not None:
-        body["lapse_after_days"] = governance(session).lapse_after_days
+    lapse = governance(session).lapse_after_days
+    if "lapse_after_days" not in body and lapse is not None:
+        body["lapse_after_days"] = lapse
     checked(agreement_id, body)
     existing = open_draft(session, agreement_id)
     if existing is not None:
@@ -212,7 +213,8 @@ def withdraw(session: Session, draft_id: str, by: str) -> AgreementDraftRow:
     return row
 
 
-def _write_version(session: Session, agreement_id: str, body: dict[str, Any], status: str, by: str) -> AgreementRow:
+def write_version(session: Session, agreement_id: str, body: dict[str, Any], status: str, by: str) -> AgreementRow:
+    """Write ``body`` as the agreement's next version with ``status``, made by ``by``."""
     newest = session.scalar(select(func.max(AgreementRow.version)).where(AgreementRow.id == agreement_id)) or 0
     agreement = checked(agreement_id, body, newest + 1, status)
     row = AgreementRow(id=agreement_id, version=newest + 1, status=status, body=_dumps(agreement.model_dump(mode="json", exclude_none=True)), loaded=now_utc(), approved_by=by[:200])
@@ -232,7 +234,7 @@ def promote_due(session: Session, today: date, only: AgreementDraftRow | None = 
         signed = progress(session, row).signed
         signatories = [{"party": dict(zip(("system", "value"), p.split("|", 1))), "name": name, "signed": day.isoformat()} for p, (name, day) in signed.items()]
         names = "; ".join(name for name, _ in signed.values())
-        version = _write_version(session, row.agreement_id, body | {"signatories": signatories}, "active", f"signed by every party: {names}")
+        version = write_version(session, row.agreement_id, body | {"signatories": signatories}, "active", f"signed by every party: {names}")
         row.stage, row.activated_version, row.updated = "active", version.version, now_utc()
         _step(session, row.agreement_id, "activated", "Pathway", draft=row.id, version=version.version)
         promoted.append(f"{row.agreement_id}@{version.version}")
@@ -249,7 +251,7 @@ def set_status(session: Session, agreement_id: str, to: str, *, reason: str, by:
         raise LifecycleRefused(f"agreement {agreement_id} version {held.version} is {held.status}; it cannot become {to}")
     if len(reason.strip()) < 10:
         raise LifecycleRefused("give a reason of at least 10 characters")
-    row = _write_version(session, agreement_id, orjson.loads(held.body), to, by)
+    row = write_version(session, agreement_id, orjson.loads(held.body), to, by)
     _step(session, agreement_id, "suspended" if to == "suspended" else "resumed", by, version=row.version, comment=reason.strip())
     return row
 
@@ -265,7 +267,7 @@ def lapse_due(session: Session, today: date) -> list[str]:
         agreement = parse_agreement(orjson.loads(held.body))
         if agreement.lapses_on is None or today < agreement.lapses_on:
             continue
-        row = _write_version(session, agreement.id, orjson.loads(held.body), "expired", LAPSED_BY)
+        row = write_version(session, agreement.id, orjson.loads(held.body), "expired", LAPSED_BY)
         reason = f"review was due on {agreement.review_date}; lapsed on {agreement.lapses_on} (more than {agreement.lapse_after_days} days overdue)"
         _step(session, agreement.id, "lapsed", "Pathway", version=row.version, comment=reason)
         directory = directory or Directory.load(Repository(session, keyring_of(session)))

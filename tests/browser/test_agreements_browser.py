@@ -12,14 +12,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
+from gateway.auth.tokens import Principal
 from gateway.console.auth import DPO, SENIOR_OFFICER, save_account
 from gateway.directory import store_if_changed
-from gateway.fhir.access import DIRECTORY_CUSTODIAN
+from gateway.fhir.access import DIRECTORY_CUSTODIAN, Caller
 from gateway.store.models import AgreementRow
 from gateway.store.repository import now_utc
-from tests.browser.test_console_browser import CHROMIUM, app, page, sync_api  # noqa: F401 - the shared browser fixtures
+from tests.browser.test_console_browser import CHROMIUM, app, page  # noqa: F401 - the shared browser fixtures
 from tests.browser.world import HSCP, World, build_world
 
 AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
@@ -28,7 +30,10 @@ NEWHAVEN = "https://pathway.scot/Id/partner|rehab-newhaven-house"
 AGREEMENT = "isa-dhscp-newhaven"
 PASSWORD = "correct horse battery staple 15"
 
-pytestmark = pytest.mark.skipif(not AXE.exists(), reason="axe-core is not installed: needs node and npm (scripts/setup.sh runs npm ci in tests/browser)")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary (apt-get install chromium)"),
+    pytest.mark.skipif(shutil.which("npm") is None or shutil.which("node") is None, reason="node and npm are needed for axe-core (apt-get install npm)"),
+]
 
 
 def _newhaven(gateway) -> None:  # type: ignore[no-untyped-def]
@@ -45,9 +50,6 @@ def _newhaven(gateway) -> None:  # type: ignore[no-untyped-def]
 
 def _consent_for_everyone_covered(app, world: World) -> None:  # type: ignore[no-untyped-def]
     """Isla consents to sharing wherever an agreement allows it (so the agreement decides)."""
-    from gateway.auth.tokens import Principal
-    from gateway.fhir.access import Caller
-
     social_work = Caller(Principal("social-work", HSCP, frozenset(), frozenset({"key-worker"}), "system", 0), "CAREMGT")
     app.state.fhir.create(social_work, {
         "resourceType": "Consent", "status": "active",
@@ -58,6 +60,7 @@ def _consent_for_everyone_covered(app, world: World) -> None:  # type: ignore[no
 
 
 def test_an_agreement_is_drafted_reviewed_signed_enforced_and_suspended(gateway, app, server, page, make_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert AXE.exists(), "axe-core is not installed: run `npm ci` in tests/browser (scripts/setup.sh does)"
     world = build_world(gateway, app, tmp_path / "demo")
     _newhaven(gateway)
     _consent_for_everyone_covered(app, world)
@@ -177,7 +180,7 @@ def test_an_agreement_is_drafted_reviewed_signed_enforced_and_suspended(gateway,
         active = session.get(AgreementRow, (AGREEMENT, 1))
         suspended = session.get(AgreementRow, (AGREEMENT, 2))
     assert (active.status, suspended.status) == ("active", "suspended")
-    assert sorted(s["name"] for s in __import__("orjson").loads(active.body)["signatories"]) == ["Alasdair Munro, Director", "Fiona Reid, Chief Social Work Officer"]
+    assert sorted(s["name"] for s in orjson.loads(active.body)["signatories"]) == ["Alasdair Munro, Director", "Fiona Reid, Chief Social Work Officer"]
     assert violations == {name: [] for name in ("agreements", "draft-form", "draft-in-review", "draft-signing", "agreement", "agreement-suspended")}
     assert external == []
     assert len(taken) == 9
