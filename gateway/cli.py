@@ -60,6 +60,9 @@ def cmd_conf_load(args: argparse.Namespace) -> int:
     gateway = _gateway()
     try:
         _print_json(import_conf(gateway, conf, Path(args.dir)))
+    except ConfError as error:  # e.g. an agreement version the console has made (nothing was imported)
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
     finally:
         gateway.close()
     return 0
