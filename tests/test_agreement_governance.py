@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 import yaml
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 import consent
 from gateway.auth.tokens import Principal
@@ -219,3 +219,15 @@ def test_metrics_count_agreements_due_overdue_and_lapsed(gateway, partnership, s
             lifecycle.write_version(session, f"isa-metrics-{name}", body, "active", "test")
     after = figures()
     assert {k: after[k] - before[k] for k in after} == {"pathway_agreements_review_due": 1, "pathway_agreements_review_overdue": 1, "pathway_agreements_lapsed": 1}
+
+
+def test_the_exported_agreements_yaml_loads_again_without_changing_anything(gateway, partnership, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with gateway.transaction() as session:
+        lifecycle.set_status(session, "isa-dhscp-tayview", "suspended", reason="Breach at the facility under investigation", by="Morven Laird")
+        exported = lifecycle.export(session)
+        stored = session.scalar(select(func.count()).select_from(AgreementRow))
+    assert len(exported["agreements"]) == stored == 10  # the 9 versions in conf/agreements.yaml and the suspension
+    assert exported["governance"]["lapse_after_days"] == 180
+    conf_dir = _conf_copy(tmp_path, lambda d: d.update(exported))
+    changed = import_conf(gateway, load_conf(conf_dir), conf_dir)
+    assert changed["agreements"] == 0 and "agreement_drafts" not in changed

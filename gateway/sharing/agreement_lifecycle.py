@@ -217,7 +217,7 @@ def write_version(session: Session, agreement_id: str, body: dict[str, Any], sta
     """Write ``body`` as the agreement's next version with ``status``, made by ``by``."""
     newest = session.scalar(select(func.max(AgreementRow.version)).where(AgreementRow.id == agreement_id)) or 0
     agreement = checked(agreement_id, body, newest + 1, status)
-    row = AgreementRow(id=agreement_id, version=newest + 1, status=status, body=_dumps(agreement.model_dump(mode="json", exclude_none=True)), loaded=now_utc(), approved_by=by[:200])
+    row = AgreementRow(id=agreement_id, version=newest + 1, status=status, body=_dumps(agreement.model_dump(mode="json")), loaded=now_utc(), approved_by=by[:200])
     session.add(row)
     session.flush()
     return row
@@ -294,6 +294,12 @@ def sweep(session: Session, today: date) -> dict[str, list[str]]:
     return {"activated": promote_due(session, today), "lapsed": lapse_due(session, today)}
 
 
+def export(session: Session) -> dict[str, Any]:
+    """``conf/agreements.yaml`` as the database holds it: the governance settings and every version."""
+    rows = session.scalars(select(AgreementRow).order_by(AgreementRow.id, AgreementRow.version))
+    return {"governance": governance(session).model_dump(mode="json", exclude_none=True), "agreements": [orjson.loads(r.body) for r in rows]}
+
+
 def history(session: Session, agreement_id: str) -> list[AgreementStepRow]:
     return list(session.scalars(select(AgreementStepRow).where(AgreementStepRow.agreement_id == agreement_id).order_by(AgreementStepRow.id.desc())))
 
@@ -313,7 +319,7 @@ def from_conf(session: Session, agreement: dict[str, Any]) -> str | None:
     if made_here is None:
         return None
     same = session.get(AgreementRow, (agreement["id"], agreement["version"]))
-    if same is not None and same.body == _dumps(agreement):
+    if same is not None and parse_agreement(orjson.loads(same.body)) == parse_agreement(agreement):
         return ""
     if agreement["version"] <= (current(session, agreement["id"]) or made_here).version:
         raise LifecycleRefused(

@@ -4,6 +4,7 @@ resume; and one-off disclosures recorded against a person."""
 from __future__ import annotations
 
 import orjson
+import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -72,6 +73,17 @@ def _refusing(action):  # type: ignore[no-untyped-def]
         return action()
     except (lifecycle.LifecycleRefused, one_off.OneOffRefused) as refusal:
         raise Refused(409, str(refusal)) from None
+
+
+@router.get("/agreements/export.yaml")
+def export(request: Request, who: SignedIn = Depends(officer)) -> Response:
+    """Every version of every agreement, with the governance settings, as ``conf/agreements.yaml``
+    (loading it again changes nothing)."""
+    with gateway_of(request).transaction() as session:
+        document = lifecycle.export(session)
+        audit_view(session, request, who, detail="agreements exported as agreements.yaml")
+    body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return Response(body, media_type="application/yaml", headers={"Content-Disposition": 'attachment; filename="agreements.yaml"'})
 
 
 @router.get("/agreements/new", response_class=HTMLResponse)
