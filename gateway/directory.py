@@ -15,6 +15,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from consent.agreements import parse_agreement
 from gateway.audit.chain import append, audit_event
 from gateway.auth.clients import register_client
 from gateway.conf import Conf, ConfError
@@ -51,7 +52,8 @@ def _import_agreement(session: Session, agreement: dict[str, Any]) -> bool:
     body = orjson.dumps(agreement, option=orjson.OPT_SORT_KEYS).decode()
     row = session.get(AgreementRow, (agreement["id"], agreement["version"]))
     if row is not None:
-        if row.body != body:
+        # Compared as agreements, so a body stored before an optional field existed still matches.
+        if parse_agreement(orjson.loads(row.body)) != parse_agreement(agreement):
             raise ConfError(
                 [
                     f"agreements.yaml: agreement {agreement['id']} version {agreement['version']} is already loaded "
