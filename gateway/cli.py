@@ -10,20 +10,11 @@ from pathlib import Path
 
 import orjson
 
+from gateway.cli_support import open_gateway as _gateway, print_json as _print_json
 from gateway.delivery import cli as delivery_commands
 from gateway.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _print_json(value: object) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _gateway(settings: Settings | None = None):  # type: ignore[no-untyped-def]
-    from gateway.runtime import Gateway
-
-    return Gateway.start(settings or Settings.from_env())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ file, the entry and the field, e.g.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -316,23 +317,41 @@ class Targets(_Strict):
 
 
 class EarlyExitAlert(_Strict):
+    """Who is told of an early exit, and when an undelivered or unacknowledged alert is escalated."""
+
     notify: Annotated[list[AlertRecipient], Field(min_length=1), AfterValidator(_unique)]
+    # Not delivered (2xx) to every subscribed recipient within this many minutes: escalate.
+    delivered_within_minutes: Annotated[float, Field(gt=0, le=1440)] = 5
+    # Not acknowledged ($ack) by a recipient organisation within this many minutes: escalate.
+    acknowledged_within_minutes: Annotated[float, Field(gt=0, le=10080)] = 60
+    # Organisations (partners.yaml ids) sent the alert when it is escalated.
+    fallback: Annotated[list[Slug], AfterValidator(_unique)] = []
 
 
 class Delivery(_Strict):
-    """Push retries; the key names are those ``gateway.delivery.retry.RetrySettings`` reads."""
+    """Push retries (``gateway.delivery.worker``): capped exponential backoff with full jitter
+    for ``retry_for_hours`` after an event, then a dead letter for an operator to replay."""
 
-    max_attempts: Annotated[int, Field(ge=1, le=50)]
-    base_delay_seconds: Annotated[float, Field(gt=0)]
-    max_delay_seconds: Annotated[float, Field(gt=0)]
-    timeout_seconds: Annotated[float, Field(gt=0, le=120)]
-    lease_seconds: Annotated[float, Field(gt=0)] | None = None
+    base_delay_seconds: Annotated[float, Field(gt=0)] = 2.0
+    max_delay_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    retry_for_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 72.0
+    # An optional cap on attempts as well (None: retry for retry_for_hours).
+    max_attempts: Annotated[int, Field(ge=1, le=100000)] | None = None
+    # A subscription whose oldest undelivered event has failed this long shows status error.
+    error_after_hours: Annotated[float, Field(gt=0)] = 24.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    lease_seconds: Annotated[float, Field(gt=0)] = 300.0
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Delivery:
         if self.max_delay_seconds < self.base_delay_seconds:
             raise ValueError("max_delay_seconds is less than base_delay_seconds")
         return self
+
+    def backoff(self, attempts: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt: exponential with full jitter."""
+        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** min(max(attempts - 1, 0), 60))
+        return (rng or random).uniform(0, ceiling)
 
 
 class Tokens(_Strict):
@@ -355,8 +374,17 @@ class PathwaySettings(_Strict):
     time_limits: TimeLimits
     targets: Targets
     early_exit_alert: EarlyExitAlert
-    delivery: Delivery
+    delivery: Delivery = Delivery()
     tokens: Tokens
+
+
+def parse_pathway_settings(document: Any) -> PathwaySettings:
+    """A parsed ``pathway.yaml`` as its settings; ValueError naming each field that is wrong."""
+    try:
+        return PathwaySettings.model_validate(_json_like(document))
+    except ValidationError as error:
+        problems = [f"{_where(p['loc'], document)}: {_message(p)}" for p in error.errors()]
+        raise ValueError("pathway.yaml: " + "; ".join(problems)) from None
 
 
 @dataclass(frozen=True)
@@ -540,6 +568,8 @@ def _check_pathway(file: _File, settings: PathwaySettings, partners: PartnersFil
         file.report(("carer_portal",), f"{portal.id!r} has no client of kind portal")
     for kind, org_id in settings.handover.items():
         organization(f"handover.{kind}", org_id)
+    for org_id in settings.early_exit_alert.fallback:
+        organization("early_exit_alert.fallback", org_id)
     if settings.duty_key_worker is not None:
         worker = next((p for p in partners.people if p.id == settings.duty_key_worker), None)
         if worker is None:

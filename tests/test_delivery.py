@@ -25,14 +25,14 @@ from gateway.cli import main as pathway
 from gateway.delivery import drop_pending, enqueue, sync_subscriptions
 from gateway.delivery.models import DeliveryRow
 from gateway.delivery.notification import TOPIC_BASE
-from gateway.delivery.retry import RetrySettings
+from gateway.conf import Delivery
 from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.access import CustodianPolicy
 from gateway.runtime import Gateway
 from gateway.store.models import AuditRow, DisclosureRow
 from tests.conftest import FACILITY, HSCP, PARTNER
 
-FAST = RetrySettings(base_delay_seconds=0.01, max_delay_seconds=0.05, max_attempts=60, timeout_seconds=2, lease_seconds=30)
+FAST = Delivery(base_delay_seconds=0.01, max_delay_seconds=0.05, max_attempts=60, timeout_seconds=2, lease_seconds=30)
 OTHER_FACILITY = f"{PARTNER}|rehab-other-house"
 
 # What the receiver does with one POST: answer with this status, or drop the connection.
@@ -132,7 +132,7 @@ def receiver(jwks: dict[str, Any]) -> Iterator[Callable[..., Receiver]]:
 def worker(gateway: Gateway) -> Iterator[Callable[..., DeliveryWorker]]:
     made: list[DeliveryWorker] = []
 
-    def make(settings: RetrySettings = FAST, on: Gateway = gateway, threads: int = 4) -> DeliveryWorker:
+    def make(settings: Delivery = FAST, on: Gateway = gateway, threads: int = 4) -> DeliveryWorker:
         made.append(DeliveryWorker(on, CustodianPolicy(), settings=settings, threads=threads, idle_sleep=0.02))
         return made[-1]
 
@@ -287,7 +287,7 @@ def test_dead_letters_are_replayed_from_the_command_line(gateway: Gateway, recei
     endpoint = receiver(lambda _key: 503 if failing["on"] else 200)
     subscribe(gateway, endpoint.url)
     [delivery_id] = refer(gateway)
-    sender = worker(RetrySettings(base_delay_seconds=0.01, max_delay_seconds=0.02, max_attempts=3, timeout_seconds=2))
+    sender = worker(Delivery(base_delay_seconds=0.01, max_delay_seconds=0.02, max_attempts=3, timeout_seconds=2))
 
     drain(sender, gateway)
     with gateway.reading() as session:
@@ -393,7 +393,7 @@ def test_a_slow_receiver_does_not_hold_up_the_others(gateway: Gateway, receiver,
         sync_subscriptions(session, [(OTHER_FACILITY, slow.url, ["facility-referral"]), (FACILITY, quick.url, ["facility-referral"])])
     refer(gateway, count=2, recipient=OTHER_FACILITY)
     queued = refer(gateway, count=20)
-    sender = worker(RetrySettings(base_delay_seconds=0.01, max_delay_seconds=0.05, timeout_seconds=1, lease_seconds=30), threads=4)
+    sender = worker(Delivery(base_delay_seconds=0.01, max_delay_seconds=0.05, timeout_seconds=1, lease_seconds=30), threads=4)
     started = time.monotonic()
     sender.start()
     while len(quick.accepted) < len(queued) and time.monotonic() - started < 10:
