@@ -42,7 +42,7 @@ Behaviour = Callable[[str], "int | str"]
 class Receiver:
     """A subscriber's endpoint: verifies signatures, remembers what it accepted (by key)."""
 
-    def __init__(self, jwks: dict[str, Any], behaviour: Behaviour = lambda _key: 200, delay: float = 0.0) -> None:
+    def __init__(self, jwks: dict[str, Any], behaviour: Behaviour = lambda _key: 200, delay: float = 0.0, port: int = 0) -> None:
         self.jwks, self.behaviour, self.delay = jwks, behaviour, delay
         self.posts: Counter[str] = Counter()
         self.accepted: dict[str, dict[str, Any]] = {}
@@ -63,7 +63,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.handle(self, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
