@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from gateway.audit.chain import Actor, append, audit_event
 from gateway.auth.tokens import Principal
 from gateway.console.auth import IG_OFFICER, PARTNERSHIP_LEAD, SignedIn, csrf_matches, resume_session
+from gateway.delivery.escalation import open_escalations
 from gateway.fhir.access import Caller
 from gateway.fhir.service import FhirService
 from gateway.runtime import Gateway
@@ -140,6 +141,9 @@ def console_caller(who: SignedIn, purpose: str = "HOPERAT") -> Caller:
 
 def render(request: Request, who: SignedIn | None, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     base = {"who": who.identity if who else None, "csrf": who.csrf if who else "", "prefix": PREFIX, "path": request.url.path}
+    if who is not None:  # escalated urgent alerts show on every page until acknowledged
+        with gateway_of(request).reading() as session:
+            base["escalations"] = open_escalations(session)
     return templates.TemplateResponse(request, template, base | context, status_code=status)
 
 

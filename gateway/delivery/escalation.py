@@ -2,7 +2,8 @@
 within ``early_exit_alert.delivered_within_minutes``, or not acknowledged (``$ack``) within
 ``acknowledged_within_minutes``, is escalated once: the console shows it to the rehab team
 (banner and dashboard), the alert is queued for the ``fallback`` organisations in
-``pathway.yaml``, and an AuditEvent records why.
+``pathway.yaml``, and an AuditEvent records why. The clocks start with the ``urgent_alert``
+row ``gateway.pathway.alerts`` writes in the transaction that raises the alert.
 """
 
 from __future__ import annotations
@@ -22,11 +23,6 @@ from gateway.runtime import Gateway
 URGENT_EVENT = "contingency-alert"
 # Delivery states that mean "not (yet) received": a dropped one was stopped by the policy.
 _UNDELIVERED = ("pending", "sending", "dead")
-
-
-def watch(session: Session, focus: str, patient: str | None, raised: datetime) -> None:
-    """Start the clocks on an urgent alert, in the transaction that raises it."""
-    session.add(UrgentAlertRow(focus=focus, patient=patient, raised=raised))
 
 
 def escalate_late_alerts(gateway: Gateway, now: datetime) -> list[str]:

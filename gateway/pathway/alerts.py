@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
-from gateway.delivery.escalation import watch
 from gateway.delivery.models import UrgentAlertRow
 from gateway.fhir.access import AccessPolicy, Caller
 from gateway.fhir.outcomes import FhirError
@@ -73,7 +72,8 @@ def early_exit_alert(pc: PathwayContext, facility_task: Stored, pathway_task: St
         }
     )
     notify(pc.ctx.session, "contingency-alert", pc.keys_of(organizations), focus=alert.reference, patient=alert.patient, purpose="TREAT")
-    watch(pc.ctx.session, alert.reference, alert.patient, pc.now)
+    # Its clocks start now: late delivery or acknowledgement is escalated (gateway.delivery.escalation).
+    pc.ctx.session.add(UrgentAlertRow(focus=alert.reference, patient=alert.patient, raised=pc.now))
     if carers:
         # Carers get a carer-safe alert (pathway progress only): that the stay ended and whom to call.
         carer_alert = pc.derive(
