@@ -34,8 +34,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = build_demo(settings, Path(args.out), port=args.port)
     _print_json(summary)
     if not args.no_serve:
+        from gateway.demo_inbox import serve_inboxes
+
+        inboxes = serve_inboxes(summary["inboxes"], f"http://127.0.0.1:{args.port}", Path(args.out) / "inbox")
         print(f"Pathway demo at http://127.0.0.1:{args.port}  (FHIR base /fhir, console /console, credentials in {args.out}/clients)")
-        serve(settings, host="127.0.0.1", port=args.port)
+        print("Demo partners' inboxes: " + ", ".join(f"{i.organization} {i.url.removesuffix('/inbox')}/" for i in inboxes))
+        try:
+            serve(settings, host="127.0.0.1", port=args.port)
+        finally:
+            for inbox in inboxes:
+                inbox.close()
     return 0
 
 
