@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.subscription import Subscription
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import ForbiddenError, OperationOutcome, ResourceNotFound
@@ -285,3 +286,12 @@ def test_subscription_updates_and_deletes_are_the_owners(  # type: ignore[no-unt
         facility.reference("Subscription", own.id).to_resource()
     with gateway.reading() as session:
         assert session.get(SubscriptionRow, own.id) is None
+
+
+def test_the_capability_statement_lists_subscription_and_its_operations(server) -> None:  # type: ignore[no-untyped-def]
+    statement = httpx.get(f"{server.url}/fhir/metadata").json()
+    CapabilityStatement.model_validate(statement)
+    types = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    subscription_entry = types["Subscription"]
+    assert [o["name"] for o in subscription_entry["operation"]] == ["status", "events"]
+    assert {i["code"] for i in subscription_entry["interaction"]} == {"read", "create", "update", "delete", "search-type"}
