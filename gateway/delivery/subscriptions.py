@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.auth.scopes import allows
@@ -285,15 +285,26 @@ class SubscriptionOutcomes:
             self._failing[subscription_id] = (since, detail or "failed")
 
     def record(self, session: Session) -> None:
-        """Apply them inside the worker's recording transaction."""
+        """Apply them inside the worker's recording transaction. A healthy subscription without
+        heartbeats is not written at all, so sending does not contend with the events numbering it."""
         for sub_id, handshake in self._delivered.items():
-            values: dict[str, Any] = {"last_sent_at": self.now, "error_since": None, "last_error": None}
-            session.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.id == sub_id, SUBSCRIPTION.c.status == "error").values(status="active"))
             if handshake:
                 session.execute(
                     update(SUBSCRIPTION).where(SUBSCRIPTION.c.id == sub_id, SUBSCRIPTION.c.status == "requested").values(status="active", active=True)
                 )
-            session.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.id == sub_id).values(**values))
+            session.execute(
+                update(SUBSCRIPTION)
+                .where(
+                    SUBSCRIPTION.c.id == sub_id,
+                    or_(SUBSCRIPTION.c.status == "error", SUBSCRIPTION.c.error_since.is_not(None), SUBSCRIPTION.c.heartbeat_seconds.is_not(None)),
+                )
+                .values(
+                    status=case((SUBSCRIPTION.c.status == "error", "active"), else_=SUBSCRIPTION.c.status),
+                    last_sent_at=self.now,
+                    error_since=None,
+                    last_error=None,
+                )
+            )
         failing = {k: v for k, v in self._failing.items() if k not in self._delivered}
         if not failing:
             return
