@@ -323,7 +323,9 @@ def due_heartbeats(session: Session, now: datetime) -> int:
     """Queue a heartbeat for each subscription with a heartbeat period that has heard nothing
     for that long; returns how many."""
     rows = session.scalars(
-        select(SubscriptionRow).where(SubscriptionRow.active.is_(True), SubscriptionRow.heartbeat_seconds.is_not(None))
+        select(SubscriptionRow)
+        .where(SubscriptionRow.active.is_(True), SubscriptionRow.heartbeat_seconds.is_not(None))
+        .with_for_update(skip_locked=True)  # several sender processes sweep: one heartbeat each
     ).all()
     queued = 0
     for row in rows:
