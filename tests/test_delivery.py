@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gateway.audit.chain import read_event
 from gateway.auth.keys import verify_detached
@@ -29,6 +29,7 @@ from gateway.conf import Delivery
 from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.access import CustodianPolicy
 from gateway.runtime import Gateway
+from gateway.store.repository import now_utc
 from gateway.store.models import AuditRow, DisclosureRow
 from tests.conftest import FACILITY, HSCP, PARTNER
 
@@ -307,6 +308,28 @@ def test_dead_letters_are_replayed_from_the_command_line(gateway: Gateway, recei
 
     assert statuses(gateway) == Counter({"delivered": 1})
     assert endpoint.posts[delivery_id] == 4 and delivery_id in endpoint.accepted
+
+
+def test_dead_letters_are_replayed_by_recipient_event_and_time(gateway: Gateway, receiver, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    with gateway.transaction() as session:
+        sync_subscriptions(session, [(FACILITY, receiver().url, ["facility-referral", "withdrawal-notice"]), (OTHER_FACILITY, receiver().url, ["facility-referral"])])
+    ours = refer(gateway, count=2)
+    theirs = refer(gateway, recipient=OTHER_FACILITY)
+    notices = refer(gateway, event="withdrawal-notice")
+    with gateway.transaction() as session:
+        session.execute(update(DeliveryRow).values(status="dead"))
+        later = now_utc() + timedelta(hours=1)
+        session.execute(update(DeliveryRow).where(DeliveryRow.id == ours[1]).values(created=later))
+    monkeypatch.setenv("PATHWAY_DATABASE_URL", gateway.settings.database_url)
+    monkeypatch.setenv("PATHWAY_SECRETS_DIR", str(gateway.settings.secrets_dir))
+    by = ["--recipient", FACILITY, "--event", "facility-referral", "--until", later.isoformat()]
+
+    assert pathway(["deliveries", "replay", ours[0], "--recipient", FACILITY]) == 2  # filters choose among dead letters
+    assert pathway(["deliveries", "replay", "--dead", "--yes", *by]) == 0
+    assert "1 dead deliveries queued again" in capsys.readouterr().out
+    with gateway.reading() as session:
+        status = {row.id: row.status for row in session.scalars(select(DeliveryRow))}
+    assert status == {ours[0]: "pending", ours[1]: "dead", theirs[0]: "dead", notices[0]: "dead"}
 
 
 def test_replaying_a_queued_delivery_is_refused(gateway: Gateway, receiver, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -295,3 +295,16 @@ def test_the_capability_statement_lists_subscription_and_its_operations(server) 
     subscription_entry = types["Subscription"]
     assert [o["name"] for o in subscription_entry["operation"]] == ["status", "events"]
     assert {i["code"] for i in subscription_entry["interaction"]} == {"read", "create", "update", "delete", "search-type"}
+
+
+def test_conf_subscriptions_show_as_the_partners_subscriptions_and_stay_the_operators(server, parties: Parties) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    facility = fhirpy(server, parties.facility)
+    configured = facility.resources("Subscription").fetch_all()
+    assert sorted(s["criteria"] for s in configured) == sorted(TOPIC_BASE + e for e in ("facility-referral", "task-status", "withdrawal-notice"))
+    assert {s["status"] for s in configured} == {"active"}
+    assert {s["channel"]["endpoint"] for s in configured} == {"https://gateway.tayview-house.example/pathway/inbox"}
+    for resource in configured:
+        Subscription.model_validate(resource.serialize())
+    with pytest.raises(ForbiddenError) as refused:
+        configured[0].delete()
+    assert "conf/partners.yaml" in str(refused.value)
