@@ -18,7 +18,6 @@ from sqlalchemy import select
 from gateway.delivery.models import DeliveryRow
 from gateway.delivery.worker import DeliveryWorker
 from gateway.demo_inbox import DemoInbox, describe, serve_inboxes
-from gateway.fhir.access import CustodianPolicy
 from tests.demo_world import DemoWorld, demo_world
 from tests.test_subscriptions import SETTINGS
 

@@ -89,7 +89,8 @@ def parse_subscription(body: Any) -> Wanted:
     try:
         Webhook(url=endpoint)
     except ValidationError as error:
-        raise _refuse(f"channel.endpoint: {error.errors()[0]['ctx']['error'] if error.errors()[0].get('ctx') else error.errors()[0]['msg']}", "Subscription.channel.endpoint") from None
+        problem = error.errors()[0]
+        raise _refuse(f"channel.endpoint: {(problem.get('ctx') or {}).get('error') or problem['msg']}", "Subscription.channel.endpoint") from None
     if channel.get("payload") not in ("application/fhir+json", "application/json"):
         raise _refuse("channel.payload must be application/fhir+json (notifications are FHIR JSON Bundles)", "Subscription.channel.payload")
     content = (_extension(channel.get("_payload"), PAYLOAD_CONTENT) or {}).get("valueCode", "full-resource")
