@@ -56,9 +56,14 @@ def cmd_conf_load(args: argparse.Namespace) -> int:
     except ConfError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    from gateway.delivery.outbox import DeliveryConfigError
+
     gateway = _gateway()
     try:
         _print_json(import_conf(gateway, conf, Path(args.dir)))
+    except DeliveryConfigError as error:  # e.g. a webhook a partner's own Subscription already has
+        print(f"configuration error: {error}; nothing was imported", file=sys.stderr)
+        return 2
     finally:
         gateway.close()
     return 0

@@ -308,3 +308,18 @@ def test_conf_subscriptions_show_as_the_partners_subscriptions_and_stay_the_oper
     with pytest.raises(ForbiddenError) as refused:
         configured[0].delete()
     assert "conf/partners.yaml" in str(refused.value)
+
+
+def test_conf_load_refuses_a_webhook_a_partner_already_subscribed_itself(  # type: ignore[no-untyped-def]
+    gateway: Gateway, server, quiet: Parties, inbox: Receiver, conf  # noqa: F811
+) -> None:
+    from gateway.delivery.outbox import DeliveryConfigError
+    from gateway.directory import import_conf
+    from tests.conftest import REPO
+
+    fhirpy(server, quiet.facility).resource("Subscription", **subscription(inbox.url, "facility-referral")).save()
+    tayview = conf.organization("rehab-tayview-house")
+    moved = tayview.model_copy(update={"webhook": tayview.webhook.model_copy(update={"url": inbox.url})})
+    clash = type(conf)(tuple(moved if o.id == tayview.id else o for o in conf.organizations), conf.people, conf.agreements, conf.pathway)
+    with pytest.raises(DeliveryConfigError, match="already has its own Subscription/"):
+        import_conf(gateway, clash, REPO / "conf")

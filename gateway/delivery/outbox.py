@@ -154,8 +154,14 @@ def sync_subscriptions(session: Session, subscriptions: Iterable[tuple[str, str,
     # Partners' own Subscriptions (owner_client set) are theirs to change, not conf/'s.
     existing = {row.id: row for row in session.scalars(select(SubscriptionRow).where(SubscriptionRow.owner_client.is_(None)))}
     changed = {"added": 0, "reactivated": 0, "deactivated": 0}
+    own = {(r.recipient, r.event, r.endpoint): r.id for r in session.scalars(select(SubscriptionRow).where(SubscriptionRow.owner_client.is_not(None)))}
     for sub_id, (recipient, event, endpoint) in wanted.items():
         row = existing.get(sub_id)
+        if (recipient, event, endpoint) in own:
+            raise DeliveryConfigError(
+                f"{recipient} already has its own Subscription/{own[recipient, event, endpoint]} to {event} at {endpoint}; "
+                "remove the webhook from partners.yaml or ask the partner to delete theirs"
+            )
         if row is None:
             session.add(
                 SubscriptionRow(
