@@ -102,7 +102,8 @@ def delete(request: Request, subscription_id: str, who: Caller = Depends(caller)
     return Response(status_code=204)
 
 
-@router.api_route("/{subscription_id}/$status", methods=["GET", "POST"], summary="The Subscription's status (Backport $status)")
+@router.get("/{subscription_id}/$status", summary="The Subscription's status (Backport $status)", operation_id="subscription_status")
+@router.post("/{subscription_id}/$status", summary="The Subscription's status (Backport $status)", operation_id="subscription_status_post")
 def status(request: Request, subscription_id: str, who: Caller = Depends(caller)) -> Response:
     require_scope(who.principal, "Subscription", "r")
     with _gateway(request).reading() as session:
@@ -124,7 +125,8 @@ def _number(request: Request, name: str, default: int) -> int:
     return int(value)
 
 
-@router.api_route("/{subscription_id}/$events", methods=["GET", "POST"], summary="Replay a range of the Subscription's events (Backport $events)")
+@router.get("/{subscription_id}/$events", summary="Replay a range of the Subscription's events (Backport $events)", operation_id="subscription_events")
+@router.post("/{subscription_id}/$events", summary="Replay a range of the Subscription's events (Backport $events)", operation_id="subscription_events_post")
 def events(request: Request, subscription_id: str, who: Caller = Depends(caller)) -> Response:
     """Events ``eventsSinceNumber`` to ``eventsUntilNumber`` (at most 100), each shown as the
     recipient may see it now; events it may no longer see are left out."""
