@@ -276,3 +276,13 @@ def test_the_shipped_delivery_section_retries_for_three_days(conf: Conf) -> None
 def test_backoff_ceiling_below_its_start_is_refused(edited: Edit) -> None:
     directory = edited("pathway.yaml", lambda doc: doc["delivery"].update(max_delay_seconds=1))
     assert problems_of(directory) == [f"{directory}/pathway.yaml: delivery: max_delay_seconds is less than base_delay_seconds"]
+
+
+def test_escalation_fallback_recipients_must_be_partners(edited: Edit) -> None:
+    directory = edited("pathway.yaml", lambda doc: doc["early_exit_alert"].update(fallback=["dundee-recovery-service", "nobody-here"]))
+    assert problems_of(directory) == [f"{directory}/pathway.yaml: early_exit_alert.fallback: no organisation 'nobody-here' in partners.yaml"]
+
+
+def test_escalation_deadlines_are_minutes_within_bounds(edited: Edit) -> None:
+    directory = edited("pathway.yaml", lambda doc: doc["early_exit_alert"].update(delivered_within_minutes=0))
+    assert problems_of(directory) == [f"{directory}/pathway.yaml: early_exit_alert.delivered_within_minutes: Input should be greater than 0 (got 0)"]
