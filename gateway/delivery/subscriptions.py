@@ -42,7 +42,7 @@ FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
 PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
 HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
 CONTENTS = ("id-only", "full-resource")
-MIN_HEARTBEAT_SECONDS = 1
+MIN_HEARTBEAT_SECONDS = 10  # the sweep runs every 5 s; faster heartbeats would only be noise
 SUBSCRIPTION = SubscriptionRow.__table__
 DELIVERY = DeliveryRow.__table__
 
