@@ -314,10 +314,11 @@ class SubscriptionOutcomes:
         for sub_id, status, error_since in rows:
             since, detail = failing[sub_id]
             since = min(since, error_since) if error_since else since
-            values = {"error_since": since, "last_error": detail}
+            # Written only when something changes: the first failure, and the move to error.
+            if error_since is None:
+                session.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.id == sub_id).values(error_since=since, last_error=detail))
             if status == "active" and self.now - since >= limit:
-                values["status"] = "error"
-            session.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.id == sub_id).values(**values))
+                session.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.id == sub_id).values(status="error", last_error=detail))
 
 
 def due_heartbeats(session: Session, now: datetime) -> int:
