@@ -10,6 +10,7 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
@@ -142,8 +143,11 @@ def console_caller(who: SignedIn, purpose: str = "HOPERAT") -> Caller:
 def render(request: Request, who: SignedIn | None, template: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     base = {"who": who.identity if who else None, "csrf": who.csrf if who else "", "prefix": PREFIX, "path": request.url.path}
     if who is not None:  # escalated urgent alerts show on every page until acknowledged
-        with gateway_of(request).reading() as session:
-            base["escalations"] = open_escalations(session)
+        try:
+            with gateway_of(request).reading() as session:
+                base["escalations"] = open_escalations(session)
+        except DBAPIError:  # an error page about the database must still render
+            base["escalations"] = []
     return templates.TemplateResponse(request, template, base | context, status_code=status)
 
 
