@@ -30,7 +30,7 @@ from gateway.store.repository import now_utc
 from tests.conftest import FACILITY, PARTNER
 from tests.test_delivery import Receiver
 from tests.test_pathway_api import one, person, refer, to_residential
-from tests.test_pathway_e2e import Parties, conf, conf_client, parties  # noqa: F401  (fixtures)
+from tests.test_pathway_e2e import Parties, conf, conf_client, consent_of_ann, parties, records_of_ann  # noqa: F401  (fixtures)
 
 # Retries as shipped (72 hours), with a short lease: the worker's clock is simulated.
 SETTINGS = Delivery(base_delay_seconds=2, max_delay_seconds=3600, retry_for_hours=72, error_after_hours=24, timeout_seconds=2, lease_seconds=30)
@@ -209,6 +209,24 @@ def test_id_only_content_sends_references_not_resources(  # type: ignore[no-unty
     [notification] = received(inbox, "event-notification")
     assert len(notification["entry"]) == 1
     assert status_of(notification)["notification-event"][0]["focus"]["valueReference"]["reference"] == task
+
+
+def test_a_patient_filter_narrows_a_subscription_to_that_person(  # type: ignore[no-untyped-def]
+    gateway: Gateway, server, quiet: Parties, inbox: Receiver, worker: DeliveryWorker
+) -> None:
+    social = quiet.social
+    ann = person(social, 62)
+    consent_of_ann(social, ann, records_of_ann(social, ann)["carer"])  # she lets the facility see her record
+    assert quiet.facility.get(ann).status_code == 200
+    fhirpy(server, quiet.facility).resource("Subscription", **subscription(inbox.url, "facility-referral", criteria=f"Task?patient={ann}")).save()
+    worker.run_once()
+    to_residential(social, refer(social, ann, "REF-SUB-0062"))
+    to_residential(social, refer(social, person(social, 63), "REF-SUB-0063"))  # someone else
+    worker.run_once()
+    [only] = received(inbox, "event-notification")
+    focus = status_of(only)["notification-event"][0]["focus"]["valueReference"]["reference"]
+    assert social.get(focus).json()["for"]["reference"] == ann
+    assert status_of(only)["events-since-subscription-start"]["valueString"] == "1"
 
 
 def test_a_partner_cannot_follow_or_touch_what_is_not_its_own(  # type: ignore[no-untyped-def]

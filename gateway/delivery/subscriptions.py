@@ -118,7 +118,7 @@ def _patient_filter(topic: Topic, criteria: str | None) -> str | None:
         raise _refuse(f"filter {criteria!r}: topic {topic.event} allows one filter of: {allowed_text}", "Subscription.criteria", "not-supported")
     value = params[0][1]
     reference = value if value.startswith("Patient/") else f"Patient/{value}"
-    if not reference.removeprefix("Patient/") or "/" in reference.removeprefix("Patient/"):
+    if not reference.removeprefix("Patient/") or "/" in reference.removeprefix("Patient/") or len(reference) > 80:
         raise _refuse(f"filter {criteria!r}: patient must be Patient/{{id}}", "Subscription.criteria")
     return reference
 
