@@ -18,6 +18,7 @@ from gateway.audit.writer import AuditUnavailable
 from gateway.auth.routes import router as auth_router
 from gateway.auth.tokens import ClientRegistrations
 from gateway.console import create_console
+from gateway.delivery.subscription_routes import router as subscription_router
 from gateway.fhir.access import AccessPolicy
 from gateway.fhir.outcomes import FHIR_JSON, FhirError, FhirJSONResponse, error_response, error_responses, fhir_error_handler
 from gateway.fhir.routes import router as fhir_router
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.include_router(ingest_router, responses=refusals)
     app.include_router(sharing_router, responses=refusals)
     app.include_router(pathway_router, responses=refusals)
+    app.include_router(subscription_router, responses=refusals)  # ahead of the generic /fhir/{type} routes
     app.include_router(fhir_router, responses=refusals, default_response_class=FhirJSONResponse)
     app.mount("/console", create_console(app))
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # innermost: only what a route answers

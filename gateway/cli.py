@@ -10,20 +10,11 @@ from pathlib import Path
 
 import orjson
 
+from gateway.cli_support import open_gateway as _gateway, print_json as _print_json
 from gateway.delivery import cli as delivery_commands
 from gateway.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _print_json(value: object) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
-
-
-def _gateway(settings: Settings | None = None):  # type: ignore[no-untyped-def]
-    from gateway.runtime import Gateway
-
-    return Gateway.start(settings or Settings.from_env())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -43,8 +34,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = build_demo(settings, Path(args.out), port=args.port)
     _print_json(summary)
     if not args.no_serve:
+        from gateway.demo_inbox import serve_inboxes
+
+        inboxes = serve_inboxes(summary["inboxes"], f"http://127.0.0.1:{args.port}", Path(args.out) / "inbox")
         print(f"Pathway demo at http://127.0.0.1:{args.port}  (FHIR base /fhir, console /console, credentials in {args.out}/clients)")
-        serve(settings, host="127.0.0.1", port=args.port)
+        print("Demo partners' inboxes: " + ", ".join(f"{i.organization} {i.url.removesuffix('/inbox')}/" for i in inboxes))
+        try:
+            serve(settings, host="127.0.0.1", port=args.port)
+        finally:
+            for inbox in inboxes:
+                inbox.close()
     return 0
 
 
@@ -57,11 +56,13 @@ def cmd_conf_load(args: argparse.Namespace) -> int:
     except ConfError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    from gateway.delivery.outbox import DeliveryConfigError
+
     gateway = _gateway()
     try:
         _print_json(import_conf(gateway, conf, Path(args.dir)))
-    except ConfError as error:  # e.g. an agreement version the console has made (nothing was imported)
-        print(f"configuration error: {error}", file=sys.stderr)
+    except (ConfError, DeliveryConfigError) as error:  # e.g. a console-made agreement version, or a webhook a partner subscribed itself
+        print(f"configuration error: {error}; nothing was imported", file=sys.stderr)
         return 2
     finally:
         gateway.close()

@@ -18,6 +18,7 @@ from gateway.auth.clients import credentials, new_client_key, register_client
 from gateway.auth.tokens import Principal
 from gateway.conf import Conf, load_conf
 from gateway.console import create_demo_accounts
+from gateway.demo_inbox import demo_conf
 from gateway.demo_people import DemoPerson, demo_people
 from gateway.directory import import_conf
 from gateway.fhir.access import INTERNAL, Caller
@@ -91,12 +92,14 @@ def write_credentials(gateway: Gateway, conf: Conf, out: Path, port: int) -> lis
 
 
 def build_demo(settings: Settings, out: Path, port: int = 8000) -> dict[str, Any]:
-    """Fresh database, configuration, credentials, synthetic people at every stage."""
-    conf = load_conf(settings.conf_dir)
+    """Fresh database, configuration (with the partners' webhooks on demo inboxes beside the
+    gateway, see ``gateway.demo_inbox``), credentials, synthetic people at every stage."""
+    conf_dir, inboxes = demo_conf(settings.conf_dir, out, port)
+    conf = load_conf(conf_dir)
     fresh_database(settings)
     gateway = Gateway.start(settings)
     try:
-        imported = import_conf(gateway, conf, settings.conf_dir)
+        imported = import_conf(gateway, conf, conf_dir)
         clients = write_credentials(gateway, conf, out, port)
         console = create_demo_accounts(gateway, out)
         app = create_app(gateway=gateway)
@@ -114,4 +117,5 @@ def build_demo(settings: Settings, out: Path, port: int = 8000) -> dict[str, Any
         "console": {"url": "/console/", "accounts": sorted(console["accounts"]), "passwords_in": console["file"]},
         "people": len(people),
         "stages": stages,
+        "inboxes": inboxes,
     }

@@ -12,8 +12,7 @@ import pytest
 import yaml
 from fhir.resources.R4B import get_fhir_model_class
 
-from gateway.conf import ORGANIZATION_TYPE_SYSTEM, Conf, ConfError, load_conf
-from gateway.delivery.retry import RetrySettings
+from gateway.conf import ORGANIZATION_TYPE_SYSTEM, Conf, ConfError, Delivery, load_conf
 from mappings.identifiers import ODS_SYSTEM, PARTNER_SYSTEM
 
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -268,11 +267,22 @@ def test_a_single_problem_reads_as_one_line() -> None:
     assert str(error) == error.problems[0]
 
 
-def test_delivery_section_is_what_the_delivery_worker_reads(conf: Conf) -> None:
-    section = yaml.safe_load((REPO_CONF / "pathway.yaml").read_text())["delivery"]
-    assert RetrySettings.from_section(section).max_attempts == conf.pathway.delivery.max_attempts
+def test_the_shipped_delivery_section_retries_for_three_days(conf: Conf) -> None:
+    assert conf.pathway.delivery == Delivery(
+        base_delay_seconds=2, max_delay_seconds=3600, retry_for_hours=72, max_attempts=None, error_after_hours=24, timeout_seconds=10, lease_seconds=300
+    )
 
 
 def test_backoff_ceiling_below_its_start_is_refused(edited: Edit) -> None:
     directory = edited("pathway.yaml", lambda doc: doc["delivery"].update(max_delay_seconds=1))
     assert problems_of(directory) == [f"{directory}/pathway.yaml: delivery: max_delay_seconds is less than base_delay_seconds"]
+
+
+def test_escalation_fallback_recipients_must_be_partners(edited: Edit) -> None:
+    directory = edited("pathway.yaml", lambda doc: doc["early_exit_alert"].update(fallback=["dundee-recovery-service", "nobody-here"]))
+    assert problems_of(directory) == [f"{directory}/pathway.yaml: early_exit_alert.fallback: no organisation 'nobody-here' in partners.yaml"]
+
+
+def test_escalation_deadlines_are_minutes_within_bounds(edited: Edit) -> None:
+    directory = edited("pathway.yaml", lambda doc: doc["early_exit_alert"].update(delivered_within_minutes=0))
+    assert problems_of(directory) == [f"{directory}/pathway.yaml: early_exit_alert.delivered_within_minutes: Input should be greater than 0 (got 0)"]

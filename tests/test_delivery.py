@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from gateway.audit.chain import read_event
 from gateway.auth.keys import verify_detached
@@ -25,14 +25,15 @@ from gateway.cli import main as pathway
 from gateway.delivery import drop_pending, enqueue, sync_subscriptions
 from gateway.delivery.models import DeliveryRow
 from gateway.delivery.notification import TOPIC_BASE
-from gateway.delivery.retry import RetrySettings
+from gateway.conf import Delivery
 from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.access import CustodianPolicy
 from gateway.runtime import Gateway
+from gateway.store.repository import now_utc
 from gateway.store.models import AuditRow, DisclosureRow
 from tests.conftest import FACILITY, HSCP, PARTNER
 
-FAST = RetrySettings(base_delay_seconds=0.01, max_delay_seconds=0.05, max_attempts=60, timeout_seconds=2, lease_seconds=30)
+FAST = Delivery(base_delay_seconds=0.01, max_delay_seconds=0.05, max_attempts=60, timeout_seconds=2, lease_seconds=30)
 OTHER_FACILITY = f"{PARTNER}|rehab-other-house"
 
 # What the receiver does with one POST: answer with this status, or drop the connection.
@@ -42,7 +43,7 @@ Behaviour = Callable[[str], "int | str"]
 class Receiver:
     """A subscriber's endpoint: verifies signatures, remembers what it accepted (by key)."""
 
-    def __init__(self, jwks: dict[str, Any], behaviour: Behaviour = lambda _key: 200, delay: float = 0.0) -> None:
+    def __init__(self, jwks: dict[str, Any], behaviour: Behaviour = lambda _key: 200, delay: float = 0.0, port: int = 0) -> None:
         self.jwks, self.behaviour, self.delay = jwks, behaviour, delay
         self.posts: Counter[str] = Counter()
         self.accepted: dict[str, dict[str, Any]] = {}
@@ -63,7 +64,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.handle(self, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -132,7 +133,7 @@ def receiver(jwks: dict[str, Any]) -> Iterator[Callable[..., Receiver]]:
 def worker(gateway: Gateway) -> Iterator[Callable[..., DeliveryWorker]]:
     made: list[DeliveryWorker] = []
 
-    def make(settings: RetrySettings = FAST, on: Gateway = gateway, threads: int = 4) -> DeliveryWorker:
+    def make(settings: Delivery = FAST, on: Gateway = gateway, threads: int = 4) -> DeliveryWorker:
         made.append(DeliveryWorker(on, CustodianPolicy(), settings=settings, threads=threads, idle_sleep=0.02))
         return made[-1]
 
@@ -287,7 +288,7 @@ def test_dead_letters_are_replayed_from_the_command_line(gateway: Gateway, recei
     endpoint = receiver(lambda _key: 503 if failing["on"] else 200)
     subscribe(gateway, endpoint.url)
     [delivery_id] = refer(gateway)
-    sender = worker(RetrySettings(base_delay_seconds=0.01, max_delay_seconds=0.02, max_attempts=3, timeout_seconds=2))
+    sender = worker(Delivery(base_delay_seconds=0.01, max_delay_seconds=0.02, max_attempts=3, timeout_seconds=2))
 
     drain(sender, gateway)
     with gateway.reading() as session:
@@ -307,6 +308,28 @@ def test_dead_letters_are_replayed_from_the_command_line(gateway: Gateway, recei
 
     assert statuses(gateway) == Counter({"delivered": 1})
     assert endpoint.posts[delivery_id] == 4 and delivery_id in endpoint.accepted
+
+
+def test_dead_letters_are_replayed_by_recipient_event_and_time(gateway: Gateway, receiver, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    with gateway.transaction() as session:
+        sync_subscriptions(session, [(FACILITY, receiver().url, ["facility-referral", "withdrawal-notice"]), (OTHER_FACILITY, receiver().url, ["facility-referral"])])
+    ours = refer(gateway, count=2)
+    theirs = refer(gateway, recipient=OTHER_FACILITY)
+    notices = refer(gateway, event="withdrawal-notice")
+    with gateway.transaction() as session:
+        session.execute(update(DeliveryRow).values(status="dead"))
+        later = now_utc() + timedelta(hours=1)
+        session.execute(update(DeliveryRow).where(DeliveryRow.id == ours[1]).values(created=later))
+    monkeypatch.setenv("PATHWAY_DATABASE_URL", gateway.settings.database_url)
+    monkeypatch.setenv("PATHWAY_SECRETS_DIR", str(gateway.settings.secrets_dir))
+    by = ["--recipient", FACILITY, "--event", "facility-referral", "--until", later.isoformat()]
+
+    assert pathway(["deliveries", "replay", ours[0], "--recipient", FACILITY]) == 2  # filters choose among dead letters
+    assert pathway(["deliveries", "replay", "--dead", "--yes", *by]) == 0
+    assert "1 dead deliveries queued again" in capsys.readouterr().out
+    with gateway.reading() as session:
+        status = {row.id: row.status for row in session.scalars(select(DeliveryRow))}
+    assert status == {ours[0]: "pending", ours[1]: "dead", theirs[0]: "dead", notices[0]: "dead"}
 
 
 def test_replaying_a_queued_delivery_is_refused(gateway: Gateway, receiver, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -393,7 +416,7 @@ def test_a_slow_receiver_does_not_hold_up_the_others(gateway: Gateway, receiver,
         sync_subscriptions(session, [(OTHER_FACILITY, slow.url, ["facility-referral"]), (FACILITY, quick.url, ["facility-referral"])])
     refer(gateway, count=2, recipient=OTHER_FACILITY)
     queued = refer(gateway, count=20)
-    sender = worker(RetrySettings(base_delay_seconds=0.01, max_delay_seconds=0.05, timeout_seconds=1, lease_seconds=30), threads=4)
+    sender = worker(Delivery(base_delay_seconds=0.01, max_delay_seconds=0.05, timeout_seconds=1, lease_seconds=30), threads=4)
     started = time.monotonic()
     sender.start()
     while len(quick.accepted) < len(queued) and time.monotonic() - started < 10:

@@ -1,4 +1,4 @@
-"""Retry settings from pathway.yaml and the backoff they give."""
+"""Retry settings from pathway.yaml (the one settings model, gateway.conf.Delivery) and the backoff they give."""
 
 from __future__ import annotations
 
@@ -7,30 +7,35 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
+import yaml
 
-from gateway.delivery.retry import RetrySettings, retry_after_seconds
+from gateway.conf import Delivery, parse_pathway_settings
+from gateway.delivery.retry import retry_after_seconds
 from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.access import CustodianPolicy
 from gateway.runtime import Gateway
 from gateway.store.models import ConfDocumentRow
 from gateway.store.repository import now_utc
+from tests.conftest import REPO
 
 
-def test_defaults_hold_when_pathway_yaml_has_no_delivery_section(gateway: Gateway) -> None:
+def test_defaults_hold_when_no_pathway_yaml_is_imported(gateway: Gateway) -> None:
     worker = DeliveryWorker(gateway, CustodianPolicy())
     try:
-        assert worker.settings() == RetrySettings()
+        assert worker.settings() == Delivery()
+        assert Delivery().retry_for_hours >= 72  # retries for days, not minutes
     finally:
         worker.close()
 
 
 def test_the_delivery_section_of_pathway_yaml_sets_the_retries(gateway: Gateway) -> None:
-    body = "review_interval_weeks: 4\ndelivery:\n  base_delay_seconds: 0.5\n  max_attempts: 4\n"
+    document = yaml.safe_load((REPO / "conf" / "pathway.yaml").read_text())
+    document["delivery"] = {"base_delay_seconds": 0.5, "max_attempts": 4}
     with gateway.transaction() as session:
-        session.add(ConfDocumentRow(name="pathway.yaml", version=1, sha256="0" * 64, body=body, loaded=now_utc()))
+        session.add(ConfDocumentRow(name="pathway.yaml", version=1, sha256="0" * 64, body=yaml.safe_dump(document), loaded=now_utc()))
     worker = DeliveryWorker(gateway, CustodianPolicy())
     try:
-        assert worker.settings() == RetrySettings(base_delay_seconds=0.5, max_attempts=4)
+        assert worker.settings() == Delivery(base_delay_seconds=0.5, max_attempts=4)
     finally:
         worker.close()
 
@@ -38,18 +43,21 @@ def test_the_delivery_section_of_pathway_yaml_sets_the_retries(gateway: Gateway)
 @pytest.mark.parametrize(
     ("section", "complaint"),
     [
-        ({"max_attempts": 0}, "delivery.max_attempts must be a positive number"),
-        ({"timeout": 3}, "unknown keys ['timeout']"),
-        ({"base_delay_seconds": 10, "max_delay_seconds": 1}, "larger than max_delay_seconds"),
+        ({"max_attempts": 0}, "delivery.max_attempts: Input should be greater than or equal to 1"),
+        ({"timeout": 3}, "delivery.timeout: unknown field"),
+        ({"base_delay_seconds": 10, "max_delay_seconds": 1}, "delivery: max_delay_seconds is less than base_delay_seconds"),
+        ({"retry_for_hours": "three days"}, "delivery.retry_for_hours: Input should be a valid number"),
     ],
 )
 def test_a_wrong_delivery_section_says_what_to_fix(section: dict[str, object], complaint: str) -> None:
-    with pytest.raises(ValueError, match=complaint.replace("[", r"\[").replace("]", r"\]")):
-        RetrySettings.from_section(section)
+    document = yaml.safe_load((REPO / "conf" / "pathway.yaml").read_text())
+    document["delivery"] = section
+    with pytest.raises(ValueError, match="pathway.yaml: " + complaint.replace("[", r"\[").replace("]", r"\]")):
+        parse_pathway_settings(document)
 
 
 def test_backoff_grows_exponentially_under_a_cap_with_full_jitter() -> None:
-    settings = RetrySettings(base_delay_seconds=1, max_delay_seconds=30)
+    settings = Delivery(base_delay_seconds=1, max_delay_seconds=30)
     rng = random.Random(3)
     waits = {attempt: [settings.backoff(attempt, rng) for _ in range(500)] for attempt in (1, 3, 10)}
     assert max(waits[1]) <= 1 and max(waits[3]) <= 4 and max(waits[10]) <= 30

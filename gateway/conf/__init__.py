@@ -41,14 +41,14 @@ from gateway.conf.schemas import (
     Telecom,
     Webhook,
 )
-from gateway.conf.settings import Delivery, EarlyExitAlert, PathwaySettings, Targets, TimeLimits, Tokens
+from gateway.conf.settings import Delivery, EarlyExitAlert, PathwaySettings, Targets, TimeLimits, Tokens, parse_pathway_settings
 
 __all__ = [
     "EMIS_ORGANISATION_SYSTEM", "ORGANIZATION_TYPE_DISPLAY", "ORGANIZATION_TYPE_SYSTEM", "PERSON_ROLE_DISPLAY",
     "PRACTITIONER_ROLE_ID_SYSTEM", "PRACTITIONER_ROLE_SYSTEM", "PRACTITIONER_SYSTEM", "Address", "AgreementsFile",
     "AlertRecipient", "Client", "ClientRole", "Conf", "ConfError", "Delivery", "EarlyExitAlert", "EventType", "Governance", "Identifier",
     "Organization", "OrganizationType", "PartnersFile", "PathwaySettings", "Person", "PersonName", "PersonRole",
-    "Targets", "Telecom", "TimeLimits", "Tokens", "Webhook", "load_conf",
+    "Targets", "Telecom", "TimeLimits", "Tokens", "Webhook", "load_conf", "parse_pathway_settings",
 ]
 
 

@@ -82,6 +82,8 @@ def _check_pathway(file: _File, settings: PathwaySettings, partners: PartnersFil
         file.report(("carer_portal",), f"{portal.id!r} has no client of kind portal")
     for kind, org_id in settings.handover.items():
         organization(f"handover.{kind}", org_id)
+    for org_id in settings.early_exit_alert.fallback:
+        organization("early_exit_alert.fallback", org_id)
     if settings.duty_key_worker is not None:
         worker = next((p for p in partners.people if p.id == settings.duty_key_worker), None)
         if worker is None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import random
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
+from gateway.conf.errors import _json_like, _message, _where
 from gateway.conf.schemas import AlertRecipient, Slug, _Strict, _unique
 
 
@@ -20,23 +22,41 @@ class Targets(_Strict):
 
 
 class EarlyExitAlert(_Strict):
+    """Who is told of an early exit, and when an undelivered or unacknowledged alert is escalated."""
+
     notify: Annotated[list[AlertRecipient], Field(min_length=1), AfterValidator(_unique)]
+    # Not delivered (2xx) to every subscribed recipient within this many minutes: escalate.
+    delivered_within_minutes: Annotated[float, Field(gt=0, le=1440)] = 5
+    # Not acknowledged ($ack) by a recipient organisation within this many minutes: escalate.
+    acknowledged_within_minutes: Annotated[float, Field(gt=0, le=10080)] = 60
+    # Organisations (partners.yaml ids) sent the alert when it is escalated.
+    fallback: Annotated[list[Slug], AfterValidator(_unique)] = []
 
 
 class Delivery(_Strict):
-    """Push retries; the key names are those ``gateway.delivery.retry.RetrySettings`` reads."""
+    """Push retries (``gateway.delivery.worker``): capped exponential backoff with full jitter
+    for ``retry_for_hours`` after an event, then a dead letter for an operator to replay."""
 
-    max_attempts: Annotated[int, Field(ge=1, le=50)]
-    base_delay_seconds: Annotated[float, Field(gt=0)]
-    max_delay_seconds: Annotated[float, Field(gt=0)]
-    timeout_seconds: Annotated[float, Field(gt=0, le=120)]
-    lease_seconds: Annotated[float, Field(gt=0)] | None = None
+    base_delay_seconds: Annotated[float, Field(gt=0)] = 2.0
+    max_delay_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    retry_for_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 72.0
+    # An optional cap on attempts as well (None: retry for retry_for_hours).
+    max_attempts: Annotated[int, Field(ge=1, le=100000)] | None = None
+    # A subscription whose oldest undelivered event has failed this long shows status error.
+    error_after_hours: Annotated[float, Field(gt=0)] = 24.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    lease_seconds: Annotated[float, Field(gt=0)] = 300.0
 
     @model_validator(mode="after")
     def _backoff_order(self) -> Delivery:
         if self.max_delay_seconds < self.base_delay_seconds:
             raise ValueError("max_delay_seconds is less than base_delay_seconds")
         return self
+
+    def backoff(self, attempts: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt: exponential with full jitter."""
+        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** min(max(attempts - 1, 0), 60))
+        return (rng or random).uniform(0, ceiling)
 
 
 class Tokens(_Strict):
@@ -59,5 +79,14 @@ class PathwaySettings(_Strict):
     time_limits: TimeLimits
     targets: Targets
     early_exit_alert: EarlyExitAlert
-    delivery: Delivery
+    delivery: Delivery = Delivery()
     tokens: Tokens
+
+
+def parse_pathway_settings(document: Any) -> PathwaySettings:
+    """A parsed ``pathway.yaml`` as its settings; ValueError naming each field that is wrong."""
+    try:
+        return PathwaySettings.model_validate(_json_like(document))
+    except ValidationError as error:
+        problems = [f"{_where(p['loc'], document)}: {_message(p)}" for p in error.errors()]
+        raise ValueError("pathway.yaml: " + "; ".join(problems)) from None

@@ -10,11 +10,13 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append, audit_event
 from gateway.auth.tokens import Principal
 from gateway.console.auth import DPO, IG_OFFICER, PARTNERSHIP_LEAD, SENIOR_OFFICER, SignedIn, csrf_matches, resume_session
+from gateway.delivery.escalation import open_escalations
 from gateway.fhir.access import Caller
 from gateway.fhir.service import FhirService
 from gateway.runtime import Gateway
@@ -152,6 +154,12 @@ def render(request: Request, who: SignedIn | None, template: str, context: dict[
     base = {"who": who.identity if who else None, "csrf": who.csrf if who else "", "prefix": PREFIX, "path": request.url.path}
     if who is not None and who.identity.has(IG_OFFICER):
         base["break_glass_pending"] = pending_break_glass(request)
+    if who is not None:  # escalated urgent alerts show on every page until acknowledged
+        try:
+            with gateway_of(request).reading() as session:
+                base["escalations"] = open_escalations(session)
+        except DBAPIError:  # an error page about the database must still render
+            base["escalations"] = []
     return templates.TemplateResponse(request, template, base | context, status_code=status)
 
 

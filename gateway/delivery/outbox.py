@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, func, insert, select, update
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from gateway.delivery.models import EVENTS, DeliveryRow, SubscriptionRow
+from gateway.delivery.models import CONTROL_EVENTS, EVENTS, DeliveryRow, SubscriptionRow
 from gateway.store.repository import now_utc
 
 DELIVERY = DeliveryRow.__table__
@@ -75,7 +77,12 @@ def enqueue(
     connection = session.connection()
     counted = connection.execute(
         update(SUBSCRIPTION)
-        .where(SUBSCRIPTION.c.recipient == recipient, SUBSCRIPTION.c.event == event, SUBSCRIPTION.c.active.is_(True))
+        .where(
+            SUBSCRIPTION.c.recipient == recipient,
+            SUBSCRIPTION.c.event == event,
+            SUBSCRIPTION.c.active.is_(True),
+            or_(SUBSCRIPTION.c.patient_filter.is_(None), SUBSCRIPTION.c.patient_filter == patient),
+        )
         .values(events_queued=SUBSCRIPTION.c.events_queued + 1)
         .returning(SUBSCRIPTION.c.id, SUBSCRIPTION.c.endpoint, SUBSCRIPTION.c.events_queued)
     ).all()
@@ -84,27 +91,47 @@ def enqueue(
     moment = now_utc()
     extra = orjson.dumps(list(include)).decode()
     rows = [
-        {
-            "id": str(uuid.uuid4()),
-            "subscription_id": sub_id,
-            "event_number": number,
-            "event": event,
-            "recipient": recipient,
-            "endpoint": endpoint,
-            "focus": focus,
-            "patient": patient,
-            "purpose": purpose,
-            "acting_for": acting_for,
-            "extra_refs": extra,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": moment,
-            "created": moment,
-        }
+        _row(sub_id, number, event, recipient, endpoint, focus, patient, purpose, acting_for, extra, moment)
         for sub_id, endpoint, number in sorted(counted)
     ]
     connection.execute(insert(DELIVERY), rows)
     return [Queued(r["id"], recipient, r["endpoint"], event) for r in rows]
+
+
+def _row(
+    sub_id: str, number: int, event: str, recipient: str, endpoint: str, focus: str, patient: str | None,
+    purpose: str, acting_for: str | None, extra: str, moment: datetime,
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "subscription_id": sub_id,
+        "event_number": number,
+        "event": event,
+        "recipient": recipient,
+        "endpoint": endpoint,
+        "focus": focus,
+        "patient": patient,
+        "purpose": purpose,
+        "acting_for": acting_for,
+        "extra_refs": extra,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": moment,
+        "created": moment,
+    }
+
+
+def queue_notice(session: Session, subscription: SubscriptionRow, kind: str, moment: datetime | None = None) -> str:
+    """Queue a ``handshake`` or ``heartbeat`` for ``subscription`` (no resources; the
+    subscription's own status); returns the delivery id."""
+    if kind not in CONTROL_EVENTS:
+        raise ValueError(f"unknown notice {kind!r}; expected one of {sorted(CONTROL_EVENTS)}")
+    row = _row(
+        subscription.id, subscription.events_queued, kind, subscription.recipient, subscription.endpoint,
+        f"Subscription/{subscription.id}", None, "HOPERAT", None, "[]", moment or now_utc(),
+    )
+    session.execute(insert(DELIVERY), [row])
+    return str(row["id"])
 
 
 def sync_subscriptions(session: Session, subscriptions: Iterable[tuple[str, str, Sequence[str]]]) -> dict[str, int]:
@@ -124,10 +151,17 @@ def sync_subscriptions(session: Session, subscriptions: Iterable[tuple[str, str,
                     f"subscription of {recipient} names unknown event {event!r}; expected one of {sorted(EVENTS)}"
                 )
             wanted[subscription_id(recipient, event, endpoint)] = (recipient, event, endpoint)
-    existing = {row.id: row for row in session.scalars(select(SubscriptionRow))}
+    # Partners' own Subscriptions (owner_client set) are theirs to change, not conf/'s.
+    existing = {row.id: row for row in session.scalars(select(SubscriptionRow).where(SubscriptionRow.owner_client.is_(None)))}
     changed = {"added": 0, "reactivated": 0, "deactivated": 0}
+    own = {(r.recipient, r.event, r.endpoint): r.id for r in session.scalars(select(SubscriptionRow).where(SubscriptionRow.owner_client.is_not(None)))}
     for sub_id, (recipient, event, endpoint) in wanted.items():
         row = existing.get(sub_id)
+        if (recipient, event, endpoint) in own:
+            raise DeliveryConfigError(
+                f"{recipient} already has its own Subscription/{own[recipient, event, endpoint]} to {event} at {endpoint}; "
+                "remove the webhook from partners.yaml or ask the partner to delete theirs"
+            )
         if row is None:
             session.add(
                 SubscriptionRow(
@@ -136,11 +170,11 @@ def sync_subscriptions(session: Session, subscriptions: Iterable[tuple[str, str,
             )
             changed["added"] += 1
         elif not row.active:
-            row.active = True
+            row.active, row.status = True, "active"
             changed["reactivated"] += 1
     for sub_id, row in existing.items():
         if sub_id not in wanted and row.active:
-            row.active = False
+            row.active, row.status = False, "off"
             changed["deactivated"] += 1
     session.flush()
     return changed
@@ -178,19 +212,43 @@ def replay(session: Session, delivery_id: str) -> None:
     _requeue(session, DELIVERY.c.id == delivery_id)
 
 
-def replay_dead(session: Session) -> int:
-    """Queue every dead-lettered delivery again; returns how many."""
-    return _requeue(session, DELIVERY.c.status == "dead")
+def replay_dead(
+    session: Session,
+    *,
+    recipient: str | None = None,
+    event: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    """Queue the dead-lettered deliveries again, all or those matching the filters (recipient,
+    event type, created in [since, until)); returns how many."""
+    return _requeue(session, and_(DELIVERY.c.status == "dead", *_filters(recipient, event, since, until)))
+
+
+def _filters(recipient: str | None, event: str | None, since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    wanted: list[ColumnElement[bool]] = []
+    if recipient:
+        wanted.append(DELIVERY.c.recipient == recipient)
+    if event:
+        wanted.append(DELIVERY.c.event == event)
+    if since is not None:
+        wanted.append(DELIVERY.c.created >= since)
+    if until is not None:
+        wanted.append(DELIVERY.c.created < until)
+    return wanted
+
+
+def count_dead(
+    session: Session, *, recipient: str | None = None, event: str | None = None, since: datetime | None = None, until: datetime | None = None
+) -> int:
+    """How many dead letters match the filters (what :func:`replay_dead` would queue)."""
+    query = select(func.count()).select_from(DELIVERY).where(DELIVERY.c.status == "dead", *_filters(recipient, event, since, until))
+    return session.scalar(query) or 0
 
 
 def _requeue(session: Session, which: ColumnElement[bool]) -> int:
     values = {"status": "pending", "attempts": 0, "next_attempt_at": now_utc(), "last_error": None, "claimed_by": None, "claimed_until": None}
     return session.execute(update(DELIVERY).where(which).values(**values)).rowcount
-
-
-def count(session: Session, status: str) -> int:
-    """How many deliveries are in ``status``."""
-    return session.scalar(select(func.count()).select_from(DELIVERY).where(DELIVERY.c.status == status)) or 0
 
 
 def listing(session: Session, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

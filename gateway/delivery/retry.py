@@ -1,56 +1,23 @@
-"""When to try a delivery again: settings from ``pathway.yaml`` and backoff with full jitter.
+"""When to try a delivery again: the ``Retry-After`` a receiver asks for.
 
-``pathway.yaml`` may carry a ``delivery:`` section; every key is optional::
+The schedule itself (capped exponential backoff with full jitter for ``retry_for_hours``)
+is :class:`gateway.conf.Delivery`, pathway.yaml's ``delivery:`` section; every key is
+optional::
 
     delivery:
-      base_delay_seconds: 2        # first retry waits up to this long
-      max_delay_seconds: 600       # no retry waits longer (unless the receiver's Retry-After asks)
-      max_attempts: 10             # then the delivery is dead-lettered
-      timeout_seconds: 10          # per POST
-      lease_seconds: 300           # how long a claim lasts before another worker may take it over
+      base_delay_seconds: 2      # first retry waits up to this long
+      max_delay_seconds: 3600    # no retry waits longer (unless the receiver's Retry-After asks)
+      retry_for_hours: 72        # then the delivery is dead-lettered for an operator to replay
+      max_attempts: null         # an optional cap on attempts as well
+      error_after_hours: 24      # a subscription failing this long shows status error
+      timeout_seconds: 10        # per POST
+      lease_seconds: 300         # how long a claim lasts before another worker may take it over
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-
-@dataclass(frozen=True)
-class RetrySettings:
-    """How hard and how long the worker tries a delivery."""
-
-    base_delay_seconds: float = 2.0
-    max_delay_seconds: float = 600.0
-    max_attempts: int = 10
-    timeout_seconds: float = 10.0
-    lease_seconds: float = 300.0
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any] | None) -> "RetrySettings":
-        """Settings from a ``delivery:`` mapping; absent keys keep their defaults."""
-        section = section or {}
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(section) - set(known))
-        if unknown:
-            raise ValueError(f"pathway.yaml delivery: unknown keys {unknown}; known keys are {sorted(known)}")
-        values: dict[str, Any] = {}
-        for name, value in section.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"pathway.yaml delivery.{name} must be a positive number, not {value!r}")
-            values[name] = int(value) if name == "max_attempts" else float(value)
-        settings = cls(**values)
-        if settings.base_delay_seconds > settings.max_delay_seconds:
-            raise ValueError("pathway.yaml delivery: base_delay_seconds is larger than max_delay_seconds")
-        return settings
-
-    def backoff(self, attempts: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait after the ``attempts``-th failed attempt: exponential with full jitter."""
-        ceiling = min(self.max_delay_seconds, self.base_delay_seconds * 2 ** max(attempts - 1, 0))
-        return (rng or random).uniform(0, ceiling)
 
 
 def retry_after_seconds(header: str | None, now: datetime | None = None) -> float | None:

@@ -36,23 +36,24 @@ from sqlalchemy.orm import Session
 
 from gateway.audit.chain import Actor, append_many, audit_event
 from gateway.audit.ledger import insert_disclosures
-from gateway.auth.tokens import Principal
-from gateway.delivery.models import DeliveryRow
-from gateway.delivery.notification import notification_bundle
-from gateway.delivery.retry import RetrySettings, retry_after_seconds
-from gateway.directory import conf_document
-from gateway.fhir.access import AccessPolicy, Caller
+from gateway.conf import Delivery
+from gateway.delivery.content import DELIVERY_CLIENT_ID, Shown, shown_to
+from gateway.delivery.models import CONTROL_EVENTS, DeliveryRow, SubscriptionRow
+from gateway.delivery.notification import Event, notification_bundle, serialise
+from gateway.delivery.retry import retry_after_seconds
+from gateway.delivery.subscriptions import SubscriptionOutcomes, due_heartbeats
+from gateway.fhir.access import AccessPolicy
+from gateway.pathway_settings import pathway_settings
 from gateway.runtime import Gateway
-from gateway.store.repository import Repository, Stored, now_utc
+from gateway.store.repository import Repository, now_utc
 
 log = logging.getLogger("pathway.delivery")
 DELIVERY = DeliveryRow.__table__
-# The client id deliveries are audited under (the recipient organisation is the other agent).
-DELIVERY_CLIENT_ID = "pathway-delivery"
-# Events whose notification carries no resources: the recipient must learn of them even
-# though (for a withdrawn consent) it may no longer see anything about the person.
-NOTICE_ONLY_EVENTS = frozenset({"withdrawal-notice"})
+SUBSCRIPTION = SubscriptionRow.__table__
 SETTINGS_TTL_SECONDS = 30.0
+# How often the background loop queues due heartbeats and escalates late urgent alerts.
+SWEEP_SECONDS = 5.0
+Clock = Callable[[], datetime]
 _ERROR_BODY_CHARS = 200
 
 _RECORD = (
@@ -88,6 +89,7 @@ class Claimed:
     attempts: int  # including the one about to be made
     next_attempt_at: datetime
     claimed_until: datetime
+    created: datetime
 
 
 @dataclass
@@ -113,11 +115,6 @@ class Result:
     retry_after: float | None = None
 
 
-def _caller(delivery: Claimed) -> Caller:
-    principal = Principal(DELIVERY_CLIENT_ID, delivery.recipient, frozenset({"system/*.read"}), frozenset(), "system", 0)
-    return Caller(principal, delivery.purpose, delivery.acting_for)
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -132,16 +129,20 @@ class DeliveryWorker:
         *,
         http: httpx.Client | None = None,
         threads: int = 4,
-        settings: RetrySettings | None = None,
+        settings: Delivery | None = None,
         idle_sleep: float = 0.2,
         rng: random.Random | None = None,
+        clock: Clock = now_utc,
     ) -> None:
-        """``settings`` fixes the retry settings; when None they are read from pathway.yaml."""
+        """``settings`` fixes the retry settings; when None they are read from pathway.yaml.
+        ``clock`` tells the time (tests move it on instead of sleeping)."""
         self.gateway, self.policy, self.threads = gateway, policy, threads
         self.name = worker_name()
         self.idle_sleep = idle_sleep
+        self.clock = clock
         self._fixed_settings = settings
-        self._settings_cache: tuple[float, RetrySettings] | None = None
+        self._settings_cache: tuple[float, Delivery] | None = None
+        self._last_sweep = 0.0
         self._rng = rng or random.Random()
         self._own_http = http is None
         self._http = http or httpx.Client(
@@ -156,7 +157,7 @@ class DeliveryWorker:
 
     # --- settings ------------------------------------------------------------------
 
-    def settings(self) -> RetrySettings:
+    def settings(self) -> Delivery:
         """The retry settings in force (pathway.yaml's ``delivery:``, re-read every 30 s)."""
         if self._fixed_settings is not None:
             return self._fixed_settings
@@ -165,14 +166,22 @@ class DeliveryWorker:
             return cached[1]
         with self.gateway.reading() as session:
             try:
-                section = conf_document(session, "pathway.yaml").get("delivery")
+                settings = pathway_settings(session).delivery
             except LookupError:
-                section = None
-        settings = RetrySettings.from_section(section)
+                settings = Delivery()
         self._settings_cache = (time.monotonic(), settings)
         return settings
 
     # --- one pass --------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Queue the heartbeats that are due, and escalate urgent alerts that are late."""
+        from gateway.delivery.escalation import escalate_late_alerts  # it reaches into the pathway's settings
+
+        now = self.clock()
+        with self.gateway.transaction() as session:
+            due_heartbeats(session, now)
+        escalate_late_alerts(self.gateway, now)
 
     def run_once(self, limit: int = 100) -> int:
         """Claim up to ``limit`` due deliveries, send them, record the outcomes; returns how many."""
@@ -182,12 +191,12 @@ class DeliveryWorker:
         self._record(results, settings)
         return len(results)
 
-    def _claim_and_prepare(self, limit: int, settings: RetrySettings) -> list[Prepared]:
+    def _claim_and_prepare(self, limit: int, settings: Delivery) -> list[Prepared]:
         claimed = self._claim(limit, settings)
         return self._prepare(claimed) if claimed else []
 
-    def _claim(self, limit: int, settings: RetrySettings) -> list[Claimed]:
-        now = now_utc()
+    def _claim(self, limit: int, settings: Delivery) -> list[Claimed]:
+        now = self.clock()
         lease_end = now + timedelta(seconds=settings.lease_seconds)
         due = or_(
             and_(DELIVERY.c.status == "pending", DELIVERY.c.next_attempt_at <= now),
@@ -224,6 +233,7 @@ class DeliveryWorker:
                 r.attempts + 1,
                 r.next_attempt_at,
                 lease_end,
+                r.created,
             )
             for r in rows
         ]
@@ -233,65 +243,69 @@ class DeliveryWorker:
         prepared = []
         with self.gateway.reading() as session:
             repo = self.gateway.repository(session)
+            subscriptions = {
+                row.id: row
+                for row in session.execute(
+                    select(SUBSCRIPTION.c.id, SUBSCRIPTION.c.event, SUBSCRIPTION.c.status, SUBSCRIPTION.c.content, SUBSCRIPTION.c.events_queued).where(
+                        SUBSCRIPTION.c.id.in_({d.subscription_id for d in claimed})
+                    )
+                )
+            }
             for delivery in claimed:
                 try:
-                    prepared.append(self._prepare_one(session, repo, delivery))
+                    prepared.append(self._prepare_one(session, repo, delivery, subscriptions.get(delivery.subscription_id)))
                 except Exception as error:  # noqa: BLE001 - one bad delivery must not stall the rest
                     log.exception("preparing delivery %s failed", delivery.id)
                     prepared.append(Prepared(delivery, retry_reason=f"could not prepare the notification: {error}"))
         return prepared
 
-    def _prepare_one(self, session: Session, repo: Repository, delivery: Claimed) -> Prepared:
-        if delivery.event in NOTICE_ONLY_EVENTS:
-            return self._built(delivery, [], [], [])
-        refs = [delivery.focus, *[r for r in delivery.extra_refs if r != delivery.focus]]
-        stored: list[Stored] = []
-        for ref in refs:
-            kind, _, ident = ref.partition("/")
-            current = repo.current(kind, ident)
-            if current is not None and not current.deleted:
-                stored.append(current)
-        if not stored or stored[0].reference != delivery.focus:
-            return Prepared(delivery, drop_reason=f"{delivery.focus} no longer exists")
-        visible = self.policy.visible(session, _caller(delivery), stored, channel="push")
-        if visible.resources[0] is None:
-            return Prepared(delivery, drop_reason=f"{delivery.recipient} may no longer see {delivery.focus} for {delivery.purpose}")
-        shown = [(s, r) for s, r in zip(stored, visible.resources) if r is not None]
-        return self._built(
-            delivery,
-            [r for _, r in shown],
-            [f"{s.reference}/_history/{s.version_id}" for s, _ in shown],
-            visible.disclosures,
+    def _prepare_one(self, session: Session, repo: Repository, delivery: Claimed, subscription: Any) -> Prepared:
+        status, content = (subscription.status, subscription.content) if subscription else ("active", "full-resource")
+        if delivery.event in CONTROL_EVENTS:
+            # A handshake or heartbeat: the subscription's topic and state, no events.
+            topic, since = (subscription.event, subscription.events_queued) if subscription else (delivery.event, 0)
+            return self._built(delivery, topic, delivery.event, status, since, [], content, Shown())
+        shown = shown_to(
+            session, repo, self.policy, event=delivery.event, recipient=delivery.recipient, purpose=delivery.purpose,
+            acting_for=delivery.acting_for, focus=delivery.focus, extra_refs=delivery.extra_refs,
         )
+        if isinstance(shown, str):
+            return Prepared(delivery, drop_reason=shown)
+        event = Event(delivery.event_number, delivery.created, delivery.focus, shown.resources)
+        return self._built(delivery, delivery.event, "event-notification", status, delivery.event_number, [event], content, shown)
 
-    def _built(self, delivery: Claimed, resources: list[dict[str, Any]], sent_refs: list[str], disclosures: list[dict[str, Any]]) -> Prepared:
-        body = notification_bundle(
+    def _built(
+        self, delivery: Claimed, topic: str, kind: str, status: str, since: int, events: list[Event], content: str, shown: Shown
+    ) -> Prepared:
+        bundle = notification_bundle(
             subscription_id=delivery.subscription_id,
-            event=delivery.event,
-            event_number=delivery.event_number,
-            at=now_utc(),
-            focus=delivery.focus,
-            resources=resources,
+            event=topic,
+            kind=kind,
+            status=status,
+            events_since_start=since,
+            at=self.clock(),
+            events=events,
+            content=content,
             fhir_base=self._fhir_base,
         )
-        return Prepared(delivery, body, sent_refs, disclosures)
+        return Prepared(delivery, serialise(bundle), shown.sent_refs, shown.disclosures)
 
     # --- sending -----------------------------------------------------------------------
 
-    def _attempt(self, prepared: Prepared, settings: RetrySettings) -> Result:
+    def _attempt(self, prepared: Prepared, settings: Delivery) -> Result:
         try:
             return self._send(prepared, settings)
         except Exception as error:  # noqa: BLE001 - an outcome must always come back to be recorded
             log.exception("sending delivery %s failed", prepared.delivery.id)
             return self._failed(prepared, settings, f"unexpected error while sending: {error}")
 
-    def _send(self, prepared: Prepared, settings: RetrySettings) -> Result:
+    def _send(self, prepared: Prepared, settings: Delivery) -> Result:
         if prepared.drop_reason is not None:
             return Result(prepared, "dropped", prepared.drop_reason)
         if prepared.retry_reason is not None:
             return self._failed(prepared, settings, prepared.retry_reason, posted=False)
         delivery = prepared.delivery
-        if now_utc() + timedelta(seconds=settings.timeout_seconds) >= delivery.claimed_until:
+        if self.clock() + timedelta(seconds=settings.timeout_seconds) >= delivery.claimed_until:
             # Too late to finish inside the lease: another worker may take it over.
             return Result(prepared, "released", "lease ran out before sending")
         # Signing here, in the sending threads, runs in parallel: the signature code
@@ -322,20 +336,23 @@ class DeliveryWorker:
             return self._failed(prepared, settings, answer, retry_after=retry_after_seconds(response.headers.get("Retry-After")))
         return Result(prepared, "dead", f"refused, not retried: {answer}", posted=True)
 
-    def _failed(self, prepared: Prepared, settings: RetrySettings, reason: str, *, posted: bool = True, retry_after: float | None = None) -> Result:
-        attempts = prepared.delivery.attempts
-        if attempts >= settings.max_attempts:
-            return Result(prepared, "dead", f"gave up after {attempts} attempts; last: {reason}", posted=posted)
+    def _failed(self, prepared: Prepared, settings: Delivery, reason: str, *, posted: bool = True, retry_after: float | None = None) -> Result:
+        delivery = prepared.delivery
+        if settings.max_attempts is not None and delivery.attempts >= settings.max_attempts:
+            return Result(prepared, "dead", f"gave up after {delivery.attempts} attempts; last: {reason}", posted=posted)
+        if self.clock() >= delivery.created + timedelta(hours=settings.retry_for_hours):
+            return Result(prepared, "dead", f"gave up after {settings.retry_for_hours:g} hours ({delivery.attempts} attempts); last: {reason}", posted=posted)
         return Result(prepared, "pending", reason, posted=posted, retry_after=retry_after)
 
     # --- recording -----------------------------------------------------------------------
 
-    def _record(self, results: Sequence[Result], settings: RetrySettings) -> None:
+    def _record(self, results: Sequence[Result], settings: Delivery) -> None:
         """Write every outcome, its AuditEvent and (when delivered) its ledger rows in one transaction."""
         if not results:
             return
-        now = now_utc()
+        now = self.clock()
         updates, audits, ledger = [], [], []
+        outcomes = SubscriptionOutcomes(now, settings)
         for result in results:
             delivery = result.prepared.delivery
             row = {
@@ -353,12 +370,15 @@ class DeliveryWorker:
             elif result.status == "released":
                 row.update(status="pending", attempts=delivery.attempts - 1)
             updates.append(row)
-            if result.posted or result.status == "dead":
+            # Handshakes and heartbeats disclose nothing about anyone: not audited.
+            if (result.posted or result.status == "dead") and delivery.event not in CONTROL_EVENTS:
                 audits.append(self._audit_entry(result))
             if result.status == "delivered":
                 ledger += result.prepared.disclosures
+            outcomes.add(delivery.subscription_id, delivery.event, result.status, delivery.created, result.detail)
         with self.gateway.transaction() as session:
             session.execute(_RECORD, updates)
+            outcomes.record(session)
             if audits:
                 append_many(session, audits)
             insert_disclosures(session, ledger)
@@ -408,6 +428,9 @@ class DeliveryWorker:
         room = max(64, self.threads * 8)
         while not self._stop.is_set() or in_flight:
             try:
+                if time.monotonic() - self._last_sweep >= SWEEP_SECONDS:
+                    self._last_sweep = time.monotonic()
+                    self.sweep()
                 settings = self.settings()
                 refill = in_flight <= room // 2 and not self._stop.is_set()
                 prepared = self._claim_and_prepare(room - in_flight, settings) if refill else []

@@ -41,6 +41,17 @@ TOKEN_PATH = "/oauth/token"
 INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"]
 # The directory is written from conf/ only: partners read and search it.
 READ_INTERACTIONS = ["read", "vread", "history-instance", "search-type"]
+# Partners' own topic-based Subscriptions (R5 Backport IG on R4; gateway/delivery/subscription_routes.py).
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+SUBSCRIPTION_RESOURCE = {
+    "type": "Subscription",
+    "supportedProfile": [f"{BACKPORT}/StructureDefinition/backport-subscription"],
+    "interaction": [{"code": code} for code in ("read", "create", "update", "delete", "search-type")],
+    "operation": [
+        {"name": "status", "definition": f"{BACKPORT}/OperationDefinition/backport-subscription-status"},
+        {"name": "events", "definition": f"{BACKPORT}/OperationDefinition/backport-subscription-events"},
+    ],
+}
 
 
 @lru_cache(maxsize=None)
@@ -111,7 +122,7 @@ def smart_configuration(base: str) -> dict[str, Any]:
         "token_endpoint_auth_signing_alg_values_supported": sorted(ASSERTION_ALGORITHMS),
         "grant_types_supported": ["client_credentials"],
         "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
-        "scopes_supported": supported_scopes(SUPPORTED_TYPES),
+        "scopes_supported": supported_scopes((*SUPPORTED_TYPES, SUBSCRIPTION_RESOURCE["type"])),
         "jwks_uri": f"{base}/.well-known/jwks.json",
     }
 
@@ -133,7 +144,7 @@ def capability_statement(base: str) -> dict[str, Any]:
                 "security": security(base),
                 "resource": [
                     _resource(t) for t in SUPPORTED_TYPES
-                ],
+                ] + [SUBSCRIPTION_RESOURCE],
                 "interaction": [{"code": "transaction"}],
             }
         ],

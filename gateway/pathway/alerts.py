@@ -1,20 +1,29 @@
 """Contingency alerts on early exit, and overdue-review warnings.
 
 Early exit from residential rehab is the most dangerous moment (tolerance is low,
-overdose risk high): the alert is raised in the very transaction that records it.
+overdose risk high): the alert is raised in the very transaction that records it, and
+its clocks start (``gateway.delivery.escalation``): a recipient organisation acknowledges
+it with ``POST /fhir/Communication/{id}/$ack``, else it is escalated.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from gateway.audit.chain import Actor, append, audit_event
+from gateway.delivery.models import UrgentAlertRow
+from gateway.fhir.access import AccessPolicy, Caller
+from gateway.fhir.outcomes import FhirError
 from gateway.pathway import codes
 from gateway.pathway.carers import consented_carers
 from gateway.pathway.context import PathwayContext
 from gateway.pathway.notify import notify
-from gateway.pathway.records import care_team
+from gateway.pathway.records import care_team, organization_keys
 from gateway.pathway.referrals import contingency_plan
-from gateway.store.repository import Stored
+from gateway.store.repository import Repository, Stored, fhir_instant
 from mappings.labels import CATEGORY_SYSTEM, SENSITIVITY_SYSTEM
 
 
@@ -63,6 +72,8 @@ def early_exit_alert(pc: PathwayContext, facility_task: Stored, pathway_task: St
         }
     )
     notify(pc.ctx.session, "contingency-alert", pc.keys_of(organizations), focus=alert.reference, patient=alert.patient, purpose="TREAT")
+    # Its clocks start now: late delivery or acknowledgement is escalated (gateway.delivery.escalation).
+    pc.ctx.session.add(UrgentAlertRow(focus=alert.reference, patient=alert.patient, raised=pc.now))
     if carers:
         # Carers get a carer-safe alert (pathway progress only): that the stay ended and whom to call.
         carer_alert = pc.derive(
@@ -83,3 +94,31 @@ def early_exit_alert(pc: PathwayContext, facility_task: Stored, pathway_task: St
         )
         tell_carers(pc, "contingency-alert", carer_alert, carers)
     return alert
+
+
+def acknowledge(session: Session, repo: Repository, policy: AccessPolicy, caller: Caller, communication_id: str, now: datetime) -> dict[str, Any]:
+    """Record that a recipient organisation of an urgent alert has it in hand (``$ack``);
+    returns a Parameters saying when and by whom it was first acknowledged."""
+    stored = repo.current("Communication", communication_id)
+    visible = stored is not None and not stored.deleted and policy.visible(session, caller, [stored]).resources[0] is not None
+    alert = session.get(UrgentAlertRow, f"Communication/{communication_id}", with_for_update=True) if visible else None
+    if stored is None or not visible or alert is None:
+        raise FhirError(404, f"Communication/{communication_id} is not an urgent alert this organisation may see", "not-found")
+    if not any(caller.organization in organization_keys(repo, r) for r in stored.resource.get("recipient", [])):
+        raise FhirError(403, f"only the alert's recipient organisations acknowledge it; {caller.organization} is not one", "forbidden")
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at, alert.acknowledged_by = now, caller.organization
+        event = audit_event(
+            "operation", Actor(caller.principal.client_id, caller.organization, None), detail=f"urgent alert {alert.focus} acknowledged",
+            purpose="TREAT", entities=[alert.focus], patient=alert.patient,
+        )
+        append(session, event, patient=alert.patient, client_id=caller.principal.client_id)
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "communication", "valueReference": {"reference": alert.focus}},
+            {"name": "acknowledged", "valueInstant": fhir_instant(alert.acknowledged_at)},
+            {"name": "by", "valueString": alert.acknowledged_by},
+            *([{"name": "escalated", "valueInstant": fhir_instant(alert.escalated_at)}] if alert.escalated_at else []),
+        ],
+    }

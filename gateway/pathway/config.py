@@ -7,27 +7,22 @@ Organisations are named by their directory id (``Organization/{id}``), people by
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.directory import conf_document
+from gateway.conf import PathwaySettings
 from gateway.fhir.outcomes import FhirError
-from gateway.store.models import ConfDocumentRow
+from gateway.pathway_settings import pathway_settings
 
-PATHWAY_YAML = "pathway.yaml"
-_NEWEST_DIGEST = (
-    select(ConfDocumentRow.sha256).where(ConfDocumentRow.name == PATHWAY_YAML).order_by(ConfDocumentRow.version.desc()).limit(1)
-)
-# The settings parsed from the newest imported pathway.yaml, by its SHA-256: every write of
-# the workflow needs them, and parsing the YAML each time was nearly half of a referral's cost.
-_parsed: dict[str, "PathwayConf"] = {}
 _SESSION_KEY = "pathway.conf"
+# The flat view of the newest validated settings object (cached per imported version).
+_view: list[tuple[PathwaySettings, "PathwayConf"]] = []
 
 
 @dataclass(frozen=True)
 class PathwayConf:
+    """The workflow's flat view of :class:`gateway.conf.PathwaySettings` (validated there)."""
+
     rehab_team: str
     community_team: str | None = None
     advocacy_service: str | None = None
@@ -43,29 +38,22 @@ class PathwayConf:
     reviews_on_time_target: float = 0.8
 
     @classmethod
-    def from_document(cls, document: dict[str, Any]) -> "PathwayConf":
-        """Settings from a parsed pathway.yaml; ValueError naming the key that is wrong."""
-        if not document.get("rehab_team"):
-            raise ValueError("pathway.yaml: rehab_team (the organisation that owns pathway Tasks) is required")
-        interval = int(document.get("review_interval_weeks", 4))
-        if interval not in (4, 6):
-            raise ValueError(f"pathway.yaml: review_interval_weeks must be 4 or 6, not {interval}")
-        limits = document.get("time_limits") or {}
-        targets = document.get("targets") or {}
+    def from_settings(cls, settings: PathwaySettings) -> "PathwayConf":
+        """The view of validated settings."""
         return cls(
-            rehab_team=str(document["rehab_team"]),
-            community_team=document.get("community_team"),
-            advocacy_service=document.get("advocacy_service"),
-            alternative_pathway_agency=document.get("alternative_pathway_agency"),
-            carer_portal=document.get("carer_portal"),
-            duty_key_worker=document.get("duty_key_worker"),
-            handover={str(k): str(v) for k, v in (document.get("handover") or {}).items()},
-            review_interval_weeks=interval,
-            residential_weeks=int(document.get("residential_weeks", 12)),
-            referral_decision_days=int(limits.get("referral_decision_days", 21)),
-            treatment_standard_days=int(limits.get("treatment_standard_days", 21)),
-            treated_within_standard_target=float(targets.get("treated_within_standard", 0.9)),
-            reviews_on_time_target=float(targets.get("reviews_on_time", 0.8)),
+            rehab_team=settings.rehab_team,
+            community_team=settings.community_team,
+            advocacy_service=settings.advocacy_service,
+            alternative_pathway_agency=settings.alternative_pathway_agency,
+            carer_portal=settings.carer_portal,
+            duty_key_worker=settings.duty_key_worker,
+            handover=dict(settings.handover),
+            review_interval_weeks=settings.review_interval_weeks,
+            residential_weeks=settings.residential_weeks,
+            referral_decision_days=settings.time_limits.referral_decision_days,
+            treatment_standard_days=settings.time_limits.treatment_standard_days,
+            treated_within_standard_target=settings.targets.treated_within_standard,
+            reviews_on_time_target=settings.targets.reviews_on_time,
         )
 
 
@@ -74,20 +62,14 @@ def load_pathway_conf(session: Session) -> PathwayConf:
     saying what to do when missing or wrong."""
     conf = session.info.get(_SESSION_KEY)
     if conf is None:
-        conf = session.info[_SESSION_KEY] = _newest(session)
-    return conf
-
-
-def _newest(session: Session) -> PathwayConf:
-    """The newest imported pathway.yaml, parsed once per version."""
-    digest = session.connection().execute(_NEWEST_DIGEST).scalar()
-    if digest in _parsed:
-        return _parsed[digest]
-    try:
-        conf = PathwayConf.from_document(conf_document(session, PATHWAY_YAML))
-    except (LookupError, ValueError) as problem:
-        raise FhirError(503, f"the pathway is not configured: {problem}", "exception") from None
-    if digest:
-        _parsed.clear()
-        _parsed[digest] = conf
+        try:
+            settings = pathway_settings(session)
+        except (LookupError, ValueError) as problem:
+            raise FhirError(503, f"the pathway is not configured: {problem}", "exception") from None
+        cached = _view[0] if _view else None
+        if cached is None or cached[0] is not settings:
+            cached = (settings, PathwayConf.from_settings(settings))
+            _view[:] = [cached]
+        conf = cached[1]
+        session.info[_SESSION_KEY] = conf
     return conf
