@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 
 from gateway.delivery import cli as delivery_commands
+from gateway.reporting import cli as report_commands
 from gateway.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser("seal", help="sign the current chain head").set_defaults(run=cmd_audit_seal)
 
     delivery_commands.add_commands(commands)
+    report_commands.add_commands(commands)
     return parser
 
 

@@ -16,6 +16,7 @@ from gateway.pathway.notify import notify
 from gateway.pathway.records import by_referral, care_team, referral_id, task_kind
 from gateway.pathway.referrals import hand_over, is_rehab_referral, open_pathway, prepare_referral, refer_to_community, refer_to_facility
 from gateway.pathway.reviews import check_review, record_review
+from gateway.pathway.top import check_top_reading, is_top_reading
 from gateway.store.repository import Stored
 
 
@@ -36,6 +37,8 @@ class PathwayWorkflow:
                 # A pathway review; a reading with no referral behind it (a third-sector
                 # key-work session) is a record of its own.
                 check_review(PathwayContext.of(ctx), resource)
+            elif is_top_reading(resource) and resource.get("basedOn"):
+                check_top_reading(PathwayContext.of(ctx), resource)
 
     def after_write(self, ctx: WriteContext, stored: Stored, previous: Stored | None) -> None:
         kind = stored.type
