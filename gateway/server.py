@@ -32,6 +32,7 @@ from gateway.fhir.outcomes import FHIR_JSON, issue, operation_outcome
 from gateway.fhir.service import FhirService
 from gateway.ops import MULTIPROCESS_ENV, configure_logging
 from gateway.pathway.overdue import raise_overdue_reviews
+from gateway.pathway.top import raise_overdue_top_reviews
 from gateway.runtime import Gateway
 from gateway.settings import Settings
 
@@ -135,6 +136,7 @@ class BackgroundDuties:
                 with self.gateway.transaction() as session:
                     seal(session, self.gateway.signing_key)
                 raise_overdue_reviews(self.fhir)
+                raise_overdue_top_reviews(self.fhir)
             except Exception:  # noqa: BLE001 - a failed round is logged and retried next interval
                 log.exception("background duties failed; retrying next interval")
 

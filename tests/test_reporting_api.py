@@ -3,18 +3,19 @@ and TOP readings recorded on the pathway by the services that treat the person."
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 
 from gateway.audit.chain import read_event
+from gateway.pathway.top import raise_overdue_top_reviews
 from gateway.reporting.quarters import Quarter
 from gateway.runtime import Gateway
 from gateway.store.models import AuditRow
 from mappings.top import TIMEPOINT_SYSTEM, top_form
 from tests.conftest import FACILITY, HSCP, ODS
-from tests.test_pathway_api import FACILITY_SCOPES, directory, one, person, refer  # noqa: F401 - directory is an autouse fixture
+from tests.test_pathway_api import FACILITY_SCOPES, decide, directory, moved, one, person, refer  # noqa: F401 - directory is an autouse fixture
 
 RECOVERY_SERVICE = f"{ODS}|S037R1"
 GP = f"{ODS}|G9990"
@@ -75,3 +76,28 @@ def test_top_readings_are_recorded_by_the_services_that_treat_the_person(make_cl
     assert out_of_range.status_code == 422 and "from 0 to 28" in out_of_range.json()["issue"][0]["diagnostics"]
     stored = one(recovery, f"QuestionnaireResponse?questionnaire={top_form().url}&_count=1")
     assert {t["code"] for t in stored["meta"]["tag"]} >= {"reviews", "substance-use"}
+
+
+def test_overdue_top_readings_are_flagged_once_to_the_recovery_service_and_key_worker(app, make_client) -> None:  # type: ignore[no-untyped-def]
+    social = make_client("social-work", HSCP)
+    referral = refer(social, person(social, 3), "REF-TOP-2")
+    task = one(social, f"Task?focus=ServiceRequest/{referral['id']}")
+    moved(social, task["id"], stage="initial-meeting", status="accepted")
+    moved(social, task["id"], stage="resource-allocation", status="in-progress")
+    assert decide(social, referral, "yes").status_code == 201
+    moved(social, task["id"], stage="assessment")
+    started = date.today()
+    fhir = app.state.fhir
+    assert raise_overdue_top_reviews(fhir, today=started + timedelta(days=14)) == []  # due within two weeks
+    first_flag = raise_overdue_top_reviews(fhir, today=started + timedelta(days=15))
+    assert len(first_flag) == 1
+    flag = one(social, "Communication?category=review-overdue")
+    assert flag["payload"][0]["contentString"] == f"The start-of-treatment TOP was due by {(started + timedelta(days=14)).isoformat()} and has not been recorded."
+    assert flag["recipient"] == [{"reference": "Organization/dundee-recovery-service"}, {"reference": "PractitionerRole/kw-sarah-mcintyre"}]
+    assert raise_overdue_top_reviews(fhir, today=started + timedelta(days=15)) == []  # once per due reading
+    recovery = make_client("recovery-service", RECOVERY_SERVICE)
+    assert recovery.post("QuestionnaireResponse", _top_reading(f"ServiceRequest/{referral['id']}", opiates=12)).status_code == 201
+    # the start reading is now there; the first three-monthly review falls due 13 weeks + 2 on
+    assert raise_overdue_top_reviews(fhir, today=started + timedelta(weeks=13, days=14)) == []
+    review_flag = raise_overdue_top_reviews(fhir, today=started + timedelta(weeks=13, days=15))
+    assert len(review_flag) == 1 and review_flag != first_flag
