@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import orjson
+
 from gateway.pathway import codes
 from gateway.pathway.moves import decision_of, stage_of
-from gateway.store.repository import Repository, Stored
+from gateway.store.repository import Repository
 from mappings.identifiers import CHI_SYSTEM, EXTENSION_BASE, REFERRAL_SYSTEM
 
 CLOCK_ADJUSTMENT = EXTENSION_BASE + "clock-adjustment"
@@ -33,10 +35,19 @@ def day(value: Any) -> date | None:
         return None
 
 
-def scan(repo: Repository, resource_type: str) -> Iterator[tuple[Stored, dict[str, Any]]]:
-    """Every current resource of a type with its parsed body, in large batches."""
-    for _, stored in repo.search(resource_type, batch=SCAN_BATCH):
-        yield stored, stored.resource
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A stored resource as a report reads it: its reference and the person it is about."""
+
+    reference: str
+    patient: str | None
+
+
+def scan(repo: Repository, resource_type: str) -> Iterator[tuple[Row, dict[str, Any]]]:
+    """Every current resource of a type with its parsed body, streamed."""
+    loads = orjson.loads
+    for resource_id, patient, raw in repo.bodies(resource_type, SCAN_BATCH):
+        yield Row(f"{resource_type}/{resource_id}", patient), loads(raw)
 
 
 @dataclass(frozen=True)
@@ -88,14 +99,14 @@ def clock_adjustments(task: dict[str, Any]) -> tuple[ClockAdjustment, ...]:
     return tuple(found)
 
 
-def _referral(stored: Stored, resource: dict[str, Any]) -> Referral:
+def _referral(stored: Row, resource: dict[str, Any]) -> Referral:
     substances = frozenset(
         str(c["code"]) for concept in resource.get("reasonCode", []) for c in concept.get("coding", []) if c.get("system") == codes.SUBSTANCE_SYSTEM and c.get("code")
     )
     business_id = next((i.get("value") for i in resource.get("identifier", []) if i.get("system") == REFERRAL_SYSTEM), None)
     return Referral(
         reference=stored.reference,
-        referral_id=str(business_id or stored.id),
+        referral_id=str(business_id or stored.reference.split("/", 1)[1]),
         patient=stored.patient,
         received=day(resource.get("authoredOn")),
         has_source=bool(resource.get("requester")),
@@ -125,7 +136,7 @@ def collect_referrals(repo: Repository) -> list[Referral]:
         referral.stage = stage_of(task) or "referral"
         referral.task_status = str(task.get("status", ""))
         if referral.stage == "closed" or referral.task_status in ("cancelled", "rejected", "entered-in-error", "completed", "failed"):
-            referral.closed_on = day(task.get("lastModified")) or stored.last_updated.date()
+            referral.closed_on = day(task.get("lastModified") or task.get("authoredOn"))
         referral.adjustments = clock_adjustments(task)
         by_task[stored.reference] = referral
     for task in stays:

@@ -287,6 +287,17 @@ class Repository:
             if len(rows) < batch:
                 return
 
+    def bodies(self, type_: str, batch: int = 5000) -> Iterator[tuple[str, str | None, bytes]]:
+        """(id, patient, opened body) of every current, undeleted resource of a type, in no
+        set order and streamed: for whole-store reports, which would pay for search's
+        ordering, paging and dataclass per row (about two thirds of the time) for nothing."""
+        query = select(RESOURCE.c.id, RESOURCE.c.version_id, RESOURCE.c.key_id, RESOURCE.c.body, RESOURCE.c.patient).where(
+            RESOURCE.c.type == type_, RESOURCE.c.deleted.is_(False)
+        )
+        decrypt = self.keyring.decrypt
+        for row in self.session.execute(query.execution_options(yield_per=batch)):
+            yield row.id, row.patient, decrypt(row.key_id, row.body, _associated(type_, row.id, row.version_id)) if row.key_id else row.body
+
     def _has_token(self, param: str, values: Sequence[str]) -> Any:
         token_values = list(values) + [self.keyring.blind(v) for v in values]
         return exists().where(
