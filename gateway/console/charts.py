@@ -95,13 +95,14 @@ def share_meter(title: str, share: float | None, target: float, *, width: int = 
 
 
 def share_columns(title: str, columns: Sequence[tuple[str, float | None]], target: float, *, width: int = 560, height: int = 220) -> Markup:
-    """Vertical columns of shares on a 0–100% scale with the target drawn across them;
-    a column with no data is labelled so rather than drawn as zero."""
-    left, bottom, top = 44, 40, 16
+    """Vertical columns of shares on a 0–100% scale with the target drawn across them (its
+    label in the right margin, clear of the columns); a column with no data says so rather
+    than being drawn as zero. Values sit inside tall columns, above short ones."""
+    left, right, bottom, top = 44, 96, 40, 16
     plot_height = height - bottom - top
-    slot = (width - left - 8) / max(len(columns), 1)
+    slot = (width - left - right) / max(len(columns), 1)
     base = height - bottom
-    body = [f'<line x1="{left}" y1="{base}" x2="{width - 8}" y2="{base}" stroke="{GRID}"/>']
+    body = [f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="{GRID}"/>']
     for mark in (0.0, 0.5, 1.0):
         y = base - plot_height * mark
         body.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="{MUTED}" font-size="11">{mark:.0%}</text>')
@@ -111,11 +112,15 @@ def share_columns(title: str, columns: Sequence[tuple[str, float | None]], targe
             body.append(f'<text x="{x + slot / 2:.1f}" y="{base - 6}" text-anchor="middle" fill="{MUTED}" font-size="11">no waits</text>')
         else:
             bar = plot_height * share
+            inside = bar > 24
             body.append(f'<rect x="{x + slot * 0.2:.1f}" y="{base - bar:.1f}" width="{slot * 0.6:.1f}" height="{bar:.1f}" fill="{BAR}"/>')
-            body.append(f'<text x="{x + slot / 2:.1f}" y="{max(base - bar - 4, top + 10):.1f}" text-anchor="middle" fill="{INK}" font-size="12">{share:.0%}</text>')
+            body.append(
+                f'<text x="{x + slot / 2:.1f}" y="{base - bar + 16 if inside else base - bar - 4:.1f}" text-anchor="middle" '
+                f'fill="{"#ffffff" if inside else INK}" font-size="12" font-weight="bold">{share:.0%}</text>'
+            )
         body.append(f'<text x="{x + slot / 2:.1f}" y="{base + 16}" text-anchor="middle" fill="{MUTED}" font-size="11">{escape(label)}</text>')
     y = base - plot_height * target
-    body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - 8}" y2="{y:.1f}" stroke="{TARGET}" stroke-width="2" stroke-dasharray="6 3"/>')
-    body.append(f'<text x="{width - 10}" y="{y - 5:.1f}" text-anchor="end" fill="{TARGET}" font-size="12">standard {target:.0%}</text>')
+    body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right + 4}" y2="{y:.1f}" stroke="{TARGET}" stroke-width="2" stroke-dasharray="6 3"/>')
+    body.append(f'<text x="{width - right + 8}" y="{y + 4:.1f}" fill="{TARGET}" font-size="12">standard {target:.0%}</text>')
     description = "; ".join(f"{label}: {'no data' if s is None else f'{s:.0%}'}" for label, s in columns) + f"; standard {target:.0%}"
     return _frame(title, description, width, height, body)

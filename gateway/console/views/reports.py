@@ -65,6 +65,7 @@ def reports_page(request: Request, quarter: str = "", notice: str = "", who: Sig
         "quarters": recent_quarters(now_utc().date(), 6)[::-1],
         "notice": notice,
         "total": total,
+        "until": min(chosen.end, reports.today),
         "rows": rows,
         "target": TARGET,
         "completeness": completeness,
@@ -79,7 +80,7 @@ def reports_page(request: Request, quarter: str = "", notice: str = "", who: Sig
         "trend_chart": charts.share_columns("Completed waits within three weeks, by quarter", trend, TARGET),
         "service_chart": charts.share_columns(f"{chosen}: completed waits within three weeks by service type", [(k, _row(rows, k, ALL).completed_share) for k in SERVICE_TYPES], TARGET),
         "substance_chart": charts.share_columns(f"{chosen}: completed waits within three weeks by substance", [(s, _row(rows, ALL, s).completed_share) for s in SUBSTANCE_GROUPS], TARGET),
-        "ongoing_chart": charts.column_chart(f"Ongoing waits at the end of {chosen}, by time waited", ongoing_bands(waits), reference=(1, "3-week standard")),
+        "ongoing_chart": charts.column_chart(f"{chosen}: people still waiting, by time waited so far", ongoing_bands(waits), reference=(1, "3-week standard")),
         "mat_chart": charts.column_chart(f"{chosen}: days from presentation to OST start", list(mat.bands)),
     }
     return render(request, who, "reports.html", context)
