@@ -11,11 +11,12 @@ from sqlalchemy import select
 from gateway.audit.chain import read_event
 from gateway.pathway.top import raise_overdue_top_reviews
 from gateway.reporting.quarters import Quarter
+from gateway.reporting.records import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
 from gateway.runtime import Gateway
 from gateway.store.models import AuditRow
 from mappings.top import TIMEPOINT_SYSTEM, top_form
 from tests.conftest import FACILITY, HSCP, ODS
-from tests.test_pathway_api import FACILITY_SCOPES, decide, directory, moved, one, person, refer  # noqa: F401 - directory is an autouse fixture
+from tests.test_pathway_api import FACILITY_SCOPES, decide, directory, move, moved, one, person, refer  # noqa: F401 - directory is an autouse fixture
 
 RECOVERY_SERVICE = f"{ODS}|S037R1"
 GP = f"{ODS}|G9990"
@@ -101,3 +102,23 @@ def test_overdue_top_readings_are_flagged_once_to_the_recovery_service_and_key_w
     assert raise_overdue_top_reviews(fhir, today=started + timedelta(weeks=13, days=14)) == []
     review_flag = raise_overdue_top_reviews(fhir, today=started + timedelta(weeks=13, days=15))
     assert len(review_flag) == 1 and review_flag != first_flag
+
+
+def test_only_the_owner_documents_clock_adjustments_and_they_must_be_readable(make_client) -> None:  # type: ignore[no-untyped-def]
+    social = make_client("social-work", HSCP)
+    referral = refer(social, person(social, 4), "REF-CLOCK-1")
+    task = one(social, f"Task?focus=ServiceRequest/{referral['id']}")
+    away = {"url": CLOCK_ADJUSTMENT, "extension": [
+        {"url": "reason", "valueCoding": {"system": CLOCK_ADJUSTMENT_SYSTEM, "code": "unavailable"}},
+        {"url": "period", "valuePeriod": {"start": "2026-07-05", "end": "2026-07-14"}},
+    ]}
+    backwards = {**away, "extension": [away["extension"][0], {"url": "period", "valuePeriod": {"start": "2026-07-05", "end": "2026-07-01"}}]}
+    refused = move(social, task["id"], extension=[backwards])
+    assert refused.status_code == 422 and "end date on or after its start" in refused.json()["issue"][0]["diagnostics"]
+    moved(social, task["id"], extension=[away])
+    # the referrer's organisation is a workflow party on the Task, but the clock is the owner's
+    gp = make_client("gp", GP)
+    gp_referral = refer(gp, person(gp, 5), "REF-CLOCK-2")
+    gp_task = one(gp, f"Task?focus=ServiceRequest/{gp_referral['id']}")
+    not_owner = move(gp, gp_task["id"], extension=[away])
+    assert not_owner.status_code == 403 and "owns the referral" in not_owner.json()["issue"][0]["diagnostics"]

@@ -10,6 +10,7 @@ from gateway.fhir.service import WriteContext
 from gateway.pathway import codes, stages
 from gateway.pathway.alerts import early_exit_alert
 from gateway.pathway.allocation import check_decision, record_decision
+from gateway.pathway.clock import check_clock_adjustments
 from gateway.pathway.context import PathwayContext
 from gateway.pathway.moves import check_task_update, stage_of
 from gateway.pathway.notify import notify
@@ -29,6 +30,8 @@ class PathwayWorkflow:
             prepare_referral(PathwayContext.of(ctx), resource)
         elif kind == "Task" and previous is not None:
             check_task_update(PathwayContext.of(ctx), resource, previous)
+            if task_kind(previous.resource) == codes.PATHWAY_TASK:
+                check_clock_adjustments(PathwayContext.of(ctx), resource, previous.resource)
         elif kind == "QuestionnaireResponse" and previous is None:
             questionnaire = resource.get("questionnaire")
             if questionnaire == codes.RESOURCE_ALLOCATION:
