@@ -25,8 +25,8 @@ from gateway.fhir.service import FhirService
 from gateway.ingest.routes import router as ingest_router
 from gateway.ops import BodyDeadline, Metrics, RequestMiddleware, router as ops_router
 from gateway.pathway import PathwayWorkflow, router as pathway_router
-from gateway.reporting.routes import router as reporting_router
 from gateway.ratelimit import InputLimits, RateLimit, RateLimiter
+from gateway.reporting.routes import router as reporting_router
 from gateway.runtime import Gateway
 from gateway.sharing.lifecycle import ConsentLifecycle
 from gateway.sharing.policy import ConsentPolicy
