@@ -4,6 +4,7 @@ waits CSV and MeasureReport) computed from the stored, encrypted FHIR resources.
     .venv/bin/python bench/report.py                      # 100,000 referrals
     .venv/bin/python bench/report.py --referrals 10000    # a quick run
     .venv/bin/python bench/report.py --database-url postgresql://...
+    .venv/bin/python bench/report.py --database-url sqlite:////tmp/r/bench.db [--reuse]   # keep it; time again later
 
 Stores, per referral, what the pathway would: a Patient (with a CHI), the rehab-referral
 ServiceRequest, its pathway Task, and for most a resource allocation decision; some are
@@ -100,12 +101,12 @@ def populate(gateway: Gateway, referrals: int, batch: int = 2000) -> int:
 def generate(gateway: Gateway) -> dict[str, Any]:
     """The reports for the quarter, as the CLI and the MeasureReport route make them."""
     with gateway.reading() as session:
-        reports = Reports.load(gateway.repository(session), today=date(2026, 12, 1))
-    rows = reports.waits(QUARTER)
-    text = to_csv(WAITS_COLUMNS, (r.csv_row() for r in rows))
-    report = waits_measure_report(rows, QUARTER, None, datetime.now(timezone.utc))
-    completeness = reports.completeness(QUARTER)
-    mat = reports.mat1(QUARTER)
+        reports = Reports.load(gateway.repository(session), date(2026, 12, 1))
+        rows = reports.waits(QUARTER)
+        text = to_csv(WAITS_COLUMNS, (r.csv_row() for r in rows))
+        report = waits_measure_report(rows, QUARTER, None, datetime.now(timezone.utc))
+        completeness = reports.completeness(QUARTER)
+        mat = reports.mat1(QUARTER)
     return {"referrals": len(reports.referrals), "csv_bytes": len(text), "total": rows[0], "measure_groups": len(report["group"]), "completeness": completeness, "mat": mat}
 
 
@@ -114,14 +115,19 @@ def main() -> int:
     parser.add_argument("--referrals", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--database-url")
+    parser.add_argument("--reuse", action="store_true", help="keep what --database-url already holds (from an earlier run) instead of storing referrals")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pathway-bench-report-") as tmp:
-        settings = Settings(database_url=args.database_url or f"sqlite:///{tmp}/bench.db", secrets_dir=Path(tmp) / "secrets", run_workers=False)
+        url = args.database_url or f"sqlite:///{tmp}/bench.db"
+        # keys beside a given SQLite file, so that --reuse can open what an earlier run stored
+        secrets = Path(url.removeprefix("sqlite:///")).parent / "secrets" if url.startswith("sqlite:///") else Path(tmp) / "secrets"
+        settings = Settings(database_url=url, secrets_dir=secrets, run_workers=False)
         gateway = Gateway.start(settings)
         try:
-            began = time.perf_counter()
-            stored = populate(gateway, args.referrals)
-            print(f"stored {stored:,} resources for {args.referrals:,} referrals in {time.perf_counter() - began:.1f} s (setup, not timed below)")
+            if not args.reuse:
+                began = time.perf_counter()
+                stored = populate(gateway, args.referrals)
+                print(f"stored {stored:,} resources for {args.referrals:,} referrals in {time.perf_counter() - began:.1f} s (setup, not timed below)")
             times = []
             for _ in range(args.runs):
                 began = time.perf_counter()

@@ -37,7 +37,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         with gateway.transaction() as session:
             repo = gateway.repository(session)
             if args.format == "fhir":
-                reports = Reports.load(repo, prescribing=args.figure == "mat1")
+                reports = Reports.load(repo)
                 report = waits_measure_report(reports.waits(quarter), quarter, None, now) if args.figure == "waits" else mat1_measure_report(reports.mat1(quarter), quarter, None, now)
                 text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n"
             else:

@@ -14,7 +14,7 @@ from gateway.reporting.completeness import COMPLETENESS_COLUMNS, CompletenessRep
 from gateway.reporting.mat import MAT_COLUMNS, MatRow, OstCourse, collect_ost, mat1_report
 from gateway.reporting.outcomes import OUTCOME_COLUMNS, outcomes_report
 from gateway.reporting.quarters import Quarter
-from gateway.reporting.records import Referral, collect_referrals
+from gateway.reporting.records import Referral, collect_referrals, mark_chi
 from gateway.reporting.waits import WAITS_COLUMNS, WaitsRow, waits_report
 from gateway.store.repository import Repository, now_utc
 
@@ -32,31 +32,39 @@ def to_csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> str:
 
 @dataclass
 class Reports:
-    """The referrals and OST prescriptions, read once; each report is computed from them."""
+    """The stored referrals, read once; the people's records and the prescriptions are read
+    only when a report needs them. Use within the session ``repo`` belongs to."""
 
+    repo: Repository
     referrals: list[Referral]
-    courses: dict[str, list[OstCourse]]
     today: date
+    _courses: dict[str, list[OstCourse]] | None = None
+    _chi_marked: bool = False
 
     @classmethod
-    def load(cls, repo: Repository, *, prescribing: bool = True, today: date | None = None) -> "Reports":
-        return cls(collect_referrals(repo), collect_ost(repo) if prescribing else {}, today or now_utc().date())
+    def load(cls, repo: Repository, today: date | None = None) -> "Reports":
+        return cls(repo, collect_referrals(repo), today or now_utc().date())
 
     def waits(self, quarter: Quarter) -> list[WaitsRow]:
         return waits_report(self.referrals, quarter, self.today)
 
     def completeness(self, quarter: Quarter) -> CompletenessReport:
+        if not self._chi_marked:
+            mark_chi(self.repo, self.referrals)
+            self._chi_marked = True
         return completeness_report(self.referrals, quarter)
 
     def mat1(self, quarter: Quarter) -> MatRow:
-        return mat1_report(self.referrals, self.courses, quarter)
+        if self._courses is None:
+            self._courses = collect_ost(self.repo)
+        return mat1_report(self.referrals, self._courses, quarter)
 
 
 def figure_csv(name: str, repo: Repository, quarters: Sequence[Quarter]) -> str:
     """One figure as CSV over ``quarters`` (the outcomes figure covers the whole cohort)."""
     if name == "outcomes":
         return to_csv(OUTCOME_COLUMNS, (row.csv_row() for row in outcomes_report(repo)))
-    reports = Reports.load(repo, prescribing=name == "mat1")
+    reports = Reports.load(repo)
     if name == "waits":
         return to_csv(WAITS_COLUMNS, (row.csv_row() for q in quarters for row in reports.waits(q)))
     if name == "completeness":

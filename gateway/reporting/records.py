@@ -80,7 +80,7 @@ class Referral:
     admitted: date | None = None
     facility: str | None = None
     adjustments: tuple[ClockAdjustment, ...] = ()
-    has_chi: bool = False
+    has_chi: bool = False  # set by mark_chi
 
 
 def clock_adjustments(task: dict[str, Any]) -> tuple[ClockAdjustment, ...]:
@@ -117,10 +117,11 @@ def _referral(stored: Row, resource: dict[str, Any]) -> Referral:
 
 
 def collect_referrals(repo: Repository) -> list[Referral]:
-    """Every rehab referral with its pathway, decision, stay and whether the person has a CHI."""
+    """Every rehab referral with its pathway, decision and stay (``mark_chi`` adds whether
+    the person has a CHI, which only the completeness report needs)."""
     referrals: dict[str, Referral] = {}
     for stored, resource in scan(repo, "ServiceRequest"):
-        if codes.has_code(resource.get("category"), codes.REQUEST_CATEGORY_SYSTEM, codes.REHAB_REFERRAL):
+        if codes.code_of(resource.get("category"), codes.REQUEST_CATEGORY_SYSTEM) == codes.REHAB_REFERRAL:
             referrals[stored.reference] = _referral(stored, resource)
     by_task: dict[str, Referral] = {}
     stays: list[dict[str, Any]] = []
@@ -153,11 +154,15 @@ def collect_referrals(repo: Repository) -> list[Referral]:
             authored = day(response.get("authored"))
             if referral is not None and authored is not None and (referral.decided is None or authored < referral.decided):
                 referral.decided, referral.decision = authored, decision_of(response)
+    return list(referrals.values())
+
+
+def mark_chi(repo: Repository, referrals: list[Referral]) -> None:
+    """Set ``has_chi`` on each referral from its person's Patient record."""
     with_chi = {
         stored.reference
         for stored, patient in scan(repo, "Patient")
         if any(i.get("system") == CHI_SYSTEM and i.get("value") for i in patient.get("identifier", []))
     }
-    for referral in referrals.values():
+    for referral in referrals:
         referral.has_chi = referral.patient in with_chi
-    return list(referrals.values())

@@ -82,7 +82,7 @@ def measure_reports(request: Request, who: Caller = Depends(caller)) -> Response
         raise FhirError(403, NOT_ENTITLED, "forbidden")
     with gateway.transaction() as session:
         repo = gateway.repository(session)
-        reports = Reports.load(repo, prescribing=MAT1 in measures)
+        reports = Reports.load(repo)
         reporter = organization_ref(repo, who.organization)
         found, definitions = [], []
         if WAITS in measures:

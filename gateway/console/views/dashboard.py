@@ -30,7 +30,7 @@ def dashboard(request: Request, who: SignedIn = Depends(lead_or_officer)) -> Res
         figures = dashboard_figures(repo, conf, today)
         directory = Directory.load(repo)
         overdue = overdue_reviews(repo, conf, today, directory.name_of)
-        trend = waits_trend(Reports.load(repo, prescribing=False, today=today), Quarter.containing(today))
+        trend = waits_trend(Reports.load(repo, today), Quarter.containing(today))
         audit_view(session, request, who)
     summary = figures["summary"]
     standard = conf.treatment_standard_days

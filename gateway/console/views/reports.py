@@ -109,7 +109,7 @@ async def report_sign_off(request: Request, who: SignedIn = Depends(lead_or_offi
     gateway = gateway_of(request)
     try:
         with gateway.transaction() as session:
-            report = Reports.load(gateway.repository(session), prescribing=False).completeness(chosen)
+            report = Reports.load(gateway.repository(session)).completeness(chosen)
             row = sign_off(session, report, one(form, "digest"), who.identity.username, who.identity.organization)
             audit_change(session, who, f"reports for {chosen} confirmed by {who.identity.username}: {row.complete} of {row.records} records complete (completeness {row.completeness_digest[:12]})")
     except SignOffRefused as refusal:
