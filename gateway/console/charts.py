@@ -30,9 +30,9 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, float]], *, unit: str = "", width: int = 560) -> Markup:
+def bar_chart(title: str, bars: Sequence[tuple[str, float]], *, unit: str = "", width: int = 560, label_width: int = 170) -> Markup:
     """Horizontal bars, one per label, with the value written at the bar's end."""
-    label_width, row, top = 170, 26, 8
+    row, top = 26, 8
     height = top * 2 + row * max(len(bars), 1)
     scale = max([v for _, v in bars] + [1])
     span = width - label_width - 50

@@ -50,7 +50,7 @@ def test_lead_reads_the_reports_and_confirms_the_quarter(world: DemoWorld, tmp_p
             page.screenshot(path=str(screens / "01-dashboard.png"), full_page=True)
             page.get_by_role("link", name="Quarterly reports, completeness and sign-off").click()
             page.get_by_role("heading", name="Completeness before sign-off").wait_for()
-            assert page.locator("svg.chart").count() == 5  # trend, service type, substance, ongoing, MAT 1
+            assert page.locator("svg.chart").count() == 6  # trend, service type, substance, ongoing, MAT 1, outcomes
             assert "open record" not in page.content()  # the lead sees counts, not people
             page.screenshot(path=str(screens / "02-reports.png"), full_page=True)
             with page.expect_download() as download:

@@ -16,7 +16,7 @@ from gateway.console.web import Refused, audit_change, audit_view, form_of, gate
 from gateway.reporting.access import may_see_records
 from gateway.reporting.completeness import ISSUES
 from gateway.reporting.export import FIGURES, Reports, figure_csv
-from gateway.reporting.outcomes import outcomes_report
+from gateway.reporting.outcomes import SMALL, outcomes_report
 from gateway.reporting.quarters import Quarter
 from gateway.reporting.records import SERVICE_TYPES
 from gateway.reporting.signoff import SignOffRefused, latest_sign_off, sign_off
@@ -81,6 +81,11 @@ def reports_page(request: Request, quarter: str = "", notice: str = "", who: Sig
         "service_chart": charts.share_columns(f"{chosen}: completed waits within three weeks by service type", [(k, _row(rows, k, ALL).completed_share) for k in SERVICE_TYPES], TARGET),
         "substance_chart": charts.share_columns(f"{chosen}: completed waits within three weeks by substance", [(s, _row(rows, ALL, s).completed_share) for s in SUBSTANCE_GROUPS], TARGET),
         "ongoing_chart": charts.column_chart(f"{chosen}: people still waiting, by time waited so far", ongoing_bands(waits), reference=(1, "3-week standard")),
+        "outcomes_chart": charts.bar_chart(
+            "People improved between first and latest reading (items with five or more people)",
+            [(f"{'TOP' if o.measure == 'top' else 'Star'}: {o.item}", round(100 * o.improved / o.people)) for o in outcomes if o.people >= SMALL],
+            unit="%", width=720, label_width=260,
+        ),
         "mat_chart": charts.column_chart(f"{chosen}: days from presentation to OST start", list(mat.bands)),
     }
     return render(request, who, "reports.html", context)
