@@ -29,10 +29,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.pathway import codes  # noqa: E402
+from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM  # noqa: E402
 from gateway.reporting.export import Reports, to_csv  # noqa: E402
 from gateway.reporting.measure import waits_measure_report  # noqa: E402
 from gateway.reporting.quarters import Quarter  # noqa: E402
-from gateway.reporting.records import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM  # noqa: E402
 from gateway.reporting.waits import WAITS_COLUMNS  # noqa: E402
 from gateway.runtime import Gateway  # noqa: E402
 from gateway.settings import Settings  # noqa: E402

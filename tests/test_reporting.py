@@ -25,13 +25,14 @@ from typing import Any
 import pytest
 
 from gateway.pathway import codes
+from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
 from gateway.reporting.completeness import completeness_report
 from gateway.reporting.export import Reports, figure_csv
 from gateway.reporting.mat import collect_ost, mat1_report
 from gateway.reporting.measure import mat1_measure_report, waits_measure_report
 from gateway.reporting.outcomes import outcomes_report
 from gateway.reporting.quarters import Quarter
-from gateway.reporting.records import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM, SERVICE_TYPE_SYSTEM, collect_referrals
+from gateway.reporting.records import SERVICE_TYPE_SYSTEM, collect_referrals
 from gateway.reporting.waits import waits_report
 from gateway.runtime import Gateway
 from mappings.identifiers import CHI_SYSTEM, REFERRAL_SYSTEM, make_chi

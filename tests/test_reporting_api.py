@@ -9,9 +9,9 @@ from fhir.resources.R4B.bundle import Bundle
 from sqlalchemy import select
 
 from gateway.audit.chain import read_event
+from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
 from gateway.pathway.top import raise_overdue_top_reviews
 from gateway.reporting.quarters import Quarter
-from gateway.reporting.records import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
 from gateway.runtime import Gateway
 from gateway.store.models import AuditRow
 from mappings.top import TIMEPOINT_SYSTEM, top_form

@@ -11,7 +11,11 @@ from gateway.fhir.outcomes import FhirError
 from gateway.pathway import stages
 from gateway.pathway.context import PathwayContext
 from gateway.pathway.moves import parties, refuse
-from gateway.reporting.records import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM, DID_NOT_ATTEND, UNAVAILABLE
+from mappings.identifiers import EXTENSION_BASE
+
+CLOCK_ADJUSTMENT = EXTENSION_BASE + "clock-adjustment"
+CLOCK_ADJUSTMENT_SYSTEM = "https://pathway.scot/CodeSystem/clock-adjustment"
+UNAVAILABLE, DID_NOT_ATTEND = "unavailable", "did-not-attend"
 
 
 def _adjustments(task: dict[str, Any]) -> list[dict[str, Any]]:

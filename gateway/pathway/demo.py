@@ -17,10 +17,10 @@ from gateway.demo_people import DemoPerson
 from gateway.fhir.access import Caller
 from gateway.fhir.service import FhirService
 from gateway.pathway import codes
+from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM, UNAVAILABLE
 from gateway.pathway.config import load_pathway_conf
 from gateway.pathway.records import directory_key, first
 from gateway.store.models import ClientRow
-from gateway.reporting.records import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM, UNAVAILABLE
 from gateway.store.repository import Stored
 from mappings.identifiers import REFERRAL_SYSTEM
 from mappings.top import RANGES, TIMEPOINT_SYSTEM, top_form

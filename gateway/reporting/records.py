@@ -15,13 +15,11 @@ from typing import Any
 import orjson
 
 from gateway.pathway import codes
+from gateway.pathway.clock import CLOCK_ADJUSTMENT, DID_NOT_ATTEND, UNAVAILABLE
 from gateway.pathway.moves import decision_of, stage_of
 from gateway.store.repository import Repository
-from mappings.identifiers import CHI_SYSTEM, EXTENSION_BASE, REFERRAL_SYSTEM
+from mappings.identifiers import CHI_SYSTEM, REFERRAL_SYSTEM
 
-CLOCK_ADJUSTMENT = EXTENSION_BASE + "clock-adjustment"
-CLOCK_ADJUSTMENT_SYSTEM = "https://pathway.scot/CodeSystem/clock-adjustment"
-UNAVAILABLE, DID_NOT_ATTEND = "unavailable", "did-not-attend"
 SERVICE_TYPE_SYSTEM = "https://pathway.scot/CodeSystem/service-type"
 SERVICE_TYPES = ("community", "prison", "residential")
 SCAN_BATCH = 5000

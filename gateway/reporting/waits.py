@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from gateway.pathway.clock import DID_NOT_ATTEND, UNAVAILABLE
 from gateway.reporting.quarters import Quarter
-from gateway.reporting.records import DID_NOT_ATTEND, SERVICE_TYPES, UNAVAILABLE, Referral
+from gateway.reporting.records import SERVICE_TYPES, Referral
 
 STANDARD_DAYS = 21
 TARGET = 0.9
