@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 
 import orjson
 
@@ -46,13 +47,14 @@ def issues_of(referral: Referral) -> list[str]:
     return found
 
 
-def in_scope(referral: Referral, quarter: Quarter) -> bool:
-    if referral.received is None or referral.received > quarter.end:
+def in_scope(referral: Referral, first: date, last: date) -> bool:
+    """Whether the return for the quarter ``first``..``last`` could count the referral."""
+    if referral.received is None or referral.received > last:
         return False
     started = treatment_start(referral)
     if started is not None:
-        return started >= quarter.start
-    return referral.closed_on is None or referral.closed_on >= quarter.start
+        return started >= first
+    return referral.closed_on is None or referral.closed_on >= first
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,9 @@ def completeness_report(referrals: Iterable[Referral], quarter: Quarter) -> Comp
     """Per organisation (the service owning the pathway), the records in scope and their problems."""
     organisations: dict[str, OrganisationCompleteness] = {}
     problems = []
+    first, last = quarter.start, quarter.end
     for referral in referrals:
-        if not in_scope(referral, quarter):
+        if not in_scope(referral, first, last):
             continue
         row = organisations.setdefault(referral.service, OrganisationCompleteness(referral.service))
         row.records += 1

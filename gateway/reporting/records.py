@@ -23,6 +23,7 @@ from mappings.identifiers import CHI_SYSTEM, REFERRAL_SYSTEM
 SERVICE_TYPE_SYSTEM = "https://pathway.scot/CodeSystem/service-type"
 SERVICE_TYPES = ("community", "prison", "residential")
 SCAN_BATCH = 5000
+SUBSTANCE = codes.SUBSTANCE_SYSTEM
 
 
 def day(value: Any) -> date | None:
@@ -99,7 +100,7 @@ def clock_adjustments(task: dict[str, Any]) -> tuple[ClockAdjustment, ...]:
 
 def _referral(stored: Row, resource: dict[str, Any]) -> Referral:
     substances = frozenset(
-        str(c["code"]) for concept in resource.get("reasonCode", []) for c in concept.get("coding", []) if c.get("system") == codes.SUBSTANCE_SYSTEM and c.get("code")
+        str(c["code"]) for concept in resource.get("reasonCode", ()) for c in concept.get("coding", ()) if c.get("system") == SUBSTANCE and c.get("code")
     )
     business_id = next((i.get("value") for i in resource.get("identifier", []) if i.get("system") == REFERRAL_SYSTEM), None)
     return Referral(

@@ -38,8 +38,10 @@ TREATED_STAGES = frozenset({"assessment", "preparation", "residential", "communi
 
 def treatment_start(referral: Referral) -> date | None:
     """The first treatment or intervention: the allocation decision or the admission."""
-    starts = [d for d in (referral.decided, referral.admitted) if d is not None]
-    return min(starts) if starts else None
+    decided, admitted = referral.decided, referral.admitted
+    if decided is None or admitted is None:
+        return decided or admitted
+    return min(decided, admitted)
 
 
 def missing_treatment_start(referral: Referral) -> bool:
@@ -89,14 +91,14 @@ class Wait:
 def quarter_waits(referrals: Iterable[Referral], quarter: Quarter, today: date | None = None) -> list[Wait]:
     """The completed and ongoing waits of a quarter; for the quarter under way, ongoing
     waits are measured to ``today``."""
-    until = min(quarter.end, today or quarter.end)
+    first, until = quarter.start, min(quarter.end, today or quarter.end)
     waits = []
     for referral in referrals:
         if referral.received is None or referral.received > until or missing_treatment_start(referral):
             continue
         started = treatment_start(referral)
         kind = service_type(referral)
-        if started is not None and quarter.start <= started <= until:
+        if started is not None and first <= started <= until:
             waits.append(Wait(referral, "completed", waited_days(referral, started), kind, substance_group(referral)))
         elif (started is None or started > until) and not (started is None and referral.closed_on and referral.closed_on <= until):
             waits.append(Wait(referral, "ongoing", waited_days(referral, until), kind, substance_group(referral)))
