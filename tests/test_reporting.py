@@ -26,7 +26,6 @@ import pytest
 
 from gateway.pathway import codes
 from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
-from gateway.reporting.completeness import completeness_report
 from gateway.reporting.export import Reports, figure_csv
 from gateway.reporting.mat import collect_ost, mat1_report
 from gateway.reporting.measure import mat1_measure_report, waits_measure_report
