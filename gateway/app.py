@@ -27,6 +27,7 @@ from gateway.ingest.routes import router as ingest_router
 from gateway.ops import BodyDeadline, Metrics, RequestMiddleware, router as ops_router
 from gateway.pathway import PathwayWorkflow, router as pathway_router
 from gateway.ratelimit import InputLimits, RateLimit, RateLimiter
+from gateway.reporting.routes import router as reporting_router
 from gateway.runtime import Gateway
 from gateway.sharing.lifecycle import ConsentLifecycle
 from gateway.sharing.policy import ConsentPolicy
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.include_router(sharing_router, responses=refusals)
     app.include_router(pathway_router, responses=refusals)
     app.include_router(subscription_router, responses=refusals)  # ahead of the generic /fhir/{type} routes
+    app.include_router(reporting_router, responses=refusals)  # before the generic /fhir/{type} routes
     app.include_router(fhir_router, responses=refusals, default_response_class=FhirJSONResponse)
     app.mount("/console", create_console(app))
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # innermost: only what a route answers

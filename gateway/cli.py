@@ -12,6 +12,7 @@ import orjson
 
 from gateway.cli_support import open_gateway as _gateway, print_json as _print_json
 from gateway.delivery import cli as delivery_commands
+from gateway.reporting import cli as report_commands
 from gateway.settings import Settings
 
 Command = Callable[[argparse.Namespace], int]
@@ -260,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser("seal", help="sign the current chain head").set_defaults(run=cmd_audit_seal)
 
     delivery_commands.add_commands(commands)
+    report_commands.add_commands(commands)
     return parser
 
 

@@ -106,6 +106,10 @@ class DemoPerson:
     facility: str | None = None  # organisation id of the chosen rehab facility, once chosen
     key_worker: str | None = None  # person id (conf people) of their key worker
     referral_date: str = ""  # when the demo's referral is dated (ISO date)
+    substances: tuple[str, ...] = ()  # the referral's substance codes (reports split by drugs/alcohol/both)
+    referrer: str | None = None  # person id (conf people) who referred; None leaves the referral source unrecorded
+    decision_days: int = 14  # referral to the resource allocation decision (the waits' treatment start)
+    unavailable_days: int = 0  # a documented clock adjustment: days the person was unavailable
 
     @property
     def reference(self) -> str:
@@ -228,6 +232,9 @@ class _Builder:
         related = [self._carer(n, patient, family, carer_code)] if carer_code else []
         consents = self._consents(n, patient, pattern, facility, related, referred, stage)
         clinical = self._clinical(n, patient, practice, referred)
+        opioids = clinical[0]["code"]["coding"][0]["code"] == OPIOID_DEPENDENCE[0]  # the primary diagnosis
+        substances = ("opioids", "alcohol") if opioids and n % 4 == 1 else ("opioids",) if opioids else ("alcohol",)
+        key_worker = self.key_workers[n % len(self.key_workers)].id
         return DemoPerson(
             patient=patient,
             related=related,
@@ -236,8 +243,12 @@ class _Builder:
             stage=stage,
             early_exit=early_exit,
             facility=facility.id if facility else None,
-            key_worker=self.key_workers[n % len(self.key_workers)].id,
+            key_worker=key_worker,
             referral_date=referred.isoformat(),
+            substances=substances,
+            referrer=None if n == 1 else key_worker,
+            decision_days=27 if n in (3, 6, 8) else 14,
+            unavailable_days=10 if n == 8 else 0,
         )
 
     def _id(self, *parts: object) -> str:
@@ -386,6 +397,8 @@ class _Builder:
         diagnoses = [primary, rng.choice(_OTHER_CONDITIONS)]
         conditions = [self._condition(n, i, patient, code, onset + timedelta(days=200 * i)) for i, code in enumerate(diagnoses)]
         started = referred - timedelta(days=rng.randint(60, 900))
+        if opioids and n % 3 < 2:  # some start OST when they present (MAT 1): the same day or two days on
+            started = referred + timedelta(days=2 * (n % 3))
         medication = self._medication(n, patient, practice, conditions[0], opioids, started)
         return [*conditions, medication]
 

@@ -32,9 +32,10 @@ from gateway.fhir.outcomes import FHIR_JSON, issue, operation_outcome
 from gateway.fhir.service import FhirService
 from gateway.ops import MULTIPROCESS_ENV, configure_logging
 from gateway.pathway.overdue import raise_overdue_reviews
-from gateway.sharing import agreement_lifecycle
+from gateway.pathway.top import raise_overdue_top_reviews
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from gateway.sharing import agreement_lifecycle
 from gateway.store.repository import now_utc
 
 log = logging.getLogger("pathway")
@@ -139,6 +140,7 @@ class BackgroundDuties:
                 raise_overdue_reviews(self.fhir)
                 with self.gateway.transaction() as session:
                     agreement_lifecycle.sweep(session, now_utc().date())
+                raise_overdue_top_reviews(self.fhir)
             except Exception:  # noqa: BLE001 - a failed round is logged and retried next interval
                 log.exception("background duties failed; retrying next interval")
 

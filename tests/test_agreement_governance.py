@@ -17,12 +17,11 @@ from sqlalchemy import func, select
 
 import consent
 from gateway.auth.tokens import Principal
-from gateway.conf import ConfError, load_conf
+from gateway.conf import ConfError, Delivery, load_conf
 from gateway.console.people import ledger, subject_access_bundle
 from gateway.console.directory_names import Directory
 from gateway.delivery.models import DeliveryRow, SubscriptionRow
 from gateway.delivery.outbox import enqueue
-from gateway.delivery.retry import RetrySettings
 from gateway.delivery.worker import DeliveryWorker
 from gateway.directory import import_conf
 from gateway.fhir.access import Caller
@@ -42,7 +41,7 @@ FACILITY = "https://pathway.scot/Id/partner|rehab-tayview-house"
 LOMOND = "https://pathway.scot/Id/partner|rehab-lomond-brae"
 ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 PARTNER = "https://pathway.scot/Id/partner"
-FAST = RetrySettings(max_attempts=3, base_delay_seconds=0.01, max_delay_seconds=0.02, timeout_seconds=2)
+FAST = Delivery(max_attempts=3, base_delay_seconds=0.01, max_delay_seconds=0.02, timeout_seconds=2)
 
 
 @pytest.fixture

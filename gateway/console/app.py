@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
-from gateway.console.views import agreement_workflow, consents, dashboard, governance, people, push, session
+from gateway.console.views import agreement_workflow, consents, dashboard, governance, people, push, reports, session
 from gateway.console.web import LoginRequired, Refused, login_required, refused, render, security_headers, signed_in
 from gateway.fhir.outcomes import FhirError
 
@@ -32,6 +32,6 @@ def create_console(host: FastAPI) -> FastAPI:
     console.add_exception_handler(FhirError, _fhir_refusal)
     console.middleware("http")(security_headers)
     console.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
-    for module in (session, people, consents, agreement_workflow, governance, push, dashboard):
+    for module in (session, people, consents, agreement_workflow, governance, push, dashboard, reports):
         console.include_router(module.router)
     return console

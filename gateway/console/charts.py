@@ -30,9 +30,9 @@ def _number(value: float) -> str:
     return f"{value:g}"
 
 
-def bar_chart(title: str, bars: Sequence[tuple[str, float]], *, unit: str = "", width: int = 560) -> Markup:
+def bar_chart(title: str, bars: Sequence[tuple[str, float]], *, unit: str = "", width: int = 560, label_width: int = 170) -> Markup:
     """Horizontal bars, one per label, with the value written at the bar's end."""
-    label_width, row, top = 170, 26, 8
+    row, top = 26, 8
     height = top * 2 + row * max(len(bars), 1)
     scale = max([v for _, v in bars] + [1])
     span = width - label_width - 50
@@ -92,3 +92,35 @@ def share_meter(title: str, share: float | None, target: float, *, width: int = 
     shown = "no data yet" if share is None else f"{share:.0%}"
     body.append(f'<text x="{left + span + 6}" y="26" fill="{INK}" font-size="14" font-weight="bold">{shown}</text>')
     return _frame(title, f"{shown} against a target of {target:.0%}", width, height, body)
+
+
+def share_columns(title: str, columns: Sequence[tuple[str, float | None]], target: float, *, width: int = 560, height: int = 220) -> Markup:
+    """Vertical columns of shares on a 0–100% scale with the target drawn across them (its
+    label in the right margin, clear of the columns); a column with no data says so rather
+    than being drawn as zero. Values sit inside tall columns, above short ones."""
+    left, right, bottom, top = 44, 96, 40, 16
+    plot_height = height - bottom - top
+    slot = (width - left - right) / max(len(columns), 1)
+    base = height - bottom
+    body = [f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="{GRID}"/>']
+    for mark in (0.0, 0.5, 1.0):
+        y = base - plot_height * mark
+        body.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="{MUTED}" font-size="11">{mark:.0%}</text>')
+    for i, (label, share) in enumerate(columns):
+        x = left + i * slot
+        if share is None:
+            body.append(f'<text x="{x + slot / 2:.1f}" y="{base - 6}" text-anchor="middle" fill="{MUTED}" font-size="11">no waits</text>')
+        else:
+            bar = plot_height * share
+            inside = bar > 24
+            body.append(f'<rect x="{x + slot * 0.2:.1f}" y="{base - bar:.1f}" width="{slot * 0.6:.1f}" height="{bar:.1f}" fill="{BAR}"/>')
+            body.append(
+                f'<text x="{x + slot / 2:.1f}" y="{base - bar + 16 if inside else base - bar - 4:.1f}" text-anchor="middle" '
+                f'fill="{"#ffffff" if inside else INK}" font-size="12" font-weight="bold">{share:.0%}</text>'
+            )
+        body.append(f'<text x="{x + slot / 2:.1f}" y="{base + 16}" text-anchor="middle" fill="{MUTED}" font-size="11">{escape(label)}</text>')
+    y = base - plot_height * target
+    body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right + 4}" y2="{y:.1f}" stroke="{TARGET}" stroke-width="2" stroke-dasharray="6 3"/>')
+    body.append(f'<text x="{width - right + 8}" y="{y + 4:.1f}" fill="{TARGET}" font-size="12">standard {target:.0%}</text>')
+    description = "; ".join(f"{label}: {'no data' if s is None else f'{s:.0%}'}" for label, s in columns) + f"; standard {target:.0%}"
+    return _frame(title, description, width, height, body)

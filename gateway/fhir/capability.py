@@ -9,6 +9,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.auth.scopes import supported_scopes
 from gateway.auth.tokens import ASSERTION_ALGORITHMS
+from gateway.reporting.capability import MEASURE_REPORT_CAPABILITY
 from gateway.store.indexing import DATE_PARAMS, PERSON_PARAMS, PERSON_TYPES, REFERENCE_PARAMS, TOKEN_PARAMS, URI_PARAMS
 from gateway.store.repository import DIRECTORY_TYPES
 
@@ -144,7 +145,7 @@ def capability_statement(base: str) -> dict[str, Any]:
                 "security": security(base),
                 "resource": [
                     _resource(t) for t in SUPPORTED_TYPES
-                ] + [SUBSCRIPTION_RESOURCE],
+                ] + [SUBSCRIPTION_RESOURCE, MEASURE_REPORT_CAPABILITY],
                 "interaction": [{"code": "transaction"}],
             }
         ],

@@ -17,11 +17,13 @@ from gateway.demo_people import DemoPerson
 from gateway.fhir.access import Caller
 from gateway.fhir.service import FhirService
 from gateway.pathway import codes
+from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM, UNAVAILABLE
 from gateway.pathway.config import load_pathway_conf
 from gateway.pathway.records import directory_key, first
 from gateway.store.models import ClientRow
 from gateway.store.repository import Stored
 from mappings.identifiers import REFERRAL_SYSTEM
+from mappings.top import RANGES, TIMEPOINT_SYSTEM, top_form
 
 # The stages in the order a person meets them, for each branch.
 MAIN_LINE = ("referral", "initial-meeting", "resource-allocation", "assessment", "preparation", "residential", "community-recovery", "closed")
@@ -29,6 +31,16 @@ COMMUNITY_LINE = ("referral", "initial-meeting", "resource-allocation", "alterna
 DECISION_AFTER = timedelta(days=14)
 ASSESSMENT_WEEKS = 8
 STAR_SCORES = {"drug-use": 4, "alcohol-use": 5, "physical-health": 5, "emotional-health": 4, "accommodation": 6, "family-relationships": 5}
+# TOP at the start of treatment; each three-monthly review moves these by the step (capped).
+TOP_START = {"opiates": 20, "alcohol": 12, "injected": 8, "shoplifting": 4, "psychological-health": 6, "physical-health": 7, "quality-of-life": 5, "acute-housing-problem": True}
+TOP_STEP = {"opiates": -7, "alcohol": -4, "injected": -4, "shoplifting": -2, "psychological-health": 3, "physical-health": 2, "quality-of-life": 4}
+
+
+def _within(item: str, value: int) -> int:
+    """A TOP answer kept inside its item's range."""
+    item_type = top_form().item(item).type  # type: ignore[union-attr]
+    low, high = RANGES[item_type]
+    return min(max(value, low), high)
 
 
 class DemoWalker:
@@ -39,6 +51,7 @@ class DemoWalker:
         with fhir.gateway.reading() as session:
             conf = load_pathway_conf(session)
             self.rehab_team = self._caller(session, conf.rehab_team)
+            self.recovery_service = self._caller(session, conf.community_team) if conf.community_team else self.rehab_team
             self.review_weeks, self.stay_weeks = conf.review_interval_weeks, conf.residential_weeks
         self.today = date.today()
 
@@ -73,6 +86,8 @@ class DemoWalker:
         line = COMMUNITY_LINE if person.stage == "alternative-pathway" else MAIN_LINE
         for stage in line[1 : line.index(person.stage) + 1]:
             task = self._enter(person, task, referral, stage, referred)
+        if line.index(person.stage) >= line.index("resource-allocation") + 1:
+            self._top_readings(referral, referred + timedelta(days=person.decision_days))
         return person.stage
 
     def _refer(self, person: DemoPerson, referred: date) -> Stored:
@@ -94,17 +109,19 @@ class DemoWalker:
             "category": [codes.concept(codes.REQUEST_CATEGORY_SYSTEM, codes.REHAB_REFERRAL)],
             "subject": {"reference": person.reference},
             "authoredOn": referred.isoformat(),
-            "reasonCode": [{"text": "Referral for residential rehabilitation"}],
+            "reasonCode": [{"coding": [codes.coding(codes.SUBSTANCE_SYSTEM, s) for s in person.substances], "text": "Referral for residential rehabilitation"}],
             "extension": extensions,
         }
+        if person.referrer:
+            referral["requester"] = {"reference": f"PractitionerRole/{person.referrer}"}
         return self.fhir.create(self.rehab_team, referral, "ServiceRequest")
 
     def _enter(self, person: DemoPerson, task: Stored, referral: Stored, stage: str, referred: date) -> Stored:
         team = self.rehab_team
         if stage == "initial-meeting":
-            return self._stage(team, task, stage, "accepted")
+            return self._stage(team, task, stage, "accepted", extension=task.resource.get("extension", []) + self._clock_adjustment(person, referred))
         if stage in ("assessment", "alternative-pathway"):
-            self._decide(referral, "yes" if stage == "assessment" else "no", referred + DECISION_AFTER)
+            self._decide(referral, "yes" if stage == "assessment" else "no", referred + timedelta(days=person.decision_days))
             task = self._find("Task", [("focus", [referral.reference])])
         if stage == "residential":
             facility = [{"type": {"text": "facility"}, "valueReference": {"reference": f"Organization/{person.facility}"}}]
@@ -114,6 +131,29 @@ class DemoWalker:
         if stage == "community-recovery":
             return task  # the facility's discharge moved it here
         return self._stage(team, task, stage, "completed" if stage == "closed" else "in-progress")
+
+    @staticmethod
+    def _clock_adjustment(person: DemoPerson, referred: date) -> list[dict[str, Any]]:
+        """The documented days the person was unavailable (a week after referral), if any."""
+        if not person.unavailable_days:
+            return []
+        away = {"start": (referred + timedelta(days=7)).isoformat(), "end": (referred + timedelta(days=6 + person.unavailable_days)).isoformat()}
+        return [{"url": CLOCK_ADJUSTMENT, "extension": [
+            {"url": "reason", "valueCoding": codes.coding(CLOCK_ADJUSTMENT_SYSTEM, UNAVAILABLE)},
+            {"url": "period", "valuePeriod": away},
+        ]}]
+
+    def _top_readings(self, referral: Stored, started: date) -> None:
+        """The recovery service's TOP at the start of treatment and every three months since."""
+        form = top_form()
+        k = 0
+        while (held := started + timedelta(weeks=form.review_interval_weeks * k)) <= self.today:
+            values = {item: bool(value) and k == 0 if isinstance(value, bool) else _within(item, value + k * TOP_STEP[item]) for item, value in TOP_START.items()}
+            items = [{"linkId": "timepoint", "answer": [{"valueCoding": codes.coding(TIMEPOINT_SYSTEM, "start" if k == 0 else "review")}]}]
+            items += [{"linkId": item, "answer": [{"valueBoolean" if isinstance(v, bool) else "valueInteger": v}]} for item, v in values.items()]
+            reading = {"resourceType": "QuestionnaireResponse", "questionnaire": form.url, "status": "completed", "authored": held.isoformat(), "basedOn": [{"reference": referral.reference}], "item": items}
+            self.fhir.create(self.recovery_service, reading, "QuestionnaireResponse")
+            k += 1
 
     def _decide(self, referral: Stored, decision: str, on: date) -> None:
         items = [{"linkId": "decision", "answer": [{"valueCoding": {"code": decision}}]}]
@@ -141,9 +181,9 @@ class DemoWalker:
             admitted = max(admitted, self.today - timedelta(weeks=self.review_weeks + 2))
         stay = self._move(facility, stay, status="in-progress", executionPeriod={"start": admitted.isoformat()})
         weeks = 3 if person.early_exit else self.stay_weeks
-        for due in range(self.review_weeks, weeks + 1, self.review_weeks):
+        for k, due in enumerate(range(self.review_weeks, weeks + 1, self.review_weeks)):
             if (held := admitted + timedelta(weeks=due)) <= self.today:
-                self._review(facility, stay, held)
+                self._review(facility, stay, held, k)
         if not discharged:
             return
         ended = {"start": admitted.isoformat(), "end": (admitted + timedelta(weeks=weeks)).isoformat()}
@@ -153,8 +193,9 @@ class DemoWalker:
         else:
             self._move(facility, stay, status="completed", executionPeriod=ended)
 
-    def _review(self, facility: Caller, stay: Stored, held: date) -> None:
-        items = [{"linkId": area, "answer": [{"valueInteger": score}]} for area, score in STAR_SCORES.items()]
+    def _review(self, facility: Caller, stay: Stored, held: date, k: int) -> None:
+        """The k-th review's Outcome Star reading (0 first): a point better in each area each time."""
+        items = [{"linkId": area, "answer": [{"valueInteger": min(score + k, 10)}]} for area, score in STAR_SCORES.items()]
         items.append({"linkId": "attended", "answer": [{"valueBoolean": True}]})
         reading = {
             "resourceType": "QuestionnaireResponse",

@@ -10,12 +10,14 @@ from gateway.fhir.service import WriteContext
 from gateway.pathway import codes, stages
 from gateway.pathway.alerts import early_exit_alert
 from gateway.pathway.allocation import check_decision, record_decision
+from gateway.pathway.clock import check_clock_adjustments
 from gateway.pathway.context import PathwayContext
 from gateway.pathway.moves import check_task_update, stage_of
 from gateway.pathway.notify import notify
 from gateway.pathway.records import by_referral, care_team, referral_id, task_kind
 from gateway.pathway.referrals import hand_over, is_rehab_referral, open_pathway, prepare_referral, refer_to_community, refer_to_facility
 from gateway.pathway.reviews import check_review, record_review
+from gateway.pathway.top import check_top_reading, is_top_reading
 from gateway.store.repository import Stored
 
 
@@ -28,6 +30,8 @@ class PathwayWorkflow:
             prepare_referral(PathwayContext.of(ctx), resource)
         elif kind == "Task" and previous is not None:
             check_task_update(PathwayContext.of(ctx), resource, previous)
+            if task_kind(previous.resource) == codes.PATHWAY_TASK:
+                check_clock_adjustments(PathwayContext.of(ctx), resource, previous.resource)
         elif kind == "QuestionnaireResponse" and previous is None:
             questionnaire = resource.get("questionnaire")
             if questionnaire == codes.RESOURCE_ALLOCATION:
@@ -36,6 +40,8 @@ class PathwayWorkflow:
                 # A pathway review; a reading with no referral behind it (a third-sector
                 # key-work session) is a record of its own.
                 check_review(PathwayContext.of(ctx), resource)
+            elif is_top_reading(resource) and resource.get("basedOn"):
+                check_top_reading(PathwayContext.of(ctx), resource)
 
     def after_write(self, ctx: WriteContext, stored: Stored, previous: Stored | None) -> None:
         kind = stored.type

@@ -287,6 +287,19 @@ class Repository:
             if len(rows) < batch:
                 return
 
+    def bodies(self, type_: str, batch: int = 5000) -> Iterator[tuple[str, str | None, bytes]]:
+        """(id, patient, opened body) of every current, undeleted resource of a type, in no
+        set order and streamed: for whole-store reports, which would pay for search's
+        ordering, paging and dataclass per row (about two thirds of the time) for nothing.
+        Plain SQL on the driver, without row objects: a further 10-15 % of a report's CPU."""
+        connection = self.session.connection()
+        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        sql = f"SELECT id, version_id, key_id, body, patient FROM {RESOURCE.name} WHERE type = {mark} AND NOT deleted"
+        decrypt = self.keyring.decrypt
+        for rows in connection.exec_driver_sql(sql, (type_,), execution_options={"yield_per": batch}).partitions():
+            for resource_id, version_id, key_id, body, patient in rows:
+                yield resource_id, patient, decrypt(key_id, body, _associated(type_, resource_id, version_id)) if key_id else bytes(body)
+
     def _has_token(self, param: str, values: Sequence[str]) -> Any:
         token_values = list(values) + [self.keyring.blind(v) for v in values]
         return exists().where(

@@ -151,7 +151,7 @@ def test_ig_officer_works_through_the_console(gateway, app, server, page, tmp_pa
     # the dashboard
     page.get_by_role("link", name="Pathway dashboard").click()
     page.get_by_role("heading", name="People by stage").wait_for()
-    assert page.locator("svg.chart").count() == 6
+    assert page.locator("svg.chart").count() == 7  # with the waiting-times standard by quarter
     shot("14-dashboard")
 
     with gateway.reading() as session:

@@ -9,8 +9,12 @@ from gateway.console import charts
 from gateway.console.auth import IG_OFFICER, SignedIn
 from gateway.console.dashboard import WAIT_BANDS, dashboard_figures, overdue_reviews
 from gateway.console.directory_names import Directory
+from gateway.console.views.reports import waits_trend
 from gateway.console.web import audit_view, gateway_of, lead_or_officer, render
 from gateway.pathway.config import load_pathway_conf
+from gateway.reporting.export import Reports
+from gateway.reporting.quarters import Quarter
+from gateway.reporting.waits import TARGET
 from gateway.store.repository import now_utc
 
 router = APIRouter()
@@ -26,6 +30,7 @@ def dashboard(request: Request, who: SignedIn = Depends(lead_or_officer)) -> Res
         figures = dashboard_figures(repo, conf, today)
         directory = Directory.load(repo)
         overdue = overdue_reviews(repo, conf, today, directory.name_of)
+        trend = waits_trend(Reports.load(repo, today), Quarter.containing(today))
         audit_view(session, request, who)
     summary = figures["summary"]
     standard = conf.treatment_standard_days
@@ -41,5 +46,7 @@ def dashboard(request: Request, who: SignedIn = Depends(lead_or_officer)) -> Res
         "treated_meter": charts.share_meter("Treated within the standard", summary["treated_within_standard"]["share"], summary["treated_within_standard"]["target"]),
         "reviews_meter": charts.share_meter("Reviews on time", summary["reviews_on_time"]["share"], summary["reviews_on_time"]["target"]),
         "exits_chart": charts.column_chart("Early exits by month", figures["early_exits"]),
+        "waits_chart": charts.share_columns("Completed waits within three weeks, by quarter", trend, TARGET),
+        "this_quarter": Quarter.containing(today),
     }
     return render(request, who, "dashboard.html", context)
