@@ -36,6 +36,7 @@ TOKEN = SearchTokenRow.__table__
 
 
 _CURRENT = select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id == bindparam("id"))
+_CURRENT_MANY = select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_RESOURCE = insert(RESOURCE)
 _INSERT_VERSION = insert(VERSION)
 _INSERT_TOKENS = insert(TOKEN)
@@ -199,6 +200,13 @@ class Repository:
         """The current version, deleted or not; None when it never existed."""
         row = self._current_row(type_, id_)
         return self._unpack(row) if row is not None else None
+
+    def current_many(self, type_: str, ids: Sequence[str]) -> list[Stored]:
+        """The current versions of those of ``ids`` that exist, deleted or not, in ``ids``' order."""
+        if not ids:
+            return []
+        found = {row.id: row for row in self.session.connection().execute(_CURRENT_MANY, {"type": type_, "ids": list(ids)})}
+        return [self._unpack(found[i]) for i in ids if i in found]
 
     def read(self, type_: str, id_: str) -> Stored:
         """The current version; raises NotFound or Gone."""
