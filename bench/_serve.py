@@ -28,16 +28,17 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
 
 
-def wait_until_serving(base: str, seconds: float = 30) -> None:
+def wait_until(url: str, name: str, seconds: float = 30) -> None:
+    """Return once ``url`` answers 200; exit saying ``name`` did not, after ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise SystemExit(f"pathway serve did not answer {base}/healthz within {seconds:g} s")
+    raise SystemExit(f"{name} did not answer {url} within {seconds:g} s")
 
 
 def add_serving_arguments(parser: argparse.ArgumentParser, port: int) -> None:
@@ -73,7 +74,7 @@ def pathway_serve(database_url: str, secrets_dir: Path, port: int, workers: int 
     server = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--workers", str(workers)], env=env, cwd=REPO)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_serving(base)
+        wait_until(f"{base}/healthz", "pathway serve")
         yield base
     finally:
         server.terminate()
@@ -85,20 +86,20 @@ def pathway_serve(database_url: str, secrets_dir: Path, port: int, workers: int 
 
 @dataclass(frozen=True)
 class Call:
-    """One request of a bench, and what a correct answer is: the status, and bytes the body must hold."""
+    """One request of a bench, and what a correct answer is: the status, and pieces the body must hold."""
 
     method: str
     path: str
     body: bytes | None = None
     expect: int = 200
-    contains: bytes | None = None
+    contains: tuple[bytes, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     kind: str = "request"
 
 
 class Connection:
     """One keep-alive http.client connection that times each call and counts only correct
-    answers (the expected status and, when given, the expected bytes in the body).
+    answers (the expected status, and every expected piece in the body).
 
     http.client costs the load generator far less CPU per request than an async client,
     which matters when client and server share two cores."""
@@ -120,7 +121,7 @@ class Connection:
             self.http.close()
             return None
         elapsed = time.perf_counter() - started
-        if response.status != call.expect or (call.contains is not None and call.contains not in data):
+        if response.status != call.expect or not all(piece in data for piece in call.contains):
             self.tally.error(f"{call.kind} {call.method} {call.path.split('?')[0]} -> {response.status}: {data[:160]!r}")
             return None
         self.tally.latencies.setdefault(call.kind, []).append(elapsed)

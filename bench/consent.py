@@ -166,7 +166,7 @@ def _store_person(database_url: str, secrets: Path, base: str) -> tuple[dict[str
     calls = []
     for item in scenario():
         expected = decide(item["request"], stored, current)["decision"]
-        calls.append(Call("POST", "/consent/$decide", orjson.dumps(item["request"]), 200, b'"decision":"%s"' % expected.encode(), kind="decide"))
+        calls.append(Call("POST", "/consent/$decide", orjson.dumps(item["request"]), 200, (b'"decision":"%s"' % expected.encode(),), kind="decide"))
     return creds, calls
 
 
