@@ -57,12 +57,15 @@ def resolve_patient(repo: Repository, identifiers: Any) -> str | None:
 
 
 @router.post("/consent/$decide", summary="Decide a disclosure request (DESIGN §8)", openapi_extra=JSON_BODY)
-async def decide(request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller)) -> Response:
+async def decide(request: Request) -> Response:
     """A decision over the person's stored Consents and the current agreements. A caller that is
     not an IG officer is answered about a person it may not see as about an unknown person.
 
     Decided on the event loop from a read transaction (no write lock); answered once its
-    audit entry is committed by the group-commit writer."""
+    audit entry is committed by the group-commit writer. The body and caller are taken here
+    rather than as dependencies: FastAPI's dependency solving cost more than the decision."""
+    body = await json_body(request)
+    who = await caller(request)
     require_special_scope(who.principal, "consent.decide")
     if not isinstance(body, dict):
         raise FhirError(400, "body must be a decision request object", "structure")
