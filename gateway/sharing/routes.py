@@ -52,7 +52,9 @@ def resolve_patient(repo: Repository, identifiers: Any) -> str | None:
             stored = repo.current("Patient", ident) if kind == "Patient" else None
             return stored.reference if stored is not None and not stored.deleted else None
         system = canonical_person_system(str(identifier.get("system")))
-        return patient_with(repo.session.connection(), repo.keyring, system, identifier["value"])
+        found = patient_with(repo.session.connection(), repo.keyring, system, identifier["value"])
+        if found is not None:
+            return found
     return None
 
 
