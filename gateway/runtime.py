@@ -41,7 +41,9 @@ class Gateway:
         self.audit = AuditWriter(self.transaction)
         readonly = self.engine.execution_options(pathway_readonly=True)
         self._read_sessions = session_factory(readonly, self.keyring)
-        self._held_reads = HeldSessions(readonly, self._read_sessions, lambda connection: self._read_sessions(bind=connection))
+        self._held_reads = HeldSessions(
+            readonly, self._read_sessions, lambda connection: self._read_sessions(bind=connection), stay_begun=self.engine.dialect.name == "sqlite"
+        )
         self._held_writes = HeldSessions(self.engine, self.sessions, lambda connection: self.sessions(bind=connection))
 
     @classmethod
