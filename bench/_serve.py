@@ -166,9 +166,13 @@ def cycle(connection: Connection, n: int, calls: Sequence[Call]) -> None:
     connection.call(calls[n % len(calls)])
 
 
-def _load_process(job: tuple[Step, Any, int, str | None, float, int, int, int]) -> Tally:
-    step, argument, port, token, deadline, threads, first, stride = job
+def _load_process(job: tuple[Step, Any, int, str | None, float, int, int, int], ready: Any, results: Any) -> None:
+    """One load process: once every process is ready, ``threads`` connections for ``seconds``."""
+    step, argument, port, token, seconds, threads, first, stride = job
     tallies = [Tally() for _ in range(threads)]
+    ready.wait(timeout=300)  # starting a process (its imports) is not part of the run
+    started = time.time()
+    deadline = started + seconds
 
     def loop(index: int) -> None:
         connection = Connection(port, token, tallies[index])
@@ -184,24 +188,30 @@ def _load_process(job: tuple[Step, Any, int, str | None, float, int, int, int]) 
         thread.join()
     for tally in tallies[1:]:
         tallies[0].merge(tally)
-    return tallies[0]
+    results.put((started, time.time(), tallies[0]))
 
 
 def drive(step: Step, argument: Any, port: int, token: str | None, *, concurrency: int, seconds: float, processes: int = 2) -> Tally:
     """Closed-loop load: ``concurrency`` keep-alive connections (spread over up to ``processes``
     load processes), each calling ``step(connection, n, argument)`` again as soon as the last
-    returned, for ``seconds``. ``step`` and ``argument`` must pickle (a module-level function)."""
+    returned, for ``seconds`` from when every process is ready. ``step`` and ``argument`` must
+    pickle (a module-level function)."""
     processes = max(1, min(processes, concurrency))
     shares = [concurrency // processes + (1 if p < concurrency % processes else 0) for p in range(processes)]
-    started = time.time()
     firsts = [sum(shares[:p]) for p in range(processes)]
-    jobs = [(step, argument, port, token, started + seconds, shares[p], firsts[p], concurrency) for p in range(processes)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        parts = pool.map(_load_process, jobs)
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Barrier(processes), context.Queue()
+    jobs = [(step, argument, port, token, seconds, shares[p], firsts[p], concurrency) for p in range(processes)]
+    workers = [context.Process(target=_load_process, args=(job, ready, results)) for job in jobs]
+    for worker in workers:
+        worker.start()
+    parts = [results.get(timeout=seconds + 600) for _ in workers]
+    for worker in workers:
+        worker.join()
     total = Tally()
-    for part in parts:
+    for _, _, part in parts:
         total.merge(part)
-    total.elapsed = time.time() - started
+    total.elapsed = max(end for _, end, _ in parts) - min(start for start, _, _ in parts)
     return total
 
 
