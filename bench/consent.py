@@ -5,7 +5,10 @@ mental health withheld, a carer grant for pathway progress, a blanket opt-out ke
 earlier conversation) is asked about by the facility, the advocate, the third sector and the
 carer, for data shaped the way the gateway asks per resource.
 
-    .venv/bin/python bench/consent.py [--seconds 3] [--agreements]
+    .venv/bin/python bench/consent.py [--seconds 3] [--agreements] [--http --concurrency 1,32]
+
+Warm: the same consent objects every time (what the gateway's caches give it); cold: fresh
+consent objects for every decision, so nothing compiled before is reused.
 
 Target: >= 50,000 decisions/s for the consent layer. ``scenario()`` returns the same items in
 the ``pathway consent decide`` / ``POST /consent/$decide`` shape, for an HTTP figure.
@@ -14,11 +17,8 @@ the ``pathway consent decide`` / ``POST /consent/$decide`` shape, for an HTTP fi
 from __future__ import annotations
 
 import argparse
-import http.client
-import multiprocessing
-import tempfile
-import threading
 import itertools
+import tempfile
 import statistics
 import sys
 import time
@@ -29,7 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._serve import add_serving_arguments  # noqa: E402
+from bench._serve import Call, add_load_arguments, add_serving_arguments, cycle, drive, pathway_serve, sharing  # noqa: E402
 from consent import decide  # noqa: E402
 
 PARTNER = "https://pathway.scot/Id/partner"
@@ -116,10 +116,12 @@ def scenario(with_agreements: bool = False) -> list[dict[str, Any]]:
     return items
 
 
-def in_process_rates(items: list[dict[str, Any]], seconds: float) -> tuple[list[float], dict[str, int]]:
+def in_process_rates(items: list[dict[str, Any]], seconds: float, cold: bool = False) -> tuple[list[float], dict[str, int]]:
     """Decisions per CPU second of ``decide`` in rounds of about 0.25 s for ``seconds``; and the decision mix.
 
     CPU time, not wall time, so that other work on a shared machine does not count against it.
+    ``cold``: every decision gets consent and agreement objects it has not seen (copies made
+    before each round, outside the timing), so nothing compiled for an earlier one is reused.
     """
     shared = [(i["request"], i["consents"], i.get("agreements")) for i in items]
     mix: dict[str, int] = {}
@@ -129,76 +131,59 @@ def in_process_rates(items: list[dict[str, Any]], seconds: float) -> tuple[list[
     rates = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        done = 0
-        started = time.process_time()
-        while time.process_time() - started < 0.25:
-            for request, person, agreed in shared:
+        rounds = [[(r, orjson.loads(orjson.dumps(p)), orjson.loads(orjson.dumps(a)) if a else a) for r, p, a in shared] for _ in range(20)] if cold else [shared] * 20
+        done, spent = 0, 0.0
+        while spent < 0.25 and rounds:
+            batch = rounds.pop()
+            started = time.process_time()
+            for request, person, agreed in batch:
                 decide(request, person, agreed)
-            done += len(shared)
-        rates.append(done / (time.process_time() - started))
+            spent += time.process_time() - started
+            done += len(batch)
+        rates.append(done / spent)
     return rates, mix
 
 
-def _decide_over_http(args: tuple[int, str, list[bytes], float, int]) -> list[float]:
-    """One load process: keep-alive connections posting decision requests until the deadline."""
-    port, token, bodies, deadline, threads = args
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def worker(offset: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        mine, n = [], offset
-        while time.time() < deadline:
-            started = time.perf_counter()
-            connection.request("POST", "/consent/$decide", body=bodies[n % len(bodies)], headers=headers)
-            response = connection.getresponse()
-            response.read()
-            if response.status != 200:
-                raise SystemExit(f"$decide answered {response.status}")
-            mine.append(time.perf_counter() - started)
-            n += 1
-        with lock:
-            latencies.extend(mine)
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return latencies
-
-
-def http_rate(seconds: float, port: int = 8767, workers: int = 1, processes: int = 2, threads: int = 4) -> None:
-    """``POST /consent/$decide`` against ``pathway serve``: the person and their three consents
-    stored, the demo agreements imported; prints decisions/s with p50/p99."""
-    from bench._serve import pathway_serve, percentile
+def _store_person(database_url: str, secrets: Path, base: str) -> tuple[dict[str, Any], list[Call]]:
+    """The demo conf/ and the social-work client, the person and their three consents stored;
+    the decision calls, each expecting the decision the engine gives in process."""
     from bench.referral import prepare
-    from gateway.client import PathwayClient
     from gateway.runtime import Gateway
     from gateway.settings import Settings
+    from gateway.sharing.policy import ConsentPolicy
     from mappings.labels import label_resource
 
-    with tempfile.TemporaryDirectory() as tmp:
-        database_url, secrets, base = f"sqlite:///{tmp}/decide.db", Path(tmp) / "secrets", f"http://127.0.0.1:{port}"
-        creds, _ = prepare(database_url, secrets, 0, base)
-        gateway = Gateway.start(Settings(database_url=database_url, secrets_dir=secrets, run_workers=False))
+    creds, _ = prepare(database_url, secrets, 0, base)
+    gateway = Gateway.start(Settings(database_url=database_url, secrets_dir=secrets, run_workers=False))
+    try:
         with gateway.transaction() as session:
             repo = gateway.repository(session)
             repo.create(label_resource({"resourceType": "Patient", "id": "p-ross", "identifier": [CHI], "birthDate": "1990-03-15", "gender": "male"}), HSCP_KEY)
-            for consent in consents():
-                repo.create(label_resource(dict(consent)), HSCP_KEY)
+            stored = [repo.create(label_resource(orjson.loads(orjson.dumps(c))), HSCP_KEY).resource for c in consents()]
+            current = ConsentPolicy(gateway.keyring).current_agreements(session)[1]
+    finally:
         gateway.close()
-        bodies = [orjson.dumps(item["request"]) for item in scenario(with_agreements=True)]
+    calls = []
+    for item in scenario():
+        expected = decide(item["request"], stored, current)["decision"]
+        calls.append(Call("POST", "/consent/$decide", orjson.dumps(item["request"]), 200, (b'"decision":"%s"' % expected.encode(),), kind="decide"))
+    return creds, calls
+
+
+def http_rates(seconds: float, concurrencies: list[int], port: int = 8767, workers: int = 1, processes: int = 2) -> None:
+    """``POST /consent/$decide`` against ``pathway serve``: the person and their three consents
+    stored, the demo agreements imported; decisions/s with p50/p99 at each concurrency."""
+    from gateway.client import PathwayClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        database_url, secrets, base = f"sqlite:///{tmp}/decide.db", Path(tmp) / "secrets", f"http://127.0.0.1:{port}"
+        creds, calls = _store_person(database_url, secrets, base)
         with pathway_serve(database_url, secrets, port, workers):
             token = PathwayClient(creds).token()
-            started = time.time()
-            jobs = [(port, token, bodies, started + seconds, threads)] * processes
-            with multiprocessing.get_context("spawn").Pool(processes) as pool:
-                latencies = [x for part in pool.map(_decide_over_http, jobs) for x in part]
-            elapsed = time.time() - started
-    print(f"HTTP POST /consent/$decide: {len(latencies) / elapsed:,.0f} decisions/s, p50 {percentile(latencies, 0.5):.1f} ms, "
-          f"p99 {percentile(latencies, 0.99):.1f} ms ({len(latencies)} requests, {processes * threads} connections)")
+            for concurrency in concurrencies:
+                print(sharing(f"pathway serve ({workers} worker{'s' if workers > 1 else ''}, SQLite)", concurrency=concurrency, processes=processes))
+                tally = drive(cycle, calls, port, token, concurrency=concurrency, seconds=seconds, processes=processes)
+                print(tally.line("decide", f"$decide x{concurrency}", "decisions/s"))
 
 
 def main() -> None:
@@ -206,15 +191,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--agreements", action="store_true", help="evaluate the agreement layer too")
     parser.add_argument("--http", action="store_true", help="also measure POST /consent/$decide against pathway serve")
+    add_load_arguments(parser, concurrency="1,32")
     add_serving_arguments(parser, 8767)
     args = parser.parse_args()
     items = scenario(args.agreements)
-    rates, mix = in_process_rates(items, args.seconds)
     layers = "agreements + consents" if args.agreements else "consents"
-    print(f"in-process ({layers}): median {statistics.median(rates):,.0f}, best {max(rates):,.0f} decisions per "
-          f"CPU second on one core over {len(rates)} rounds; mix per {len(items)} requests: {mix}")
+    for label, cold in (("warm", False), ("cold", True)):
+        rates, mix = in_process_rates(items, args.seconds, cold)
+        print(f"in-process {label} ({layers}): median {statistics.median(rates):,.0f}, best {max(rates):,.0f} decisions per "
+              f"CPU second on one core over {len(rates)} rounds; mix per {len(items)} requests: {mix}")
     if args.http:
-        http_rate(max(args.seconds, 8.0), args.port, args.workers)
+        http_rates(max(args.seconds, 5.0), args.concurrency, args.port, args.workers, args.processes)
 
 
 if __name__ == "__main__":

@@ -1,40 +1,45 @@
-"""FHIR API throughput: authenticated creates, reads and searches with _include over HTTP on 127.0.0.1.
+"""FHIR API throughput on the real paths: encrypted creates, and reads by another organisation
+through consent, over HTTP on 127.0.0.1.
 
-Starts `pathway serve` on a fresh database in a temporary directory, registers a
-client with a real key, then drives creates, reads, and two searches that add
-resources (``Observation?patient=...&_include=Observation:subject`` and
-``Patient?_id=...&_revinclude=Observation:subject``, over patients with two
-Observations each) with concurrent connections for a bounded time each, and
-prints requests/s with p50/p99.
+Starts `pathway serve` on a fresh database in a temporary directory with the demo
+partnership's conf/ (its agreements) imported, registers the HSCP's social-work client and
+a rehab-facility client with real keys. The HSCP creates Patients (sealed at rest); each
+person then gets a Consent permitting the facility for treatment (and the first 200 two
+Observations); the facility reads them, which is decided by the consent policy and audited:
+reads, ``Observation?patient=...&_include=Observation:subject`` and
+``Patient?_id=...&_revinclude=Observation:subject``. Only correct answers count (a create's
+201; a read's 200 holding the person, and their Observations for the searches).
 
-    .venv/bin/python bench/fhir_api.py [--seconds 10] [--processes 2] [--threads 8] [--database-url URL]
+    .venv/bin/python bench/fhir_api.py [--seconds 10] [--concurrency 16] [--database-url URL]
 
-Targets on a 2-core machine with SQLite: >= 500 creates/s, >= 1,500 reads/s, p99 < 50 ms.
+Targets on a 2-core machine with SQLite: >= 800 encrypted creates/s; consent-filtered reads
+by a non-custodian >= 2,000/s with p99 < 30 ms.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
-import multiprocessing
-import os
 import sys
 import tempfile
-import threading
-import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._serve import add_serving_arguments, pathway_serve, percentile  # noqa: E402
+from bench._serve import Call, Connection, add_load_arguments, add_serving_arguments, drive, pathway_serve, sharing  # noqa: E402
 from gateway.auth.clients import credentials, new_client_key, register_client  # noqa: E402
 from gateway.client import PathwayClient  # noqa: E402
 from gateway.runtime import Gateway  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from mappings.identifiers import CHI_SYSTEM, make_chi  # noqa: E402
+from mappings.labels import label_resource  # noqa: E402
+
+HSCP = "https://fhir.nhs.uk/Id/ods-organization-code|S037"
+FACILITY = "https://pathway.scot/Id/partner|rehab-tayview-house"
+FACILITY_ID = {"system": "https://pathway.scot/Id/partner", "value": "rehab-tayview-house"}
 
 
 # The GET of each phase after "create", for one of the ids it is given.
@@ -58,104 +63,83 @@ def _patient(n: int) -> dict:  # type: ignore[type-arg]
     }
 
 
-def _load_process(args: tuple[str, int, str, str, list[str], float, int, int]) -> tuple[list[float], int, list[str]]:
-    """One load process: ``threads`` keep-alive connections issuing requests until the deadline.
-
-    The standard library's http.client is used because it costs the load
-    generator far less CPU per request than an async client, which matters
-    when client and server share two cores.
-    """
-    phase, port, token, body_kind, ids, deadline, threads, offset = args
-    latencies: list[float] = []
-    created: list[str] = []
-    errors = 0
-    lock = threading.Lock()
-
-    def worker(index: int) -> None:
-        nonlocal errors
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
-        n = offset + index
-        mine: list[float] = []
-        while time.time() < deadline:
-            started = time.perf_counter()
-            if phase == "create":
-                connection.request("POST", "/fhir/Patient", body=orjson.dumps(_patient(n)), headers=headers)
-            else:
-                connection.request("GET", READS[phase].format(id=ids[n % len(ids)]), headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
-            mine.append(time.perf_counter() - started)
-            with lock:
-                if response.status >= 300:
-                    errors += 1
-                elif phase == "create":
-                    created.append(orjson.loads(payload)["id"])
-            n += threads * 64
-        with lock:
-            latencies.extend(mine)
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    return latencies, errors, created
+def create(connection: Connection, n: int, _: None) -> None:
+    """The HSCP creates a Patient (stored sealed); a correct answer is a 201 with it."""
+    data = connection.call(Call("POST", "/fhir/Patient", orjson.dumps(_patient(n)), 201, (b'"resourceType":"Patient"',), kind="create"))
+    if data is not None:
+        connection.tally.kept.append(orjson.loads(data)["id"])
 
 
-def drive(phase: str, port: int, token: str, ids: list[str], seconds: float, processes: int, threads: int) -> list[str]:
-    """Run one phase from ``processes`` x ``threads`` connections; prints its figures."""
-    started = time.time()
-    deadline = started + seconds
-    jobs = [(phase, port, token, phase, ids, deadline, threads, p * threads) for p in range(processes)]
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        results = pool.map(_load_process, jobs)
-    elapsed = time.time() - started
-    latencies = [x for r in results for x in r[0]]
-    errors = sum(r[1] for r in results)
-    print(
-        f"{phase:10s} {len(latencies) / elapsed:8.0f} req/s   p50 {percentile(latencies, 0.5):6.1f} ms   "
-        f"p99 {percentile(latencies, 0.99):6.1f} ms   errors {errors}   ({len(latencies)} requests, {processes * threads} connections)"
-    )
-    return [i for r in results for i in r[2]]
+def read(connection: Connection, n: int, job: tuple[str, list[str], str]) -> None:
+    """The facility reads what the HSCP holds, through the person's consent; a correct
+    answer is a 200 holding the person's id (and, for the searches, their Observations)."""
+    phase, ids, token = job
+    ident = ids[n % len(ids)]
+    wanted = (ident.encode(),) if phase == "read" else (ident.encode(), b'"resourceType":"Observation"')
+    connection.call(Call("GET", READS[phase].format(id=ident), None, 200, wanted, (("Authorization", f"Bearer {token}"),), kind=phase))
 
 
-def _observe(client: PathwayClient, patients: list[str]) -> None:
-    """Two Observations about each patient (set-up for the search phases, not timed)."""
-    for patient in patients:
-        for value in (1, 2):
-            observation = {"resourceType": "Observation", "status": "final", "code": {"text": "bench"}, "subject": {"reference": f"Patient/{patient}"}, "valueInteger": value}
-            client.post("Observation", observation).raise_for_status()
+def consent_to_facility(database_url: str, secrets: Path, patients: list[str]) -> None:
+    """Each person's Consent (recorded by the HSCP) permitting the facility for treatment,
+    and two Observations about the first WITH_OBSERVATIONS (set-up, not timed)."""
+    gateway = Gateway.start(Settings(database_url=database_url, secrets_dir=secrets, run_workers=False))
+    try:
+        with gateway.transaction() as session:
+            repo = gateway.repository(session)
+            for n, patient in enumerate(patients):
+                repo.create(label_resource({
+                    "resourceType": "Consent", "status": "active", "scope": {"coding": [{"code": "patient-privacy"}]},
+                    "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                    "patient": {"reference": f"Patient/{patient}"}, "dateTime": "2026-01-01",
+                    "provision": {"type": "permit", "actor": [{"reference": {"identifier": FACILITY_ID}}], "purpose": [{"code": "TREAT"}]},
+                }), HSCP)
+                for value in (1, 2) if n < WITH_OBSERVATIONS else ():
+                    repo.create(label_resource({"resourceType": "Observation", "status": "final", "code": {"text": "bench"},
+                                                "subject": {"reference": f"Patient/{patient}"}, "valueInteger": value}), HSCP)
+    finally:
+        gateway.close()
+
+
+def facility_credentials(database_url: str, secrets: Path, base: str) -> dict[str, Any]:
+    gateway = Gateway.start(Settings(database_url=database_url, secrets_dir=secrets, run_workers=False))
+    try:
+        key = new_client_key()
+        with gateway.transaction() as session:
+            return credentials(register_client(session, "bench-facility", FACILITY, ["system/*.read"], public_keys=[key.public_jwk]), key, base)
+    finally:
+        gateway.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
-    parser.add_argument("--threads", type=int, default=8, help="connections per load process")
+    add_load_arguments(parser, seconds=10.0, concurrency="16")
     add_serving_arguments(parser, 8765)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
     args = parser.parse_args()
+    from bench.referral import prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         database_url = args.database_url or f"sqlite:///{tmp}/bench.db"
-        settings = Settings(database_url=database_url, secrets_dir=Path(tmp) / "secrets", run_workers=False)
-        gateway = Gateway.start(settings)
-        key = new_client_key()
+        secrets = Path(tmp) / "secrets"
         base = f"http://127.0.0.1:{args.port}"
-        with gateway.transaction() as session:
-            client = register_client(session, "bench", "https://fhir.nhs.uk/Id/ods-organization-code|S037", ["system/*.read", "system/*.write"], public_keys=[key.public_jwk])
-            creds = credentials(client, key, base)
-        gateway.close()
-        with pathway_serve(database_url, settings.secrets_dir, args.port, args.workers):
-            token = PathwayClient(creds).token()
-            print(f"Pathway FHIR API on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.workers} worker(s), {args.seconds:.0f} s per phase")
-            created = drive("create", args.port, token, [], args.seconds, args.processes, args.threads)
-            drive("read", args.port, token, created, args.seconds, args.processes, args.threads)
-            observed = created[:WITH_OBSERVATIONS]
-            _observe(PathwayClient(creds), observed)
-            for phase in ("include", "revinclude"):
-                drive(phase, args.port, token, observed, args.seconds, args.processes, args.threads)
+        hscp, _ = prepare(database_url, secrets, 0, base)
+        facility = facility_credentials(database_url, secrets, base)
+        with pathway_serve(database_url, secrets, args.port, args.workers):
+            print(f"Pathway FHIR API on {database_url.split(':')[0]}, {args.workers} worker(s), {args.seconds:g} s per phase: "
+                  "the HSCP creates Patients (sealed at rest), the rehab facility reads them through each person's consent")
+            server = f"pathway serve ({args.workers} worker{'s' if args.workers > 1 else ''})"
+            for concurrency in args.concurrency:
+                print(sharing(server, concurrency=concurrency, processes=args.processes))
+                made = drive(create, None, args.port, PathwayClient(hscp).token(), concurrency=concurrency, seconds=args.seconds, processes=args.processes)
+                print(made.line("create", f"create x{concurrency}"))
+                consent_to_facility(database_url, secrets, made.kept[:5000])
+                token = PathwayClient(facility).token()
+                for phase in READS:
+                    ids = made.kept[: 5000 if phase == "read" else WITH_OBSERVATIONS]
+                    tally = drive(read, (phase, ids, token), args.port, token, concurrency=concurrency, seconds=args.seconds, processes=args.processes)
+                    print(tally.line(phase, f"{phase} x{concurrency}"))
+                    for error in tally.errors[:2]:
+                        print(f"  error: {error}")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ Starts `pathway serve` on a fresh database in a temporary directory with the dem
 partnership's configuration imported and people already known, registers the HSCP's
 social-work client with a real key, then submits rehab referrals (POST ServiceRequest;
 each opens the pathway Task, EpisodeOfCare and CarePlan in the same transaction) from
-concurrent connections for a bounded time, checks the pathway was opened for every one,
-and prints referrals/s with p50/p99.
+concurrent connections for a bounded time (``--concurrency`` in flight, closed loop), while
+the delivery worker of ``pathway serve`` sends each referral's notification to a receiver
+on 127.0.0.1 (``--no-deliveries`` to leave them out), spot-checks the pathway was opened,
+and prints referrals/s with p50/p99 (correct answers only) and the deliveries sent.
 
-    .venv/bin/python bench/referral.py [--seconds 10] [--processes 2] [--threads 2] [--people 2000] [--database-url URL]
+    .venv/bin/python bench/referral.py [--seconds 10] [--concurrency 4] [--people 2000] [--database-url URL]
 
 Target on a 2-core machine with SQLite: >= 300 referrals/s, p99 < 50 ms.
 """
@@ -15,13 +17,8 @@ Target on a 2-core machine with SQLite: >= 300 referrals/s, p99 < 50 ms.
 from __future__ import annotations
 
 import argparse
-import http.client
-import multiprocessing
-import os
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._serve import add_serving_arguments, pathway_serve, percentile  # noqa: E402
+from bench._serve import Call, Connection, add_load_arguments, add_serving_arguments, drive, pathway_serve, sharing  # noqa: E402
+from bench.delivery import ReceiverProcess  # noqa: E402
 from bench.fhir_api import _patient  # noqa: E402
 from gateway.auth.clients import credentials, new_client_key, register_client  # noqa: E402
 from gateway.client import PathwayClient  # noqa: E402
@@ -66,46 +64,11 @@ def referral(patient_id: str) -> bytes:
     )
 
 
-def _submit_referrals(args: tuple[int, str, list[str], float, int, int]) -> tuple[list[float], int, list[str]]:
-    """One load process: ``threads`` keep-alive connections referring people until the deadline.
-
-    http.client costs the load generator far less CPU per request than an async client,
-    which matters when client and server share two cores."""
-    port, token, people, deadline, threads, offset = args
-    latencies: list[float] = []
-    referrals: list[str] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def connection_loop(index: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
-        n = offset + index
-        mine: list[float] = []
-        while time.time() < deadline:
-            body = referral(people[n % len(people)])
-            started = time.perf_counter()
-            connection.request("POST", "/fhir/ServiceRequest", body=body, headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
-            mine.append(time.perf_counter() - started)
-            with lock:
-                if response.status == 201:
-                    referrals.append(orjson.loads(payload)["id"])
-                else:
-                    errors.append(f"{response.status}: {payload[:200]!r}")
-            n += threads * 64
-        with lock:
-            latencies.extend(mine)
-
-    pool = [threading.Thread(target=connection_loop, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    if errors:
-        print(f"  first error of {len(errors)}: {errors[0]}", file=sys.stderr)
-    return latencies, len(errors), referrals
+def refer(connection: Connection, n: int, people: list[str]) -> None:
+    """One referral of the n-th person; a correct answer is a 201 with the ServiceRequest."""
+    data = connection.call(Call("POST", "/fhir/ServiceRequest", referral(people[n % len(people)]), 201, (b'"resourceType":"ServiceRequest"',), kind="referral"))
+    if data is not None:
+        connection.tally.kept.append(orjson.loads(data)["id"])
 
 
 def prepare(database_url: str, secrets_dir: Path, people: int, base: str) -> tuple[dict[str, Any], list[str]]:
@@ -136,10 +99,9 @@ def check_pathways_opened(client: PathwayClient, referrals: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
-    parser.add_argument("--threads", type=int, default=2, help="connections per load process (2 x 2: partners submitting side by side; more only queue)")
+    add_load_arguments(parser, seconds=10.0, concurrency="4")
     parser.add_argument("--people", type=int, default=2000, help="Patients known before the run (referred in turn)")
+    parser.add_argument("--no-deliveries", action="store_true", help="run without the delivery worker and receiver")
     add_serving_arguments(parser, 8766)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
     args = parser.parse_args()
@@ -149,23 +111,41 @@ def main() -> None:
         secrets_dir = Path(tmp) / "secrets"
         base = f"http://127.0.0.1:{args.port}"
         creds, people = prepare(database_url, secrets_dir, args.people, base)
-        with pathway_serve(database_url, secrets_dir, args.port, args.workers):
-            client = PathwayClient(creds)
-            print(f"Pathway referrals on {database_url.split(':')[0]}, {os.cpu_count()} cores, {args.workers} worker(s), {args.seconds:g} s, {len(people)} people")
-            started = time.time()
-            jobs = [(args.port, client.token(), people, started + args.seconds, args.threads, p * args.threads) for p in range(args.processes)]
-            with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-                results = pool.map(_submit_referrals, jobs)
-            elapsed = time.time() - started
-            latencies = [x for r in results for x in r[0]]
-            referrals = [i for r in results for i in r[2]]
-            print(
-                f"referral {len(referrals) / elapsed:8.0f} referrals/s   p50 {percentile(latencies, 0.5):6.1f} ms   "
-                f"p99 {percentile(latencies, 0.99):6.1f} ms   errors {sum(r[1] for r in results)}   "
-                f"({len(latencies)} requests, {args.processes * args.threads} connections)"
-            )
-            if referrals:
-                check_pathways_opened(client, referrals)
+        receiver = None if args.no_deliveries else ReceiverProcess(0.0)
+        try:
+            if receiver is not None:
+                subscribe(database_url, secrets_dir, receiver.url)
+            with pathway_serve(database_url, secrets_dir, args.port, args.workers, env={"PATHWAY_RUN_WORKERS": "0" if receiver is None else "1"}):
+                client = PathwayClient(creds)
+                print(f"Pathway referrals on {database_url.split(':')[0]}, {args.workers} worker(s), {args.seconds:g} s, {len(people)} people, "
+                      f"deliveries {'off' if receiver is None else 'flowing to a receiver on 127.0.0.1 (its own process)'}")
+                others = [f"pathway serve ({args.workers} worker{'s' if args.workers > 1 else ''}{', with its delivery worker' if receiver else ''})"]
+                for concurrency in args.concurrency:
+                    print(sharing(*others, *(["the receiver"] if receiver else []), concurrency=concurrency, processes=args.processes))
+                    before = receiver.stats()["accepted"] if receiver else 0
+                    tally = drive(refer, people, args.port, client.token(), concurrency=concurrency, seconds=args.seconds, processes=args.processes)
+                    print(tally.line("referral", f"referral x{concurrency}", "referrals/s"))
+                    if receiver is not None:
+                        print(f"deliveries accepted by the receiver during the run: {(receiver.stats()['accepted'] - before) / tally.elapsed:,.0f}/s")
+                    for error in tally.errors[:3]:
+                        print(f"  error: {error}")
+                    if tally.kept:
+                        check_pathways_opened(client, tally.kept)
+        finally:
+            if receiver is not None:
+                receiver.close()
+
+
+def subscribe(database_url: str, secrets_dir: Path, url: str) -> None:
+    """The rehab team (the HSCP) takes its referral notifications at ``url``."""
+    from gateway.delivery import sync_subscriptions
+
+    gateway = Gateway.start(Settings(database_url=database_url, secrets_dir=secrets_dir, run_workers=False))
+    try:
+        with gateway.transaction() as session:
+            sync_subscriptions(session, [(HSCP, url, ["referral"])])
+    finally:
+        gateway.close()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -55,6 +56,17 @@ def configure_logging(level: str | None = None) -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+
+
+def settle_heap() -> None:
+    """Call once a serving process has built its application, before it serves: what exists
+    then lives as long as the process, so the cyclic collector stops walking it (gc.freeze),
+    and it runs less often (every 10,000 allocations, not 700). A request allocates thousands
+    of objects; collections that walked the application's hundreds of thousands of objects
+    cost 8-15 % of the CPU a consent decision took."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"

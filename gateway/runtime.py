@@ -17,6 +17,7 @@ from gateway.auth.tokens import AccessTokens
 from gateway.settings import Settings
 from gateway.store.crypto import Keyring, load_keyring
 from gateway.store.db import make_engine, migrate, session_factory
+from gateway.store.held import HeldSessions
 from gateway.store.repository import Repository
 from gateway.store.checkpoint import WalCheckpointer
 from gateway.store.writelock import WriteLock
@@ -38,7 +39,12 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.audit = AuditWriter(self.transaction)
-        self._read_sessions = session_factory(self.engine.execution_options(pathway_readonly=True), self.keyring)
+        readonly = self.engine.execution_options(pathway_readonly=True)
+        self._read_sessions = session_factory(readonly, self.keyring)
+        self._held_reads = HeldSessions(
+            readonly, self._read_sessions, lambda connection: self._read_sessions(bind=connection), stay_begun=self.engine.dialect.name == "sqlite"
+        )
+        self._held_writes = HeldSessions(self.engine, self.sessions, lambda connection: self.sessions(bind=connection))
 
     @classmethod
     def start(cls, settings: Settings, *, run_migrations: bool = True) -> "Gateway":
@@ -67,19 +73,21 @@ class Gateway:
         On SQLite, writers first queue on the gateway's write lock (see
         ``gateway.store.writelock``), which keeps latency even.
         """
-        with self.write_lock, self.sessions() as session, session.begin():
+        with self.write_lock, self._held_writes.session() as session:
             yield session
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A read-only session: a snapshot without taking the write lock."""
-        with self._read_sessions() as session, session.begin():
+        with self._held_reads.session() as session:
             yield session
 
     def repository(self, session: Session) -> Repository:
         return Repository(session, self.keyring)
 
     def close(self) -> None:
+        self._held_reads.close()
+        self._held_writes.close()
         if self.checkpointer is not None:
             self.checkpointer.close()
         self.engine.dispose()

@@ -30,7 +30,7 @@ from gateway.audit.chain import seal
 from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.outcomes import FHIR_JSON, issue, operation_outcome
 from gateway.fhir.service import FhirService
-from gateway.ops import MULTIPROCESS_ENV, configure_logging
+from gateway.ops import MULTIPROCESS_ENV, configure_logging, settle_heap
 from gateway.pathway.overdue import raise_overdue_reviews
 from gateway.pathway.top import raise_overdue_top_reviews
 from gateway.runtime import Gateway
@@ -149,7 +149,9 @@ def worker_app() -> FastAPI:
     """The application of one request-serving process (uvicorn's factory; settings from
     the environment ``serve`` passes on, database already migrated)."""
     configure_logging()
-    return create_app(gateway=Gateway.start(Settings.from_env(), run_migrations=False))
+    app = create_app(gateway=Gateway.start(Settings.from_env(), run_migrations=False))
+    settle_heap()
+    return app
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
@@ -166,6 +168,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
         deliveries.start()
     try:
         if app is not None:
+            settle_heap()
             uvicorn.run(app, host=host, port=port, **uvicorn_options(settings))
         else:
             _serve_from_processes(settings, host, port)

@@ -194,6 +194,27 @@ def test_decide_over_http_explains_itself(person, make_client):  # type: ignore[
     assert no_purpose["decision"] == "deny" and "purpose required" in " ".join(no_purpose["reasons"])
 
 
+def test_decide_finds_the_person_by_any_identifier_and_sees_a_changed_consent_at_once(person, make_client, gateway):  # type: ignore[no-untyped-def]
+    base = person["social"].fhir_base.removesuffix("/fhir")
+    request = {
+        # An identifier nobody holds first: the person is found by the one after it.
+        "patient": [{"system": CHI_SYSTEM, "value": "0101010000"}, {"system": CHI_SYSTEM, "value": CHI}],
+        "actor": [{"system": "https://pathway.scot/Id/partner", "value": "rehab-tayview-house"}],
+        "purpose": "TREAT",
+        "data": {"categories": ["prescribing"], "security": [{"system": ACT_CODE, "code": "OPIOIDUD"}]},
+        "holder": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "S037"},
+    }
+    assert person["social"].post(f"{base}/consent/$decide", request).json()["decision"] == "permit"
+    # The consent withdrawn by a write the serving process did not make (another process):
+    # the next decision sees it, not the person the policy cached.
+    with gateway.transaction() as session:
+        repo = gateway.repository(session)
+        withdrawn = repo.read("Consent", person["consent"]["id"]).resource | {"status": "inactive"}
+        repo.update(withdrawn, HSCP)
+    after = person["social"].post(f"{base}/consent/$decide", request).json()
+    assert after["decision"] != "permit", after
+
+
 def test_simulation_shows_what_a_carer_would_see(person, make_client):  # type: ignore[no-untyped-def]
     ig = make_client("ig-test", HSCP, ["system/*.read", "audit.read"], roles=["ig-officer"])
     base = ig.fhir_base.removesuffix("/fhir")

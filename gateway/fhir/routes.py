@@ -144,9 +144,10 @@ def _transaction_entries(body: Any) -> list[dict[str, Any]]:
 
 
 @router.get("/{resource_type}", summary="Search")
-async def search(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+async def search(request: Request, resource_type: str) -> Response:
+    who = await caller(request)  # not a dependency: on the hottest routes FastAPI's solving cost more than the call
     require_scope(who.principal, resource_type, "s")
-    return await _search(request, resource_type, list(request.query_params.multi_items()), who, fhir)
+    return await _search(request, resource_type, list(request.query_params.multi_items()), who, request.app.state.fhir)
 
 
 @router.post("/{resource_type}/_search", summary="Search (parameters in a form body and/or the query string)")
@@ -178,9 +179,10 @@ async def create(
 
 
 @router.get("/{resource_type}/{resource_id}", summary="Read")
-async def read(request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+async def read(request: Request, resource_type: str, resource_id: str) -> Response:
+    who = await caller(request)  # not a dependency: on the hottest routes FastAPI's solving cost more than the call
     require_scope(who.principal, resource_type, "r")
-    return _resource_response(request, await fhir.read(who, resource_type, resource_id))
+    return _resource_response(request, await request.app.state.fhir.read(who, resource_type, resource_id))
 
 
 @router.put("/{resource_type}/{resource_id}", summary="Update (or create with the given id)", openapi_extra=RESOURCE_BODY, responses={201: {"description": "Created with the id given"}})

@@ -28,12 +28,17 @@ from gateway.auth.tokens import Principal
 from gateway.directory import consent_recorders, current_agreements as load_agreements
 from gateway.fhir.access import DIRECTORY_CUSTODIAN, DIRECTORY_TYPES, WORKFLOW_PARTICIPANTS, Caller, CustodianPolicy, Visible
 from gateway.sharing.break_glass import active_grant
+from gateway.sharing.people import Bounded, consent_versions, current_version
 from gateway.store.indexing import patient_of
 from gateway.store.crypto import Keyring
+from gateway.store.hot import Hot
 from gateway.store.models import AgreementRow, ConfDocumentRow
 from gateway.store.repository import Repository, Stored, now_utc
 
 CODE_ELEMENTS = ("code", "medicationCodeableConcept", "category", "type")
+# What changes whenever the agreements, or the partners allowed to record consent grants, do.
+_AGREEMENTS_MARKER = Hot(select(func.count(), func.max(AgreementRow.loaded)))
+_RECORDERS_MARKER = Hot(select(func.max(ConfDocumentRow.version)).where(ConfDocumentRow.name == "partners.yaml"))
 
 
 def _identifier(pair: str) -> dict[str, str]:
@@ -112,6 +117,7 @@ class ConsentPolicy(CustodianPolicy):
         self._agreements: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
         self._recorders: tuple[Any, frozenset[str]] | None = None
         self._org_identifiers: dict[str, list[dict[str, str]]] = {}
+        self._people: Bounded[PersonContext] = Bounded(20_000)
 
     # --- what may be seen -------------------------------------------------------------
 
@@ -197,10 +203,17 @@ class ConsentPolicy(CustodianPolicy):
 
     def person(self, session: Session, patient: str, recorders: frozenset[str]) -> PersonContext:
         """The person's identifiers and the Consents that count: grants only from the
-        ``recorders`` (:meth:`consent_recorders`), refusals from anyone."""
+        ``recorders`` (:meth:`consent_recorders`), refusals from anyone. Cached by the
+        versions of their Patient record and Consents (read first, without bodies)."""
+        connection = session.connection()
+        ident = patient.split("/", 1)[1]
+        versions = (current_version(connection, "Patient", ident), consent_versions(connection, patient))
+        cached = self._people.get((patient, versions, recorders))
+        if cached is not None:
+            return cached
         repo = Repository(session, self.keyring)
         identifiers = [{"system": "reference", "value": patient}]
-        current = repo.current("Patient", patient.split("/", 1)[1])
+        current = repo.current("Patient", ident)
         if current is not None:
             identifiers += [
                 {"system": i["system"], "value": i["value"]}
@@ -208,7 +221,8 @@ class ConsentPolicy(CustodianPolicy):
                 if i.get("system") and i.get("value")
             ]
         consents, ignored = [], []
-        for _, stored in repo.search("Consent", patient=patient, batch=50):
+        stored_consents = [s for s in repo.current_many("Consent", [id_ for id_, _ in versions[1]]) if not s.deleted]
+        for stored in stored_consents:
             resource = stored.resource
             if stored.custodian in recorders or not grants(resource):
                 consents.append(resource)
@@ -216,20 +230,21 @@ class ConsentPolicy(CustodianPolicy):
                 ignored.append(f"{stored.reference} recorded by {stored.custodian}, which is not authorised to record "
                                "consent grants → ignored")
         key = tuple(sorted((c["id"], int(c["meta"]["versionId"])) for c in consents)) + tuple((r, -1) for r in ignored)
-        return PersonContext(patient, identifiers, consents, key, ignored)
+        context = PersonContext(patient, identifiers, consents, key, ignored)
+        read = (current.version_id if current is not None else None, tuple((s.id, s.version_id) for s in stored_consents))
+        # Cached only when the bodies are the versions listed (a write may land between the two reads).
+        return self._people.put((patient, versions, recorders), context) if read == versions else context
 
     def consent_recorders(self, session: Session) -> frozenset[str]:
         """The identifiers of organisations ``conf/`` authorises to record consent grants."""
-        marker = session.execute(
-            select(func.max(ConfDocumentRow.version)).where(ConfDocumentRow.name == "partners.yaml")
-        ).scalar()
+        marker = _RECORDERS_MARKER.scalar(session.connection())
         if self._recorders is None or self._recorders[0] != marker:
             self._recorders = (marker, consent_recorders(session))
         return self._recorders[1]
 
     def current_agreements(self, session: Session) -> tuple[tuple[Any, ...], list[dict[str, Any]]]:
         """The current agreements with a marker that changes whenever they do."""
-        marker = tuple(session.execute(select(func.count(), func.max(AgreementRow.loaded))).one())
+        marker = tuple(_AGREEMENTS_MARKER.rows(session.connection())[0])
         if self._agreements is None or self._agreements[0] != marker:
             self._agreements = (marker, load_agreements(session))
         return self._agreements

@@ -16,6 +16,7 @@ from gateway.deps import caller, get_gateway, json_body, principal, require_spec
 from gateway.fhir.access import Caller
 from gateway.fhir.outcomes import FhirError, FhirJSONResponse, fhir_response, operation_outcome, withheld_warning
 from gateway.sharing import break_glass
+from gateway.sharing.people import patient_with
 from gateway.sharing.policy import ConsentPolicy, simulated_caller
 from gateway.audit.ledger import about_patient, ledger_entry
 from gateway.store.models import DisclosureRow
@@ -51,21 +52,28 @@ def resolve_patient(repo: Repository, identifiers: Any) -> str | None:
             stored = repo.current("Patient", ident) if kind == "Patient" else None
             return stored.reference if stored is not None and not stored.deleted else None
         system = canonical_person_system(str(identifier.get("system")))
-        for _, stored in repo.search("Patient", [("identifier", [f"{system}|{identifier['value']}"])], batch=2):
-            return stored.reference
+        found = patient_with(repo.session.connection(), repo.keyring, system, identifier["value"])
+        if found is not None:
+            return found
     return None
 
 
 @router.post("/consent/$decide", summary="Decide a disclosure request (DESIGN §8)", openapi_extra=JSON_BODY)
-def decide(request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller)) -> Response:
+async def decide(request: Request) -> Response:
     """A decision over the person's stored Consents and the current agreements. A caller that is
-    not an IG officer is answered about a person it may not see as about an unknown person."""
+    not an IG officer is answered about a person it may not see as about an unknown person.
+
+    Decided on the event loop from a read transaction (no write lock); answered once its
+    audit entry is committed by the group-commit writer. The body and caller are taken here
+    rather than as dependencies: FastAPI's dependency solving cost more than the decision."""
+    body = await json_body(request)
+    who = await caller(request)
     require_special_scope(who.principal, "consent.decide")
     if not isinstance(body, dict):
         raise FhirError(400, "body must be a decision request object", "structure")
     gateway = get_gateway(request)
     policy = _policy(request)
-    with gateway.transaction() as session:
+    with gateway.reading() as session:
         repo = gateway.repository(session)
         patient = resolve_patient(repo, body.get("patient"))
         if patient is not None and "ig-officer" not in who.principal.roles:
@@ -80,9 +88,9 @@ def decide(request: Request, body: Any = Depends(json_body), who: Caller = Depen
         decision = consent.decide(body, person.consents if person else [], agreements)
         if person is not None and person.ignored:
             decision["reasons"] = [*person.ignored, *decision["reasons"]]
-        purpose = body.get("purpose") if isinstance(body.get("purpose"), str) else None
-        event = audit_event("operation", None, patient=patient, purpose=purpose, detail=f"consent decision {decision['decision']} asked by {who.principal.client_id}")
-        append(session, event, patient=patient, client_id=who.principal.client_id)
+    purpose = body.get("purpose") if isinstance(body.get("purpose"), str) else None
+    event = audit_event("operation", None, patient=patient, purpose=purpose, detail=f"consent decision {decision['decision']} asked by {who.principal.client_id}")
+    await gateway.audit.record(event, patient=patient, client_id=who.principal.client_id)
     return Response(orjson.dumps(decision), media_type="application/json")
 
 

@@ -60,7 +60,7 @@ class ResourceRow(_ResourceColumns, Base):
     __tablename__ = "resource"
     __table_args__ = (
         Index("ix_resource_type_updated", "type", "last_updated"),
-        Index("ix_resource_patient", "patient"),
+        Index("ix_resource_patient_type_updated", "patient", "type", "last_updated"),
     )
 
 
@@ -83,7 +83,7 @@ class SearchTokenRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     param: Mapped[str] = mapped_column(String(40), primary_key=True)
     value: Mapped[str] = mapped_column(String(300), primary_key=True)
-    __table_args__ = (Index("ix_search_token_lookup", "type", "param", "value"),)
+    __table_args__ = (Index("ix_search_token_lookup", "type", "param", "value", "id"),)
 
 
 class ClientRow(Base):

@@ -18,6 +18,7 @@ from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, 
 from sqlalchemy.orm import Session
 
 from gateway.store.crypto import Keyring
+from gateway.store.hot import Hot
 from gateway.store.indexing import INDEXED_AS, index_entries, patient_of
 from gateway.store.models import ResourceRow, ResourceVersionRow, SearchTokenRow
 
@@ -35,7 +36,8 @@ VERSION = ResourceVersionRow.__table__
 TOKEN = SearchTokenRow.__table__
 
 
-_CURRENT = select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id == bindparam("id"))
+_CURRENT = Hot(select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id == bindparam("id")))
+_CURRENT_MANY = select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 _INSERT_RESOURCE = insert(RESOURCE)
 _INSERT_VERSION = insert(VERSION)
 _INSERT_TOKENS = insert(TOKEN)
@@ -192,13 +194,20 @@ class Repository:
             raw,
         )
 
-    def _current_row(self, type_: str, id_: str) -> Row[Any] | None:
-        return self.session.connection().execute(_CURRENT, {"type": type_, "id": id_}).first()
+    def _current_row(self, type_: str, id_: str) -> Any:
+        return _CURRENT.first(self.session.connection(), type=type_, id=id_)
 
     def current(self, type_: str, id_: str) -> Stored | None:
         """The current version, deleted or not; None when it never existed."""
         row = self._current_row(type_, id_)
         return self._unpack(row) if row is not None else None
+
+    def current_many(self, type_: str, ids: Sequence[str]) -> list[Stored]:
+        """The current versions of those of ``ids`` that exist, deleted or not, in ``ids``' order."""
+        if not ids:
+            return []
+        found = {row.id: row for row in self.session.connection().execute(_CURRENT_MANY, {"type": type_, "ids": list(ids)})}
+        return [self._unpack(found[i]) for i in ids if i in found]
 
     def read(self, type_: str, id_: str) -> Stored:
         """The current version; raises NotFound or Gone."""
