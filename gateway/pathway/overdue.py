@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 from gateway.audit.chain import append, audit_event
 from gateway.fhir.service import FhirService
@@ -51,13 +52,19 @@ def _check_stay(pc: PathwayContext, task: Stored, today: date) -> Stored | None:
     if missed is None:
         return None
     k, due = missed
-    identifier = {"system": OVERDUE_SYSTEM, "value": f"{task.id}/{k}"}
-    if first(pc.repo, "Communication", [("identifier", [f"{OVERDUE_SYSTEM}|{identifier['value']}"])]) is not None:
-        return None
     pathway = pc.repo.read("Task", resource["partOf"][0]["reference"].split("/", 1)[1])
     care_plan = by_referral(pc.repo, "CarePlan", referral_id(pathway.resource) or "")
     key_workers = care_team(care_plan.resource).get(codes.KEY_WORKER, []) if care_plan else []
-    recipients = [resource["owner"], *key_workers]
+    text = f"Review {k} of the residential stay was due on {due.isoformat()} and has not been recorded."
+    return raise_overdue_flag(pc, task, OVERDUE_SYSTEM, k, [resource["owner"], *key_workers], text)
+
+
+def raise_overdue_flag(pc: PathwayContext, task: Stored, system: str, k: int, recipients: list[dict[str, Any]], text: str) -> Stored | None:
+    """A ``review-overdue`` Communication about ``task``'s ``k``-th missed reading, sent to
+    ``recipients`` once: None when one with the same identifier was raised before."""
+    identifier = {"system": system, "value": f"{task.id}/{k}"}
+    if first(pc.repo, "Communication", [("identifier", [f"{system}|{identifier['value']}"])]) is not None:
+        return None
     flag = pc.derive(
         {
             "resourceType": "Communication",
@@ -65,11 +72,11 @@ def _check_stay(pc: PathwayContext, task: Stored, today: date) -> Stored | None:
             "status": "completed",
             "priority": "asap",
             "category": [codes.concept(codes.COMMUNICATION_CATEGORY_SYSTEM, codes.REVIEW_OVERDUE)],
-            "subject": resource["for"],
+            "subject": task.resource["for"],
             "about": [{"reference": task.reference}],
             "sent": pc.instant,
             "recipient": recipients,
-            "payload": [{"contentString": f"Review {k} of the residential stay was due on {due.isoformat()} and has not been recorded."}],
+            "payload": [{"contentString": text}],
         }
     )
     notify(pc.ctx.session, "review", pc.keys_of(recipients), focus=flag.reference, patient=flag.patient)

@@ -20,8 +20,8 @@ from gateway.pathway import codes, stages
 from gateway.pathway.allocation import pathway_task_of
 from gateway.pathway.context import PathwayContext
 from gateway.pathway.moves import parties, refuse
-from gateway.pathway.notify import notify
-from gateway.pathway.records import by_referral, care_team, first, referral_id
+from gateway.pathway.overdue import raise_overdue_flag
+from gateway.pathway.records import by_referral, care_team, referral_id
 from gateway.store.repository import Stored
 from mappings.top import read_top, top_form
 
@@ -95,26 +95,9 @@ def _check_pathway(pc: PathwayContext, task: Stored, today: date) -> Stored | No
     if missed is None:
         return None
     k, due = missed
-    identifier = {"system": TOP_OVERDUE_SYSTEM, "value": f"{task.id}/{k}"}
-    if first(pc.repo, "Communication", [("identifier", [f"{TOP_OVERDUE_SYSTEM}|{identifier['value']}"])]) is not None:
-        return None
     care_plan = by_referral(pc.repo, "CarePlan", referral_id(resource) or "")
     team = care_team(care_plan.resource) if care_plan else {}
     recipients = team.get(codes.COMMUNITY_TEAM, []) + team.get(codes.KEY_WORKER, []) or [resource["owner"]]
     which = "the start-of-treatment TOP" if k == 0 else f"three-monthly TOP review {k}"
-    flag = pc.derive(
-        {
-            "resourceType": "Communication",
-            "identifier": [identifier],
-            "status": "completed",
-            "priority": "asap",
-            "category": [codes.concept(codes.COMMUNICATION_CATEGORY_SYSTEM, codes.REVIEW_OVERDUE)],
-            "subject": resource["for"],
-            "about": [{"reference": task.reference}],
-            "sent": pc.instant,
-            "recipient": recipients,
-            "payload": [{"contentString": f"{which[0].upper()}{which[1:]} was due by {due.isoformat()} and has not been recorded."}],
-        }
-    )
-    notify(pc.ctx.session, "review", pc.keys_of(recipients), focus=flag.reference, patient=flag.patient)
-    return flag
+    text = f"{which[0].upper()}{which[1:]} was due by {due.isoformat()} and has not been recorded."
+    return raise_overdue_flag(pc, task, TOP_OVERDUE_SYSTEM, k, recipients, text)
