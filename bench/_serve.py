@@ -4,9 +4,11 @@ loop over keep-alive connections in a few processes, and percentiles."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +22,37 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+
+_LENGTH = re.compile(rb"(?i)content-length:\s*(\d+)")
+
+
+def serve_answers(port: int, answer: Callable[[bytes], bytes]) -> None:
+    """Serve keep-alive HTTP/1.1 on 127.0.0.1:``port`` until killed, answering each request
+    with ``answer(its head)`` (bodies are read and dropped): a fixed-answer peer cheap enough
+    not to be what a bench measures."""
+
+    class Answering(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport, self.buffer = transport, b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                head = self.buffer[:end]
+                length = int(m.group(1)) if (m := _LENGTH.search(head)) else 0
+                if len(self.buffer) < end + 4 + length:
+                    return
+                self.buffer = self.buffer[end + 4 + length :]
+                self.transport.write(answer(head))  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Answering, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -25,15 +25,12 @@ too) and CONSENT_FHIR_SERVERS naming the local store.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._serve import Call, Tally, add_load_arguments, cycle, drive, pathway_serve, sharing, wait_until  # noqa: E402
+from bench._serve import Call, Tally, add_load_arguments, cycle, drive, pathway_serve, serve_answers, sharing, wait_until  # noqa: E402
 
 CHI = {"system": "https://fhir.nhs.uk/Id/chi-number", "value": "1503901238"}
 FACILITY = {"system": "https://pathway.scot/Id/partner", "value": "rehab-tayview-house"}
@@ -73,7 +70,6 @@ def consent(actor: dict[str, Any]) -> dict[str, Any]:
 
 # --- the fixed-answer FHIR store LEAP reads (its own process) ------------------------------
 
-_LENGTH = re.compile(rb"(?i)content-length:\s*(\d+)")
 
 
 def _store_answers(base: str) -> dict[bytes, bytes]:
@@ -100,26 +96,7 @@ def serve_store(port: int) -> None:
                 return b"HTTP/1.1 %s\r\ncontent-type: application/fhir+json\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body)
         return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
 
-    class Store(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport, self.buffer = transport, b""
-
-        def data_received(self, data: bytes) -> None:
-            self.buffer += data
-            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-                head = self.buffer[:end]
-                length = int(m.group(1)) if (m := _LENGTH.search(head)) else 0
-                if len(self.buffer) < end + 4 + length:
-                    return
-                self.buffer = self.buffer[end + 4 + length :]
-                self.transport.write(answer(head))  # type: ignore[attr-defined]
-
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(Store, "127.0.0.1", port, backlog=1024)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    serve_answers(port, answer)
 
 
 def _free_port() -> int:

@@ -16,7 +16,6 @@ SQLite file unless PATHWAY_DATABASE_URL names another (e.g. PostgreSQL).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import re
@@ -32,8 +31,8 @@ import orjson
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench._serve import serve_answers  # noqa: E402
 
-_LENGTH = re.compile(rb"(?i)content-length:\s*(\d+)")
 _KEY = re.compile(rb"(?i)x-pathway-delivery:\s*([^\r\n]+)")
 
 
@@ -46,38 +45,18 @@ def serve_receiver(port: int, failure_rate: float) -> None:
     counts = {"posts": 0}
     chance = random.Random(11)
 
-    class Receiver(asyncio.Protocol):
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.transport = transport
-            self.buffer = b""
+    def answer(head: bytes) -> bytes:
+        if head.startswith(b"GET /stats"):
+            body = orjson.dumps({"accepted": len(accepted), "posts": counts["posts"]})
+            return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        counts["posts"] += 1
+        if chance.random() < failure_rate:
+            return b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
+        key = _KEY.search(head)
+        accepted.add(key.group(1) if key else b"")
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 
-        def data_received(self, data: bytes) -> None:
-            self.buffer += data
-            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-                head = self.buffer[:end]
-                length = int(m.group(1)) if (m := _LENGTH.search(head)) else 0
-                if len(self.buffer) < end + 4 + length:
-                    return
-                self.buffer = self.buffer[end + 4 + length :]
-                self.transport.write(self._answer(head))
-
-        def _answer(self, head: bytes) -> bytes:
-            if head.startswith(b"GET /stats"):
-                body = orjson.dumps({"accepted": len(accepted), "posts": counts["posts"]})
-                return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-            counts["posts"] += 1
-            if chance.random() < failure_rate:
-                return b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n"
-            key = _KEY.search(head)
-            accepted.add(key.group(1) if key else b"")
-            return b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(Receiver, "127.0.0.1", port, backlog=1024)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(main())
+    serve_answers(port, answer)
 
 
 class ReceiverProcess:
