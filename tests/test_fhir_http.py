@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from mappings.identifiers import CHI_SYSTEM, make_chi
+from mappings.identifiers import CHI_SYSTEM
 
 from .conftest import FACILITY
 from .test_fhir_api import patient

@@ -35,7 +35,7 @@ def _audit_details(gateway: Gateway) -> list[str]:
 
 def test_measure_reports_go_to_the_hscp_and_the_partnership_lead_only(gateway: Gateway, make_client) -> None:  # type: ignore[no-untyped-def]
     social = make_client("social-work", HSCP)
-    referral = refer(social, person(social, 1), "REF-MR-1")
+    refer(social, person(social, 1), "REF-MR-1")
     this_quarter = Quarter.containing(date.today())
     answer = social.get(f"MeasureReport?period=ge{this_quarter.start}&period=le{this_quarter.end}")
     assert answer.status_code == 200, answer.text

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from datetime import date
-from pathlib import Path
 
-import httpx
 import pytest
-from sqlalchemy import select
 
 from gateway.conf import load_conf
-from gateway.delivery.models import DeliveryRow
 from gateway.directory import import_conf
 from gateway.runtime import Gateway
 from gateway.sharing.break_glass import pending_reviews, written

@@ -14,7 +14,7 @@ from pathlib import Path
 from adapters.common import Files, IdScheme, IngestError, Mapped, Quarantined, RecordProblem, checked
 from adapters.emis import admin, care_record, prescribing
 from adapters.emis.coding import load_codes
-from adapters.emis.extract import Extract, guid, record_key
+from adapters.emis.extract import Extract, record_key
 from adapters.identity import PatientIndex
 from mappings.codes import extract_layout
 
