@@ -108,11 +108,11 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.add_exception_handler(AuditUnavailable, _audit_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
     refusals = error_responses()
+    app.include_router(sharing_router, responses=refusals)  # first: routes are matched in order, and $decide is the hottest
     app.include_router(ops_router)
     app.include_router(auth_router, responses=error_responses((FHIR_JSON, "application/json")))  # OAuth errors are JSON
     app.include_router(audit_router, responses=refusals, default_response_class=FhirJSONResponse)
     app.include_router(ingest_router, responses=refusals)
-    app.include_router(sharing_router, responses=refusals)
     app.include_router(pathway_router, responses=refusals)
     app.include_router(subscription_router, responses=refusals)  # ahead of the generic /fhir/{type} routes
     app.include_router(reporting_router, responses=refusals)  # before the generic /fhir/{type} routes
