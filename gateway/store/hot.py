@@ -1,4 +1,4 @@
-"""Hot read statements: compiled once per dialect and run on the driver's cursor.
+"""Hot statements: compiled once per dialect and run on the driver's cursor.
 
 SQLAlchemy looks a statement's compiled form up in its cache on every execution and
 builds a result object around each; for the small SELECTs every request makes (a
@@ -7,13 +7,15 @@ what the database does. A :class:`Hot` statement is rendered once per dialect, b
 parameters by name, and converts only the columns whose type needs it (a UTC timestamp,
 a SQLite boolean), with the column types' own result processors; rows are named tuples.
 It runs inside the caller's transaction like any other statement, and a driver error is
-raised as SQLAlchemy's ``DBAPIError``, as the rest of the gateway expects.
+raised as SQLAlchemy's ``DBAPIError``, as the rest of the gateway expects. An INSERT or
+UPDATE (:meth:`Hot.execute`, the audit chain's appends) binds its values through the
+column types' own bind processors, as SQLAlchemy would.
 """
 
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
@@ -27,36 +29,61 @@ class _Rendered(NamedTuple):
     defaults: dict[str, Any]
     order: tuple[str, ...] | None  # parameter names in position order, for positional drivers
     processors: list[tuple[int, Callable[[Any], Any]]]
-    row: Callable[..., Any]
+    row: Callable[..., Any] | None  # None for an INSERT or UPDATE
+    binders: dict[str, Callable[[Any], Any]]  # the bind processors of parameters whose type has one
 
 
 class Hot:
-    """A SELECT rendered once per dialect; :meth:`rows` runs it with named parameters."""
+    """A statement rendered once per dialect: :meth:`rows` runs a SELECT with named
+    parameters, :meth:`execute` an INSERT or UPDATE (``columns``: the INSERT's columns)."""
 
-    def __init__(self, statement: Any) -> None:
+    def __init__(self, statement: Any, columns: Sequence[str] | None = None) -> None:
         self.statement: Executable = statement
+        self._columns = list(columns) if columns is not None else None
         self._rendered: dict[str, _Rendered] = {}
 
     def _render(self, dialect: Dialect) -> _Rendered:
         rendered = self._rendered.get(dialect.name)
         if rendered is None:
-            compiled = self.statement.compile(dialect=dialect)
-            columns = list(self.statement.selected_columns)  # type: ignore[attr-defined]
+            compiled = self.statement.compile(dialect=dialect, column_keys=self._columns)
+            selected = getattr(self.statement, "selected_columns", None)
+            columns = list(selected) if selected is not None and self.statement.is_select else []  # type: ignore[attr-defined]
             processors = [(i, p) for i, c in enumerate(columns) if (p := c.type.dialect_impl(dialect).result_processor(dialect, None))]
             rendered = self._rendered[dialect.name] = _Rendered(
                 str(compiled),
                 {name: bind.value for name, bind in compiled.binds.items() if not bind.required},
                 tuple(compiled.positiontup) if compiled.positional and compiled.positiontup is not None else None,
                 processors,
-                namedtuple("HotRow", [c.key for c in columns], rename=True)._make,  # type: ignore[misc]
+                namedtuple("HotRow", [c.key for c in columns], rename=True)._make if columns else None,  # type: ignore[misc]
+                {name: p for name, bind in compiled.binds.items() if (p := bind.type.dialect_impl(dialect).bind_processor(dialect))},
             )
         return rendered
 
+    def _bound(self, rendered: _Rendered, params: dict[str, Any]) -> Any:
+        values = {**rendered.defaults, **params}
+        for name, process in rendered.binders.items():
+            if name in values:
+                values[name] = process(values[name])
+        return tuple(values[name] for name in rendered.order) if rendered.order is not None else values
+
+    def execute(self, connection: Connection, params: Sequence[dict[str, Any]]) -> None:
+        """Run an INSERT or UPDATE once per parameter set (the driver's executemany)."""
+        rendered = self._render(connection.dialect)
+        bound = [self._bound(rendered, p) for p in params]
+        cursor = connection.connection.cursor()
+        try:
+            cursor.executemany(rendered.sql, bound)
+        except connection.dialect.loaded_dbapi.Error as error:
+            raise DBAPIError.instance(rendered.sql, bound, error, connection.dialect.loaded_dbapi.Error, hide_parameters=True) from error
+        finally:
+            cursor.close()
+
     def rows(self, connection: Connection, **params: Any) -> list[Any]:
         """Every row, as a named tuple of its columns."""
-        sql, defaults, order, processors, make_row = self._render(connection.dialect)
-        values = {**defaults, **params}
-        bound: Any = tuple(values[name] for name in order) if order is not None else values
+        rendered = self._render(connection.dialect)
+        sql, processors, make_row = rendered.sql, rendered.processors, rendered.row
+        assert make_row is not None, "rows() runs a SELECT"
+        bound = self._bound(rendered, params)
         cursor = connection.connection.cursor()
         try:
             cursor.execute(sql, bound)
