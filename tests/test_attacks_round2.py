@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
+from gateway.pathway.codes import FACILITY_TASK, PATHWAY_TASK, TASK_TYPE_SYSTEM
+from gateway.reporting.records import collect_referrals
+from gateway.runtime import Gateway
+from tests.test_pathway_api import one, person, refer, to_residential
 from tests.test_pathway_e2e import Parties, conf, conf_client, parties  # noqa: F401  (fixtures)
 from tests.test_subscriptions import quiet, subscription  # noqa: F401  (fixtures)
 
@@ -47,3 +52,52 @@ def test_a_real_local_or_public_https_endpoint_is_still_accepted(quiet: Parties)
         made.append(answer.json()["channel"]["endpoint"])
     assert set(made) <= {e["resource"]["channel"]["endpoint"] for e in facility.get("Subscription").json()["entry"]}
 
+
+
+def test_a_partner_cannot_forge_a_pathway_task_that_the_waiting_times_return_counts(gateway: Gateway, parties: Parties) -> None:  # noqa: F811
+    """The facility (which learns the referral's id from its own facility referral) POSTs a second Task coded as
+    the referral's pathway Task, with a year's clock adjustment and another owner: the return
+    must keep counting the workflow's own pathway Task only."""
+    social, facility = parties.social, parties.facility
+    patient = person(social, 61)
+    referral = refer(social, patient, "REF-ATTACK-0001")
+    to_residential(social, referral)
+    pathway_task = one(social, f"Task?focus=ServiceRequest/{referral['id']}")
+    # what the facility knows of the referral: its own Task, and the facility referral it is for
+    own = one(facility, "Task?owner=Organization/rehab-tayview-house&status=requested")
+    referral_ref = facility.get(own["focus"]["reference"]).json()["basedOn"][0]["reference"]  # its facility referral names the referral
+    assert referral_ref == f"ServiceRequest/{referral['id']}"
+    with gateway.reading() as session:
+        before = {r.reference: (r.service, r.adjustments, r.stage, r.admitted) for r in collect_referrals(gateway.repository(session))}
+    assert before[referral_ref][0] == pathway_task["owner"]["reference"] and before[referral_ref][1] == ()
+    forged = {
+        "resourceType": "Task",
+        "status": "completed",
+        "intent": "order",
+        "code": {"coding": [{"system": TASK_TYPE_SYSTEM, "code": PATHWAY_TASK}]},
+        "focus": {"reference": referral_ref},
+        "for": {"reference": patient},
+        "owner": {"reference": "Organization/rehab-tayview-house"},
+        "authoredOn": "2020-01-01",
+        "extension": [
+            {
+                "url": CLOCK_ADJUSTMENT,
+                "extension": [
+                    {"url": "reason", "valueCoding": {"system": CLOCK_ADJUSTMENT_SYSTEM, "code": "unavailable"}},
+                    {"url": "period", "valuePeriod": {"start": "2020-01-01", "end": "2030-12-31"}},
+                ],
+            }
+        ],
+    }
+    answer = facility.post("Task", forged)
+    assert answer.status_code == 403, answer.text
+    # nor by turning a Task of its own into one, or a stay of its own into an admission
+    plain = facility.post("Task", {k: v for k, v in forged.items() if k not in ("code", "extension")} | {"status": "requested"})
+    assert plain.status_code == 201, plain.text
+    assert facility.put(f"Task/{plain.json()['id']}", plain.json() | {"code": forged["code"]}).status_code == 403
+    stay = forged | {"code": {"coding": [{"system": TASK_TYPE_SYSTEM, "code": FACILITY_TASK}]}, "partOf": [own["partOf"][0]], "status": "in-progress",
+                     "executionPeriod": {"start": "2020-01-02"}}
+    assert facility.post("Task", stay).status_code == 403
+    with gateway.reading() as session:
+        after = {r.reference: (r.service, r.adjustments, r.stage, r.admitted) for r in collect_referrals(gateway.repository(session))}
+    assert after == before
