@@ -3,13 +3,18 @@ partners' own credentials: each test one attack, tried as a partner would."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 import pytest
 
 from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
 from gateway.pathway.codes import FACILITY_TASK, PATHWAY_TASK, TASK_TYPE_SYSTEM
+from gateway.reporting.outcomes import collect_top
 from gateway.reporting.records import collect_referrals
 from gateway.runtime import Gateway
-from tests.test_pathway_api import one, person, refer, to_residential
+from tests.test_pathway_api import decide, one, person, refer, to_residential
+from tests.test_reporting_api import _top_reading as _top
 from tests.test_pathway_e2e import Parties, conf, conf_client, parties  # noqa: F401  (fixtures)
 from tests.test_subscriptions import quiet, subscription  # noqa: F401  (fixtures)
 
@@ -101,3 +106,33 @@ def test_a_partner_cannot_forge_a_pathway_task_that_the_waiting_times_return_cou
     with gateway.reading() as session:
         after = {r.reference: (r.service, r.adjustments, r.stage, r.admitted) for r in collect_referrals(gateway.repository(session))}
     assert after == before
+
+
+def test_a_partner_cannot_turn_a_response_of_its_own_into_the_allocation_decision_or_a_top_reading(gateway: Gateway, parties: Parties) -> None:  # noqa: F811
+    """The facility records a harmless QuestionnaireResponse, then PUTs it as the referral's
+    resource-allocation decision ("no", two years earlier), or as a TOP reading of the
+    referral: updates skipped the checks a new one gets, and the reports took them."""
+    social, facility = parties.social, parties.facility
+    patient = person(social, 62)
+    referral = refer(social, patient, "REF-ATTACK-0002")
+    to_residential(social, referral)
+    referral_ref = f"ServiceRequest/{referral['id']}"
+
+    def counted() -> tuple[Any, Any]:
+        with gateway.reading() as session:
+            repo = gateway.repository(session)
+            decided = next((r.decided, r.decision) for r in collect_referrals(repo) if r.reference == referral_ref)
+            return decided, collect_top(repo)
+
+    before = counted()
+    assert before[0][1] == "yes"
+    harmless = {"resourceType": "QuestionnaireResponse", "status": "completed", "subject": {"reference": patient}, "authored": "2020-01-01",
+                "questionnaire": "https://tayview.example/Questionnaire/welcome"}
+    decision = orjson.loads(decide(social, referral, "no").request.read())  # a decision's body (itself refused: already decided)
+    for forged in (decision, _top(referral_ref, alcohol=28)):
+        made = facility.post("QuestionnaireResponse", harmless)
+        assert made.status_code == 201, made.text
+        answer = facility.put(f"QuestionnaireResponse/{made.json()['id']}", made.json() | {k: v for k, v in forged.items() if k != "resourceType"})
+        assert answer.status_code == 403, answer.text
+        assert "record a new response" in answer.json()["issue"][0]["diagnostics"]
+    assert counted() == before

@@ -29,6 +29,9 @@ class PathwayWorkflow:
         if kind == "Task" and not is_pathway(ctx.caller) and task_kind(resource) != (task_kind(previous.resource) if previous else None):
             # The waiting-times return and the workflow trust a Task's kind: only the pathway sets it.
             raise refuse(403, "pathway Tasks (Task.code in the task-type system) are created by the pathway itself; their kind cannot be set or changed", "Task.code")
+        if kind == "QuestionnaireResponse" and previous is not None and not is_pathway(ctx.caller) and _what_it_answers(resource) != _what_it_answers(previous.resource):
+            # Decisions, reviews and TOP readings are checked when recorded: a response may not become one later.
+            raise refuse(403, "a QuestionnaireResponse's questionnaire and basedOn are fixed when it is recorded; record a new response instead", "QuestionnaireResponse.questionnaire")
         if kind == "ServiceRequest" and previous is None and is_rehab_referral(resource):
             prepare_referral(PathwayContext.of(ctx), resource)
         elif kind == "Task" and previous is not None:
@@ -132,3 +135,7 @@ def facility_task_moved(pc: PathwayContext, task: Stored) -> None:
     if stage_of(pathway.resource) == "residential":
         moved = pathway.resource | {"businessStatus": codes.concept(codes.STAGE_SYSTEM, "community-recovery")}
         pc.derive(moved, if_match=pathway.version_id)
+
+
+def _what_it_answers(response: dict[str, Any]) -> tuple[Any, Any]:
+    return response.get("questionnaire"), response.get("basedOn")
