@@ -136,3 +136,23 @@ def test_a_partner_cannot_turn_a_response_of_its_own_into_the_allocation_decisio
         assert answer.status_code == 403, answer.text
         assert "record a new response" in answer.json()["issue"][0]["diagnostics"]
     assert counted() == before
+
+
+def test_a_partner_cannot_turn_a_request_of_its_own_into_a_rehab_referral(gateway: Gateway, parties: Parties) -> None:  # noqa: F811
+    """The third sector's plain ServiceRequest PUT back as a rehab referral carrying an existing referral's
+    business id: it skipped the duplicate check and the pathway, and the return counted it."""
+    social, agency = parties.social, parties.agency
+    patient = person(social, 63)
+    referral = refer(social, patient, "REF-ATTACK-0003")
+
+    def referrals() -> list[str]:
+        with gateway.reading() as session:
+            return sorted(r.reference for r in collect_referrals(gateway.repository(session)))
+
+    before = referrals()
+    plain = {k: v for k, v in referral.items() if k not in ("id", "meta", "category", "extension")} | {"requester": {"reference": "Organization/tayside-recovery-network"}}
+    made = agency.post("ServiceRequest", plain)
+    assert made.status_code == 201, made.text
+    answer = agency.put(f"ServiceRequest/{made.json()['id']}", made.json() | {"category": referral["category"], "authoredOn": "2020-01-01"})
+    assert answer.status_code == 403, answer.text
+    assert referrals() == before and f"ServiceRequest/{referral['id']}" in before

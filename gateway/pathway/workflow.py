@@ -32,6 +32,8 @@ class PathwayWorkflow:
         if kind == "QuestionnaireResponse" and previous is not None and not is_pathway(ctx.caller) and _what_it_answers(resource) != _what_it_answers(previous.resource):
             # Decisions, reviews and TOP readings are checked when recorded: a response may not become one later.
             raise refuse(403, "a QuestionnaireResponse's questionnaire and basedOn are fixed when it is recorded; record a new response instead", "QuestionnaireResponse.questionnaire")
+        if kind == "ServiceRequest" and previous is not None and is_rehab_referral(resource) != is_rehab_referral(previous.resource):
+            raise refuse(403, "a ServiceRequest becomes a rehab referral only when it is created as one (which opens the pathway)", "ServiceRequest.category")
         if kind == "ServiceRequest" and previous is None and is_rehab_referral(resource):
             prepare_referral(PathwayContext.of(ctx), resource)
         elif kind == "Task" and previous is not None:
