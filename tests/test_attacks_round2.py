@@ -12,6 +12,7 @@ from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
 from gateway.pathway.codes import FACILITY_TASK, PATHWAY_TASK, TASK_TYPE_SYSTEM
 from gateway.reporting.outcomes import collect_top
 from gateway.reporting.records import collect_referrals
+from gateway.delivery.subscriptions import MAX_PER_ORGANISATION
 from gateway.runtime import Gateway
 from tests.test_pathway_api import decide, one, person, refer, to_residential
 from tests.test_reporting_api import _top_reading as _top
@@ -156,3 +157,24 @@ def test_a_partner_cannot_turn_a_request_of_its_own_into_a_rehab_referral(gatewa
     answer = agency.put(f"ServiceRequest/{made.json()['id']}", made.json() | {"category": referral["category"], "authoredOn": "2020-01-01"})
     assert answer.status_code == 403, answer.text
     assert referrals() == before and f"ServiceRequest/{referral['id']}" in before
+
+
+def test_a_partner_cannot_make_the_gateway_a_heartbeat_flood_of_any_size(quiet: Parties) -> None:  # noqa: F811
+    """Heartbeats are at least 10 s apart, but nothing capped how many Subscriptions an
+    organisation held: each a handshake now and a heartbeat every 10 s to an endpoint of its
+    choosing. At most MAX_PER_ORGANISATION per organisation; deleting one makes room."""
+    facility = quiet.facility
+    made = []
+    for n in range(MAX_PER_ORGANISATION):
+        answer = facility.post("Subscription", {"resourceType": "Subscription", **subscription(f"https://victim.example/{n}", "facility-referral", heartbeat=10)})
+        assert answer.status_code == 201, answer.text
+        made.append(answer.json()["id"])
+    refused = facility.post("Subscription", {"resourceType": "Subscription", **subscription("https://victim.example/more", "facility-referral", heartbeat=10)})
+    assert refused.status_code == 422, refused.text
+    assert f"at most {MAX_PER_ORGANISATION}" in refused.json()["issue"][0]["diagnostics"]
+    # another organisation is not affected by the facility's count
+    other = quiet.agency.post("Subscription", {"resourceType": "Subscription", **subscription("https://agency.example/hook", "referral")})
+    assert other.status_code == 201, other.text
+    assert facility.delete(f"Subscription/{made[0]}").status_code == 204
+    again = facility.post("Subscription", {"resourceType": "Subscription", **subscription("https://victim.example/more", "facility-referral", heartbeat=10)})
+    assert again.status_code == 201, again.text
