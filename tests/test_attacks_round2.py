@@ -12,9 +12,11 @@ from gateway.pathway.clock import CLOCK_ADJUSTMENT, CLOCK_ADJUSTMENT_SYSTEM
 from gateway.pathway.codes import FACILITY_TASK, PATHWAY_TASK, TASK_TYPE_SYSTEM
 from gateway.reporting.outcomes import collect_top
 from gateway.reporting.records import collect_referrals
+from gateway.delivery.models import UrgentAlertRow
 from gateway.delivery.subscriptions import MAX_PER_ORGANISATION
 from gateway.runtime import Gateway
-from tests.test_pathway_api import decide, one, person, refer, to_residential
+from tests.test_escalation import early_exit
+from tests.test_pathway_api import consent_for_carer, decide, one, person, refer, to_residential
 from tests.test_reporting_api import _top_reading as _top
 from tests.test_pathway_e2e import Parties, conf, conf_client, parties  # noqa: F401  (fixtures)
 from tests.test_subscriptions import quiet, subscription  # noqa: F401  (fixtures)
@@ -178,3 +180,26 @@ def test_a_partner_cannot_make_the_gateway_a_heartbeat_flood_of_any_size(quiet: 
     assert facility.delete(f"Subscription/{made[0]}").status_code == 204
     again = facility.post("Subscription", {"resourceType": "Subscription", **subscription("https://victim.example/more", "facility-referral", heartbeat=10)})
     assert again.status_code == 201, again.text
+
+
+def test_an_urgent_alert_is_acknowledged_and_reports_received_only_by_those_entitled(gateway: Gateway, parties: Parties) -> None:  # noqa: F811
+    """(No hole found; a guard.) The facility that sent the person home early, and the carers'
+    portal acting for the carer, try to ``$ack`` the HSCP's urgent alert; both, and the
+    facility and the portal, ask for MeasureReports with crafted parameters; the portal tries
+    to subscribe for the person it acts for."""
+    alert_id = early_exit(parties, 64)
+    patient = parties.social.get(f"Communication/{alert_id}").json()["subject"]["reference"]
+    carer = consent_for_carer(parties.social, patient)
+    as_carer = {"X-Pathway-Acting-For": carer, "X-Pathway-Purpose": "carer-support"}
+    assert parties.facility.post(f"Communication/{alert_id}/$ack").status_code in (403, 404)
+    assert parties.carer_portal.post(f"Communication/{alert_id}/$ack", headers=as_carer).status_code in (403, 404)
+    with gateway.reading() as session:
+        row = session.get(UrgentAlertRow, f"Communication/{alert_id}")
+        assert row is not None and row.acknowledged_at is None
+    # (the portal without X-Pathway-Acting-For is refused before that: 400)
+    for client, headers, status in ((parties.facility, None, 403), (parties.carer_portal, as_carer, 403), (parties.carer_portal, None, 400)):
+        for query in ("MeasureReport", "MeasureReport?measure=mat-1&period=ge2026-07-01", f"MeasureReport?subject={patient}"):
+            answer = client.get(query, headers=headers)
+            assert answer.status_code == status, f"{query}: {answer.status_code} {answer.text[:200]}"
+    portal_sub = parties.carer_portal.post("Subscription", {"resourceType": "Subscription", **subscription("https://portal.example/hook", "contingency-alert")}, headers=as_carer)
+    assert portal_sub.status_code == 403, portal_sub.text
