@@ -139,8 +139,7 @@ def webhook_url(url: str) -> str:
         parts.port  # noqa: B018  (raises on a port that is not a number)
     except ValueError:
         raise ValueError(f"{url!r} is not a URL") from None
-    local = host in _LOCAL_HOSTS and not parts.username and not parts.password
-    if not (parts.scheme == "https" and host or parts.scheme == "http" and local):
+    if not ((parts.scheme == "https" and host) or (parts.scheme == "http" and host in _LOCAL_HOSTS)):
         raise ValueError(f"{url!r} must be an https:// URL (http only to 127.0.0.1 or localhost)")
     if parts.username or parts.password:
         raise ValueError(f"{url!r} must not carry a user name or password")
