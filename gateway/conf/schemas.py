@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -35,7 +37,7 @@ _GUID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{1
 _UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ]{6,18}[0-9]$")
-_LOCAL_HOSTS = ("http://127.0.0.1", "http://localhost")
+_LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
 
 
@@ -125,9 +127,30 @@ class Webhook(_Strict):
     @field_validator("url")
     @classmethod
     def _https(cls, url: str) -> str:
-        if not (url.startswith("https://") or url.startswith(_LOCAL_HOSTS)):
-            raise ValueError(f"{url!r} must be an https:// URL (http only to 127.0.0.1 or localhost)")
+        return webhook_url(url)
+
+
+def webhook_url(url: str) -> str:
+    """``url`` if it is https:// (http only to this machine: 127.0.0.1 or localhost, the host
+    parsed, not a prefix) and names no internal address (private, link-local, unspecified)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        raise ValueError(f"{url!r} is not a URL") from None
+    if not ((parts.scheme == "https" and host) or (parts.scheme == "http" and host in _LOCAL_HOSTS)):
+        raise ValueError(f"{url!r} must be an https:// URL (http only to 127.0.0.1 or localhost)")
+    if parts.username or parts.password:
+        raise ValueError(f"{url!r} must not carry a user name or password")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
         return url
+    address = getattr(address, "ipv4_mapped", None) or address
+    if not address.is_loopback and (address.is_private or address.is_link_local or address.is_unspecified or address.is_multicast or address.is_reserved):
+        raise ValueError(f"{url!r} names an internal address; notifications go to a partner's public https endpoint")
+    return url
 
 
 class Client(_Strict):

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.auth.scopes import allows
@@ -43,6 +43,9 @@ PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
 HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
 CONTENTS = ("id-only", "full-resource")
 MIN_HEARTBEAT_SECONDS = 10  # the sweep runs every 5 s; faster heartbeats would only be noise
+# Each subscription is a handshake and a heartbeat every 10 s or more to a partner-chosen
+# endpoint: without a cap a partner could make the gateway flood any host.
+MAX_PER_ORGANISATION = 20
 SUBSCRIPTION = SubscriptionRow.__table__
 DELIVERY = DeliveryRow.__table__
 
@@ -176,6 +179,11 @@ def _no_duplicate(session: Session, recipient: str, event: str, endpoint: str, o
 def create(session: Session, caller: Caller, wanted: Wanted, now: datetime) -> SubscriptionRow:
     """Store a new Subscription (status requested) and queue its handshake."""
     _no_duplicate(session, caller.organization, wanted.topic.event, wanted.endpoint, None)
+    held = session.scalar(
+        select(func.count()).select_from(SubscriptionRow).where(SubscriptionRow.recipient == caller.organization, SubscriptionRow.owner_client.is_not(None))
+    )
+    if (held or 0) >= MAX_PER_ORGANISATION:
+        raise _refuse(f"an organisation may hold at most {MAX_PER_ORGANISATION} Subscriptions; update or delete one of yours first", "Subscription", "too-costly")
     row = SubscriptionRow(
         id=str(uuid.uuid4()),
         recipient=caller.organization,

@@ -25,6 +25,11 @@ def _pathway_caller(rehab_team_key: str) -> Caller:
     return Caller(Principal(PATHWAY_CLIENT, rehab_team_key, frozenset(), frozenset(), "system", 0), "CAREMGT")
 
 
+def is_pathway(caller: Caller) -> bool:
+    """Whether the caller is the pathway itself deriving a record (no token carries empty scopes)."""
+    return caller.principal.client_id == PATHWAY_CLIENT and not caller.principal.scopes
+
+
 @dataclass
 class PathwayContext:
     """One write's view of the pathway."""

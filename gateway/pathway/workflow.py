@@ -11,8 +11,8 @@ from gateway.pathway import codes, stages
 from gateway.pathway.alerts import early_exit_alert
 from gateway.pathway.allocation import check_decision, record_decision
 from gateway.pathway.clock import check_clock_adjustments
-from gateway.pathway.context import PathwayContext
-from gateway.pathway.moves import check_task_update, stage_of
+from gateway.pathway.context import PathwayContext, is_pathway
+from gateway.pathway.moves import check_task_update, refuse, stage_of
 from gateway.pathway.notify import notify
 from gateway.pathway.records import by_referral, care_team, referral_id, task_kind
 from gateway.pathway.referrals import hand_over, is_rehab_referral, open_pathway, prepare_referral, refer_to_community, refer_to_facility
@@ -26,6 +26,14 @@ class PathwayWorkflow:
 
     def before_write(self, ctx: WriteContext, resource: dict[str, Any], previous: Stored | None) -> None:
         kind = resource["resourceType"]
+        if kind == "Task" and not is_pathway(ctx.caller) and task_kind(resource) != (task_kind(previous.resource) if previous else None):
+            # The waiting-times return and the workflow trust a Task's kind: only the pathway sets it.
+            raise refuse(403, "pathway Tasks (Task.code in the task-type system) are created by the pathway itself; their kind cannot be set or changed", "Task.code")
+        if kind == "QuestionnaireResponse" and previous is not None and not is_pathway(ctx.caller) and _what_it_answers(resource) != _what_it_answers(previous.resource):
+            # Decisions, reviews and TOP readings are checked when recorded: a response may not become one later.
+            raise refuse(403, "a QuestionnaireResponse's questionnaire and basedOn are fixed when it is recorded; record a new response instead", "QuestionnaireResponse.questionnaire")
+        if kind == "ServiceRequest" and previous is not None and is_rehab_referral(resource) != is_rehab_referral(previous.resource):
+            raise refuse(403, "a ServiceRequest becomes a rehab referral only when it is created as one (which opens the pathway)", "ServiceRequest.category")
         if kind == "ServiceRequest" and previous is None and is_rehab_referral(resource):
             prepare_referral(PathwayContext.of(ctx), resource)
         elif kind == "Task" and previous is not None:
@@ -129,3 +137,7 @@ def facility_task_moved(pc: PathwayContext, task: Stored) -> None:
     if stage_of(pathway.resource) == "residential":
         moved = pathway.resource | {"businessStatus": codes.concept(codes.STAGE_SYSTEM, "community-recovery")}
         pc.derive(moved, if_match=pathway.version_id)
+
+
+def _what_it_answers(response: dict[str, Any]) -> tuple[Any, Any]:
+    return response.get("questionnaire"), response.get("basedOn")
