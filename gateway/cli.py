@@ -31,6 +31,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     os.environ.setdefault("PATHWAY_EXPOSE_API_DOCS", "1")  # a demo shows its API; production keeps it off
+    os.environ.setdefault("PATHWAY_LOOPBACK_SUBSCRIPTIONS", "1")  # partners may try Subscriptions to receivers on 127.0.0.1
     settings = Settings.from_env()
     summary = build_demo(settings, Path(args.out), port=args.port)
     _print_json(summary)

@@ -18,7 +18,9 @@ class Settings:
     ``pathway serve`` answers requests from. ``expose_api_docs`` publishes
     ``/openapi.json``, ``/docs`` and ``/redoc``. A request's headers must arrive
     within ``header_timeout`` seconds and its body within ``body_timeout``
-    (``ingest_body_timeout`` for raw extracts) of its start.
+    (``ingest_body_timeout`` for raw extracts) of its start. ``loopback_subscriptions``
+    lets partners' own Subscriptions name http://127.0.0.1 or localhost (the demo's inboxes and
+    the tests' receivers); off, a partner cannot point the gateway at its own host's services.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -31,6 +33,7 @@ class Settings:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     ingest_body_timeout: float = 600.0
+    loopback_subscriptions: bool = False
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
@@ -47,6 +50,7 @@ class Settings:
             "header_timeout": _seconds("PATHWAY_HEADER_TIMEOUT", env.get("PATHWAY_HEADER_TIMEOUT", "10")),
             "body_timeout": _seconds("PATHWAY_BODY_TIMEOUT", env.get("PATHWAY_BODY_TIMEOUT", "30")),
             "ingest_body_timeout": _seconds("PATHWAY_INGEST_BODY_TIMEOUT", env.get("PATHWAY_INGEST_BODY_TIMEOUT", "600")),
+            "loopback_subscriptions": _flag("PATHWAY_LOOPBACK_SUBSCRIPTIONS", env.get("PATHWAY_LOOPBACK_SUBSCRIPTIONS", "0")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -64,6 +68,7 @@ class Settings:
             "PATHWAY_HEADER_TIMEOUT": str(self.header_timeout),
             "PATHWAY_BODY_TIMEOUT": str(self.body_timeout),
             "PATHWAY_INGEST_BODY_TIMEOUT": str(self.ingest_body_timeout),
+            "PATHWAY_LOOPBACK_SUBSCRIPTIONS": "1" if self.loopback_subscriptions else "0",
         }
         if self.public_url:
             env["PATHWAY_PUBLIC_URL"] = self.public_url

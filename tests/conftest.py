@@ -65,7 +65,8 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, secrets_dir=tmp_path / "secrets", conf_dir=REPO / "conf", run_workers=False)
+    # Partners' Subscriptions in tests point at receivers on 127.0.0.1.
+    return Settings(database_url=database_url, secrets_dir=tmp_path / "secrets", conf_dir=REPO / "conf", run_workers=False, loopback_subscriptions=True)
 
 
 @pytest.fixture

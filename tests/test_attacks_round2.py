@@ -3,6 +3,7 @@ partners' own credentials: each test one attack, tried as a partner would."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -203,3 +204,14 @@ def test_an_urgent_alert_is_acknowledged_and_reports_received_only_by_those_enti
             assert answer.status_code == status, f"{query}: {answer.status_code} {answer.text[:200]}"
     portal_sub = parties.carer_portal.post("Subscription", {"resourceType": "Subscription", **subscription("https://portal.example/hook", "contingency-alert")}, headers=as_carer)
     assert portal_sub.status_code == 403, portal_sub.text
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:5432/", "https://127.0.0.2:8443/hook", "https://[::1]:6379/", "http://localhost:9/hook"])
+def test_outside_the_demo_a_partner_cannot_point_a_subscription_at_the_gateways_own_host(
+    gateway: Gateway, quiet: Parties, endpoint: str, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setattr(gateway, "settings", dataclasses.replace(gateway.settings, loopback_subscriptions=False))
+    answer = quiet.facility.post("Subscription", {"resourceType": "Subscription", **subscription(endpoint, "facility-referral")})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["issue"][0]["expression"] == ["Subscription.channel.endpoint"]
+    assert endpoint not in {e["resource"]["channel"]["endpoint"] for e in quiet.facility.get("Subscription").json()["entry"]}

@@ -7,7 +7,9 @@ as it stands now, as every delivery is (consent re-checked at send time), and au
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -45,9 +47,27 @@ def _audit(session: Session, who: Caller, interaction: str, row: SubscriptionRow
     append_many(session, [(entry, row.patient_filter, who.principal.client_id)])
 
 
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
+
+
 def _wanted(request: Request, session: Session, who: Caller, body: Any) -> subs.Wanted:
     wanted = subs.parse_subscription(body)
     gateway = _gateway(request)
+    if not gateway.settings.loopback_subscriptions and _loopback(urlsplit(wanted.endpoint).hostname or ""):
+        raise FhirError(
+            422,
+            f"channel.endpoint {wanted.endpoint!r} names the gateway's own host; notifications go to a partner's public "
+            "https endpoint (loopback endpoints are for the demo and tests: PATHWAY_LOOPBACK_SUBSCRIPTIONS=1)",
+            "value",
+            "Subscription.channel.endpoint",
+        )
     subs.check_entitled(session, gateway.repository(session), request.app.state.fhir.policy, who, wanted, now_utc().date().isoformat())
     return wanted
 
