@@ -76,10 +76,26 @@ def gateway(settings: Settings) -> Iterator[Gateway]:
     started.close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(run: int = 1) -> int:
+    """A free port on 127.0.0.1; with ``run`` > 1, the first of that many free ports in a row
+    (the demo serves its partners' inboxes on the gateway's port + 1, + 2, ...)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            first = sock.getsockname()[1]
+        if first + run > 65536:
+            continue
+        probes = [socket.socket() for _ in range(run)]
+        try:
+            for offset, probe in enumerate(probes):
+                probe.bind(("127.0.0.1", first + offset))
+            return first
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise RuntimeError(f"no {run} free ports in a row on 127.0.0.1")
 
 
 class LiveServer:

@@ -86,7 +86,7 @@ def demo_world(directory: Path) -> Iterator[DemoWorld]:
     """Build the demo into a fresh database under ``directory`` and serve it until the end."""
     with empty_database(directory, "pathway_demo") as database_url:
         settings = Settings(database_url=database_url, secrets_dir=directory / "secrets", conf_dir=REPO / "conf", run_workers=False)
-        port = free_port()
+        port = free_port(run=8)  # the gateway, then room for an inbox per subscribing partner (4 in the demo)
         out = directory / "demo"
         world = DemoWorld(settings, out, port, build_demo(settings, out, port=port))
         world.start()
