@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from gateway.auth.clients import credentials, new_client_key, register_client
 from gateway.client import PathwayClient
 from gateway.runtime import Gateway
 from gateway.settings import Settings
+from gateway.store.repository import now_utc
 
 REPO = Path(__file__).resolve().parents[1]
 PARTNER = "https://pathway.scot/Id/partner"
@@ -29,6 +31,25 @@ ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 HSCP = f"{ODS}|S037"
 FACILITY = f"{PARTNER}|rehab-tayview-house"
 ALL_SCOPES = ["system/*.read", "system/*.write"]
+
+
+class Clock:
+    """Time for the delivery worker and escalation: the real time moved on by ``offset``
+    (tests move it instead of sleeping)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return now_utc() + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 def _postgres_admin_url() -> str | None:

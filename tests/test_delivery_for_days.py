@@ -18,20 +18,10 @@ from gateway.delivery.models import DeliveryRow, SubscriptionRow
 from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.access import CustodianPolicy
 from gateway.runtime import Gateway
-from gateway.store.repository import now_utc
+from tests.conftest import Clock
 from tests.test_delivery import Receiver, refer, statuses, subscribe
 
 SHIPPED = Delivery()  # 2 s doubling, capped at an hour, for 72 hours; error after 24 hours
-
-
-class Clock:
-    """Real time moved on by ``offset``."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return now_utc() + self.offset
 
 
 def _next_due(gateway: Gateway) -> datetime | None:

@@ -6,7 +6,7 @@ alert sent to pathway.yaml's fallback recipients. Time is simulated."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import httpx
@@ -20,23 +20,14 @@ from gateway.delivery.models import DeliveryRow, UrgentAlertRow
 from gateway.delivery.worker import DeliveryWorker
 from gateway.runtime import Gateway
 from gateway.store.models import AuditRow
-from gateway.store.repository import now_utc
-from tests.conftest import HSCP, PARTNER
+from tests.conftest import HSCP, PARTNER, Clock
 from tests.test_delivery import Receiver
 from tests.test_pathway_api import admit, move, person, refer, to_residential
 from tests.test_pathway_e2e import EARLY_EXIT, Parties, conf, conf_client, parties  # noqa: F401  (fixtures)
-from tests.test_subscriptions import SETTINGS
+from tests.test_subscriptions import worker  # noqa: F401  (fixture)
 
 RECOVERY = f"{PARTNER}|dundee-recovery-service"  # ODS S037R1 is its acting identifier
 RECOVERY_ODS = "https://fhir.nhs.uk/Id/ods-organization-code|S037R1"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return now_utc() + self.offset
 
 
 @pytest.fixture
@@ -49,18 +40,6 @@ def receivers(gateway: Gateway, server: Any, parties: Parties) -> Iterator[dict[
         sync_subscriptions(session, [(HSCP, down.url, ["contingency-alert"]), (RECOVERY_ODS, up.url, ["contingency-alert"])])
     yield {"hscp": down, "recovery": up}
     up.close()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def worker(gateway: Gateway, app: Any, clock: Clock) -> Iterator[DeliveryWorker]:
-    sender = DeliveryWorker(gateway, app.state.fhir.policy, settings=SETTINGS, threads=2, clock=clock)
-    yield sender
-    sender.close()
 
 
 def early_exit(parties: Parties, serial: int) -> str:

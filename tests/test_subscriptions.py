@@ -7,7 +7,6 @@ Time is simulated: the worker's clock is moved on instead of sleeping."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -26,8 +25,7 @@ from gateway.delivery.subscriptions import FILTER_CRITERIA, HEARTBEAT_PERIOD, PA
 from gateway.delivery.topics import TOPIC_BASE
 from gateway.delivery.worker import DeliveryWorker
 from gateway.runtime import Gateway
-from gateway.store.repository import now_utc
-from tests.conftest import FACILITY, PARTNER
+from tests.conftest import FACILITY, PARTNER, Clock
 from tests.test_delivery import Receiver
 from tests.test_pathway_api import one, person, refer, to_residential
 from tests.test_pathway_e2e import Parties, conf, conf_client, consent_of_ann, parties, records_of_ann  # noqa: F401  (fixtures)
@@ -35,24 +33,6 @@ from tests.test_pathway_e2e import Parties, conf, conf_client, consent_of_ann, p
 # Retries as shipped (72 hours), with a short lease: the worker's clock is simulated.
 SETTINGS = Delivery(base_delay_seconds=2, max_delay_seconds=3600, retry_for_hours=72, error_after_hours=24, timeout_seconds=2, lease_seconds=30)
 LOMOND = f"{PARTNER}|rehab-lomond-brae"
-
-
-class Clock:
-    """The worker's time: the real time moved on by ``advance`` (never slept)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return now_utc() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ $PATHWAY_SCREENSHOTS (else the test's tmp_path/screens)."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -17,16 +17,9 @@ from gateway.delivery.worker import DeliveryWorker
 from gateway.store.repository import now_utc
 from tests.browser.test_console_browser import app, page  # noqa: F401  (fixtures)
 from tests.browser.world import HSCP, TAYVIEW, World, build_world
+from tests.conftest import Clock
 from tests.test_delivery import Receiver
 from tests.test_subscriptions import SETTINGS
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return now_utc() + self.offset
-
 
 def test_an_operator_sees_a_partners_inbox_and_a_failing_endpoint(gateway, app, server, page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     world: World = build_world(gateway, app, tmp_path / "demo")
