@@ -26,6 +26,7 @@ from gateway.fhir.service import FhirService
 from gateway.ingest.routes import router as ingest_router
 from gateway.ops import BodyDeadline, Metrics, RequestMiddleware, router as ops_router
 from gateway.pathway import PathwayWorkflow, router as pathway_router
+from gateway.plain_routes import PlainRoutes
 from gateway.ratelimit import InputLimits, RateLimit, RateLimiter
 from gateway.reporting.routes import router as reporting_router
 from gateway.runtime import Gateway
@@ -108,17 +109,24 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
     app.add_exception_handler(AuditUnavailable, _audit_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
     refusals = error_responses()
-    app.include_router(sharing_router, responses=refusals)  # first: routes are matched in order, and $decide is the hottest
-    app.include_router(ops_router)
-    app.include_router(auth_router, responses=error_responses((FHIR_JSON, "application/json")))  # OAuth errors are JSON
-    app.include_router(audit_router, responses=refusals, default_response_class=FhirJSONResponse)
-    app.include_router(ingest_router, responses=refusals)
-    app.include_router(pathway_router, responses=refusals)
-    app.include_router(subscription_router, responses=refusals)  # ahead of the generic /fhir/{type} routes
-    app.include_router(reporting_router, responses=refusals)  # before the generic /fhir/{type} routes
-    app.include_router(fhir_router, responses=refusals, default_response_class=FhirJSONResponse)
+    routers = [
+        (sharing_router, {"responses": refusals}),  # first: routes are matched in order, and $decide is the hottest
+        (ops_router, {}),
+        (auth_router, {"responses": error_responses((FHIR_JSON, "application/json"))}),  # OAuth errors are JSON
+        (audit_router, {"responses": refusals, "default_response_class": FhirJSONResponse}),
+        (ingest_router, {"responses": refusals}),
+        (pathway_router, {"responses": refusals}),
+        (subscription_router, {"responses": refusals}),  # ahead of the generic /fhir/{type} routes
+        (reporting_router, {"responses": refusals}),  # before the generic /fhir/{type} routes
+        (fhir_router, {"responses": refusals, "default_response_class": FhirJSONResponse}),
+    ]
+    routes = list(app.router.routes)  # the API documentation's, when published
+    for router, options in routers:
+        app.include_router(router, **options)
+        routes += router.routes
     app.mount("/console", create_console(app))
-    app.add_middleware(GZipMiddleware, minimum_size=1024)  # innermost: only what a route answers
+    app.add_middleware(PlainRoutes, application=app, routes=routes)  # innermost
+    app.add_middleware(GZipMiddleware, minimum_size=1024)  # only what a route answers
     app.add_middleware(InputLimits)
     app.add_middleware(BodyDeadline, seconds=gateway.settings.body_timeout, ingest_seconds=gateway.settings.ingest_body_timeout)
     app.add_middleware(RateLimiter, limit=RateLimit.from_env(gateway.settings.workers), client_of=lambda token: gateway.tokens.verify(token).client_id)
