@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Iterable
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute

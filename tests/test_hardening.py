@@ -250,9 +250,15 @@ def test_connections_with_half_sent_headers_are_answered_408_and_closed(deadline
 
 
 def test_a_body_sent_too_slowly_is_answered_408_but_extracts_get_longer(deadline_server, make_client) -> None:  # type: ignore[no-untyped-def]
+    slow = b"POST /fhir/Patient HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: 1000\r\n"
+    # without a token the write is refused before its body is waited for
+    with _connect(deadline_server.url) as sock:
+        sock.sendall(slow + b"\r\n{\"resourceType\"")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 401 ")
+    writer = make_client("writer", HSCP, ["system/*.write"]).token()
     started = time.monotonic()
     with _connect(deadline_server.url) as sock:
-        sock.sendall(b"POST /fhir/Patient HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: 1000\r\n\r\n{\"resourceType\"")
+        sock.sendall(slow + f"Authorization: Bearer {writer}\r\n\r\n".encode() + b"{\"resourceType\"")
         answer = _read_all(sock)
     assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 1 seconds" in answer, answer
     assert time.monotonic() - started < 4

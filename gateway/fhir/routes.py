@@ -13,7 +13,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from gateway.deps import base_url, caller, json_body, require_scope
@@ -43,8 +43,12 @@ PATCH_BODY = {
 }
 
 
-async def service(request: Request) -> FhirService:
-    return request.app.state.fhir
+async def _writing(request: Request) -> tuple[Caller, Any, FhirService]:
+    """A write's caller, its parsed body and the service. Taken in the route, not as
+    FastAPI dependencies, so the route is plain (gateway/plain_routes.py); the caller is
+    authenticated before the body is read."""
+    who = await caller(request)
+    return who, await json_body(request), request.app.state.fhir
 
 
 def _http_date(moment: datetime) -> str:
@@ -113,9 +117,8 @@ async def metadata(request: Request) -> Response:
 
 
 @router.post("", summary="Transaction Bundle", openapi_extra=RESOURCE_BODY)
-async def transaction(
-    request: Request, body: Any = Depends(json_body), who: Caller = Depends(caller), fhir: FhirService = Depends(service)
-) -> Response:
+async def transaction(request: Request) -> Response:
+    who, body, fhir = await _writing(request)
     for entry in _transaction_entries(body):
         request_part = entry.get("request", {})
         url = request_part.get("url", "")
@@ -151,7 +154,8 @@ async def search(request: Request, resource_type: str) -> Response:
 
 
 @router.post("/{resource_type}/_search", summary="Search (parameters in a form body and/or the query string)")
-async def search_by_post(request: Request, resource_type: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)) -> Response:
+async def search_by_post(request: Request, resource_type: str) -> Response:
+    who, fhir = await caller(request), request.app.state.fhir
     require_scope(who.principal, resource_type, "s")
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded") and await request.body():
         raise FhirError(415, "POST _search takes application/x-www-form-urlencoded parameters", "not-supported")
@@ -165,13 +169,8 @@ async def _search(request: Request, resource_type: str, params: list[tuple[str, 
 
 
 @router.post("/{resource_type}", status_code=201, summary="Create", openapi_extra=RESOURCE_BODY)
-async def create(
-    request: Request,
-    resource_type: str,
-    body: Any = Depends(json_body),
-    who: Caller = Depends(caller),
-    fhir: FhirService = Depends(service),
-) -> Response:
+async def create(request: Request, resource_type: str) -> Response:
+    who, body, fhir = await _writing(request)
     require_scope(who.principal, resource_type, "cs" if request.headers.get("if-none-exist") or request.query_params else "c")
     # The condition comes in If-None-Exist or, as fhirpy's get_or_create sends it, in the query string.
     condition = request.headers.get("if-none-exist") or request.url.query or None
@@ -186,59 +185,40 @@ async def read(request: Request, resource_type: str, resource_id: str) -> Respon
 
 
 @router.put("/{resource_type}/{resource_id}", summary="Update (or create with the given id)", openapi_extra=RESOURCE_BODY, responses={201: {"description": "Created with the id given"}})
-async def update(
-    request: Request,
-    resource_type: str,
-    resource_id: str,
-    body: Any = Depends(json_body),
-    who: Caller = Depends(caller),
-    fhir: FhirService = Depends(service),
-) -> Response:
+async def update(request: Request, resource_type: str, resource_id: str) -> Response:
+    who, body, fhir = await _writing(request)
     require_scope(who.principal, resource_type, "u")
     stored = fhir.update(who, body, resource_type, resource_id, parse_if_match(request.headers.get("if-match")))
     return _written(request, Written(stored, 201 if stored.version_id == 1 else 200))
 
 
 @router.put("/{resource_type}", summary="Conditional update (PUT {type}?identifier=...)", openapi_extra=RESOURCE_BODY)
-async def conditional_update(
-    request: Request,
-    resource_type: str,
-    body: Any = Depends(json_body),
-    who: Caller = Depends(caller),
-    fhir: FhirService = Depends(service),
-) -> Response:
+async def conditional_update(request: Request, resource_type: str) -> Response:
+    who, body, fhir = await _writing(request)
     require_scope(who.principal, resource_type, "us")
     if_match = parse_if_match(request.headers.get("if-match"))
     return _written(request, fhir.conditional_update(who, body, resource_type, request.url.query, if_match))
 
 
 @router.patch("/{resource_type}/{resource_id}", summary="JSON Patch", openapi_extra=PATCH_BODY)
-async def patch(
-    request: Request,
-    resource_type: str,
-    resource_id: str,
-    body: Any = Depends(json_body),
-    who: Caller = Depends(caller),
-    fhir: FhirService = Depends(service),
-) -> Response:
+async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
+    who, body, fhir = await _writing(request)
     require_scope(who.principal, resource_type, "u")
     stored = fhir.patch(who, resource_type, resource_id, body, parse_if_match(request.headers.get("if-match")))
     return _written(request, Written(stored, 200))
 
 
 @router.delete("/{resource_type}/{resource_id}", status_code=204, summary="Delete")
-async def delete(
-    request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
-) -> Response:
+async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
+    who, fhir = await caller(request), request.app.state.fhir
     require_scope(who.principal, resource_type, "d")
     fhir.delete(who, resource_type, resource_id, parse_if_match(request.headers.get("if-match")))
     return Response(status_code=204)
 
 
 @router.get("/{resource_type}/{resource_id}/_history", summary="History of a resource")
-async def history(
-    request: Request, resource_type: str, resource_id: str, who: Caller = Depends(caller), fhir: FhirService = Depends(service)
-) -> Response:
+async def history(request: Request, resource_type: str, resource_id: str) -> Response:
+    who, fhir = await caller(request), request.app.state.fhir
     require_scope(who.principal, resource_type, "r")
     return fhir_response(await fhir.history(who, resource_type, resource_id, base_url(request)))
 
@@ -249,8 +229,7 @@ async def vread(
     resource_type: str,
     resource_id: str,
     version_id: int = Path(ge=1, le=MAX_VERSION),
-    who: Caller = Depends(caller),
-    fhir: FhirService = Depends(service),
 ) -> Response:
+    who, fhir = await caller(request), request.app.state.fhir
     require_scope(who.principal, resource_type, "r")
     return _resource_response(request, await fhir.vread(who, resource_type, resource_id, version_id))
