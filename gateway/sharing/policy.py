@@ -36,9 +36,15 @@ from gateway.store.models import AgreementRow, ConfDocumentRow
 from gateway.store.repository import Repository, Stored, now_utc
 
 CODE_ELEMENTS = ("code", "medicationCodeableConcept", "category", "type")
-# What changes whenever the agreements, or the partners allowed to record consent grants, do.
-_AGREEMENTS_MARKER = Hot(select(func.count(), func.max(AgreementRow.loaded)))
-_RECORDERS_MARKER = Hot(select(func.max(ConfDocumentRow.version)).where(ConfDocumentRow.name == "partners.yaml"))
+# What changes whenever the agreements, or the partners allowed to record consent grants, do
+# (both in one statement: every decision needs both).
+_CONF_MARKERS = Hot(
+    select(
+        func.count(),
+        func.max(AgreementRow.loaded),
+        select(func.max(ConfDocumentRow.version)).where(ConfDocumentRow.name == "partners.yaml").scalar_subquery(),
+    ).select_from(AgreementRow)
+)
 
 
 def _identifier(pair: str) -> dict[str, str]:
@@ -235,19 +241,22 @@ class ConsentPolicy(CustodianPolicy):
         # Cached only when the bodies are the versions listed (a write may land between the two reads).
         return self._people.put((patient, versions, recorders), context) if read == versions else context
 
+    def conf(self, session: Session) -> tuple[tuple[tuple[Any, ...], list[dict[str, Any]]], frozenset[str]]:
+        """(:meth:`current_agreements`, :meth:`consent_recorders`), reloaded when their markers change."""
+        count, loaded, partners = _CONF_MARKERS.rows(session.connection())[0]
+        if self._agreements is None or self._agreements[0] != (count, loaded):
+            self._agreements = ((count, loaded), load_agreements(session))
+        if self._recorders is None or self._recorders[0] != partners:
+            self._recorders = (partners, consent_recorders(session))
+        return self._agreements, self._recorders[1]
+
     def consent_recorders(self, session: Session) -> frozenset[str]:
         """The identifiers of organisations ``conf/`` authorises to record consent grants."""
-        marker = _RECORDERS_MARKER.scalar(session.connection())
-        if self._recorders is None or self._recorders[0] != marker:
-            self._recorders = (marker, consent_recorders(session))
-        return self._recorders[1]
+        return self.conf(session)[1]
 
     def current_agreements(self, session: Session) -> tuple[tuple[Any, ...], list[dict[str, Any]]]:
         """The current agreements with a marker that changes whenever they do."""
-        marker = tuple(_AGREEMENTS_MARKER.rows(session.connection())[0])
-        if self._agreements is None or self._agreements[0] != marker:
-            self._agreements = (marker, load_agreements(session))
-        return self._agreements
+        return self.conf(session)[0]
 
     def recipient(self, session: Session, caller: Caller) -> tuple[list[dict[str, str]], list[dict[str, str]] | None]:
         """``(actor, organization)`` of a decision request. An organisation is known by its
@@ -329,12 +338,16 @@ class _View:
         self.portal_person = policy.portal_person(session, caller) if caller.acting_for else None
 
     @cached_property
-    def recorders(self) -> frozenset[str]:
-        return self.policy.consent_recorders(self.session)
+    def conf(self) -> tuple[tuple[tuple[Any, ...], list[dict[str, Any]]], frozenset[str]]:
+        return self.policy.conf(self.session)
 
-    @cached_property
+    @property
+    def recorders(self) -> frozenset[str]:
+        return self.conf[1]
+
+    @property
     def agreements(self) -> tuple[tuple[Any, ...], list[dict[str, Any]]]:
-        return self.policy.current_agreements(self.session)
+        return self.conf[0]
 
     @cached_property
     def recipient(self) -> tuple[list[dict[str, str]], list[dict[str, str]] | None]:

@@ -80,8 +80,9 @@ async def decide(request: Request) -> Response:
             record = repo.current("Patient", patient.split("/", 1)[1])
             if record is None or not request.app.state.fhir.may_know(session, who, record):
                 patient = None
-        person = policy.person(session, patient, policy.consent_recorders(session)) if patient else None
-        agreements = policy.current_agreements(session)[1] if body.get("holder") else None
+        (_, current), recorders = policy.conf(session)
+        person = policy.person(session, patient, recorders) if patient else None
+        agreements = current if body.get("holder") else None
         if person is not None and isinstance(body.get("patient"), list):
             # Consents may name the person by reference only; the request names them by CHI.
             body["patient"] = [*body["patient"], {"system": "reference", "value": patient}]

@@ -38,9 +38,10 @@ TOKEN = SearchTokenRow.__table__
 
 _CURRENT = Hot(select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id == bindparam("id")))
 _CURRENT_MANY = select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
-_INSERT_RESOURCE = insert(RESOURCE)
-_INSERT_VERSION = insert(VERSION)
-_INSERT_TOKENS = insert(TOKEN)
+_WRITTEN = ("type", "id", "version_id", "last_updated", "deleted", "patient", "custodian", "security", "categories", "key_id", "body")
+_INSERT_RESOURCE = Hot(insert(RESOURCE), columns=_WRITTEN)
+_INSERT_VERSION = Hot(insert(VERSION), columns=_WRITTEN)
+_INSERT_TOKENS = Hot(insert(TOKEN), columns=["type", "id", "param", "value"])
 # Only the version the writer read may be replaced (the SET values come from the column-named parameters).
 _REPLACE_CURRENT = update(RESOURCE).where(
     RESOURCE.c.type == bindparam("b_type"), RESOURCE.c.id == bindparam("b_id"), RESOURCE.c.version_id == bindparam("b_version")
@@ -401,7 +402,7 @@ class Repository:
         )
         connection = self.session.connection()
         if previous is None:
-            connection.execute(_INSERT_RESOURCE, {"type": type_, "id": id_, **columns})
+            _INSERT_RESOURCE.execute(connection, [{"type": type_, "id": id_, **columns}])
         else:
             # A concurrent writer that got there first makes this match nothing.
             changed = connection.execute(
@@ -409,7 +410,7 @@ class Repository:
             ).rowcount
             if changed != 1:
                 raise VersionConflict(previous.version_id, previous.version_id + 1)
-        connection.execute(_INSERT_VERSION, {"type": type_, "id": id_, **columns})
+        _INSERT_VERSION.execute(connection, [{"type": type_, "id": id_, **columns}])
         self._reindex(type_, id_, () if deleted else index_entries(resource), fresh=previous is None)
         return Stored(
             type_, id_, version_id, moment, deleted, columns["patient"], custodian, security, categories, raw
@@ -424,7 +425,7 @@ class Repository:
             for param, value, is_identifier in entries
         }
         if rows:
-            connection.execute(_INSERT_TOKENS, [{"type": type_, "id": id_, "param": p, "value": v} for p, v in rows])
+            _INSERT_TOKENS.execute(connection, [{"type": type_, "id": id_, "param": p, "value": v} for p, v in rows])
 
     def reindex_all(self, batch: int = 500) -> int:
         """Rebuild the search tokens of every current resource (after the index rules change,
