@@ -186,8 +186,7 @@ async def step(request: Request, draft_id: str, step: str, who: SignedIn = Depen
     needs = {"submit": IG_OFFICER, "withdraw": IG_OFFICER, "approve": DPO, "return": DPO, "sign": SENIOR_OFFICER}
     if step not in needs:
         raise Refused(404, f"there is no step {step}")
-    if not identity.has(needs[step]):
-        raise Refused(403, f"only a {needs[step].replace('-', ' ')} may {step} a draft")
+    _needs(request, who, (needs[step],), f"{step} a draft")
 
     def act() -> str:
         with gateway_of(request).transaction() as session:
