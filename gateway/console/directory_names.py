@@ -62,6 +62,12 @@ class Directory:
     def by_identifier(self, key: str) -> Organization | None:
         return next((o for o in self.organizations if key == o.identifier or key in {f"{i['system']}|{i['value']}" for i in o.identifiers}), None)
 
+    def known_as(self, key: str) -> set[str]:
+        """Every ``system|value`` the organisation with identifier ``key`` carries (``key`` itself
+        when the directory does not know it)."""
+        org = self.by_identifier(key)
+        return {key} | ({f"{i['system']}|{i['value']}" for i in org.identifiers} if org else set())
+
 
 def person_name(resource: dict[str, Any]) -> str:
     """A person's display name from a Patient or RelatedPerson."""

@@ -279,19 +279,23 @@ def as_resource(row: SubscriptionRow) -> dict[str, Any]:
 class SubscriptionOutcomes:
     """Collects one batch of delivery outcomes per subscription and records what they mean for
     it: a delivered handshake activates it, a delivery clears its error, an event failing for
-    longer than ``error_after_hours`` puts it in ``error``."""
+    longer than ``error_after_hours`` puts it in ``error``, and so does at once a delivery that
+    can never be sent as things stand (its endpoint resolves to an internal address)."""
 
     def __init__(self, now: datetime, settings: Delivery) -> None:
         self.now, self.settings = now, settings
         self._delivered: dict[str, bool] = {}  # subscription id -> a handshake was among them
         self._failing: dict[str, tuple[datetime, str]] = {}  # subscription id -> oldest failing event, last error
+        self._at_once: set[str] = set()
 
-    def add(self, subscription_id: str, event: str, status: str, created: datetime, detail: str | None) -> None:
+    def add(self, subscription_id: str, event: str, status: str, created: datetime, detail: str | None, *, at_once: bool = False) -> None:
         if status == "delivered":
             self._delivered[subscription_id] = self._delivered.get(subscription_id, False) or event == "handshake"
         elif status in ("pending", "dead"):
             since = min(created, self._failing.get(subscription_id, (created, ""))[0])
             self._failing[subscription_id] = (since, detail or "failed")
+            if at_once:
+                self._at_once.add(subscription_id)
 
     def record(self, session: Session) -> None:
         """Apply them inside the worker's recording transaction. A healthy subscription without
@@ -325,7 +329,7 @@ class SubscriptionOutcomes:
             # Written only when something changes: the first failure, and the move to error.
             if error_since is None:
                 session.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.id == sub_id).values(error_since=since, last_error=detail))
-            if status == "active" and self.now - since >= limit:
+            if (status == "active" and self.now - since >= limit) or (status != "off" and sub_id in self._at_once):
                 session.execute(update(SUBSCRIPTION).where(SUBSCRIPTION.c.id == sub_id).values(status="error", last_error=detail))
 
 

@@ -38,6 +38,7 @@ from gateway.audit.chain import Actor, append_many, audit_event
 from gateway.audit.ledger import insert_disclosures
 from gateway.conf import Delivery
 from gateway.delivery.content import DELIVERY_CLIENT_ID, Shown, shown_to
+from gateway.delivery.egress import InternalAddress, Resolver, checked_client, system_resolver
 from gateway.delivery.models import CONTROL_EVENTS, DeliveryRow, SubscriptionRow
 from gateway.delivery.notification import Event, notification_bundle, serialise
 from gateway.delivery.retry import retry_after_seconds
@@ -102,6 +103,7 @@ class Prepared:
     disclosures: list[dict[str, Any]] = field(default_factory=list)
     drop_reason: str | None = None
     retry_reason: str | None = None
+    operator: bool = False  # a conf/ subscription: the operator's endpoint, which may be on this host
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class Result:
     detail: str | None = None
     posted: bool = False
     retry_after: float | None = None
+    endpoint_refused: bool = False  # the endpoint is internal: its subscription is in error at once
 
 
 def worker_name() -> str:
@@ -133,9 +136,12 @@ class DeliveryWorker:
         idle_sleep: float = 0.2,
         rng: random.Random | None = None,
         clock: Clock = now_utc,
+        resolve: Resolver = system_resolver,
     ) -> None:
         """``settings`` fixes the retry settings; when None they are read from pathway.yaml.
-        ``clock`` tells the time (tests move it on instead of sleeping)."""
+        ``clock`` tells the time (tests move it on instead of sleeping); ``resolve`` finds an
+        endpoint's addresses (gateway.delivery.egress). Partners' endpoints may be on this host
+        only with ``Settings.loopback_subscriptions``; the operator's (conf/) may be."""
         self.gateway, self.policy, self.threads = gateway, policy, threads
         self.name = worker_name()
         self.idle_sleep = idle_sleep
@@ -145,10 +151,10 @@ class DeliveryWorker:
         self._last_sweep = 0.0
         self._rng = rng or random.Random()
         self._own_http = http is None
-        self._http = http or httpx.Client(
-            limits=httpx.Limits(max_connections=threads * 4, max_keepalive_connections=threads * 4),
-            follow_redirects=False,
-        )
+        limits = httpx.Limits(max_connections=threads * 4, max_keepalive_connections=threads * 4)
+        # Two pools, so a connection opened to the operator's loopback endpoint is never reused for a partner's.
+        self._http = http or checked_client(allow_loopback=gateway.settings.loopback_subscriptions, limits=limits, resolve=resolve)
+        self._operator_http = http or checked_client(allow_loopback=True, limits=limits, resolve=resolve)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pathway-delivery")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -246,14 +252,16 @@ class DeliveryWorker:
             subscriptions = {
                 row.id: row
                 for row in session.execute(
-                    select(SUBSCRIPTION.c.id, SUBSCRIPTION.c.event, SUBSCRIPTION.c.status, SUBSCRIPTION.c.content, SUBSCRIPTION.c.events_queued).where(
+                    select(SUBSCRIPTION.c.id, SUBSCRIPTION.c.event, SUBSCRIPTION.c.status, SUBSCRIPTION.c.content, SUBSCRIPTION.c.events_queued, SUBSCRIPTION.c.owner_client).where(
                         SUBSCRIPTION.c.id.in_({d.subscription_id for d in claimed})
                     )
                 )
             }
             for delivery in claimed:
+                subscription = subscriptions.get(delivery.subscription_id)
                 try:
-                    prepared.append(self._prepare_one(session, repo, delivery, subscriptions.get(delivery.subscription_id)))
+                    prepared.append(self._prepare_one(session, repo, delivery, subscription))
+                    prepared[-1].operator = subscription is not None and subscription.owner_client is None
                 except Exception as error:  # noqa: BLE001 - one bad delivery must not stall the rest
                     log.exception("preparing delivery %s failed", delivery.id)
                     prepared.append(Prepared(delivery, retry_reason=f"could not prepare the notification: {error}"))
@@ -312,7 +320,7 @@ class DeliveryWorker:
         # releases the interpreter lock.
         signature = self.gateway.signing_key.sign_detached(prepared.body)
         try:
-            response = self._http.post(
+            response = (self._operator_http if prepared.operator else self._http).post(
                 delivery.endpoint,
                 content=prepared.body,
                 headers={
@@ -324,6 +332,8 @@ class DeliveryWorker:
             )
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as error:
             return Result(prepared, "dead", f"endpoint {delivery.endpoint} cannot be used: {error}")
+        except InternalAddress as error:  # permanent until the name changes: not retried, nothing said about ports
+            return Result(prepared, "dead", f"not sent: {error}", endpoint_refused=True)
         except httpx.TimeoutException:
             return self._failed(prepared, settings, f"no answer within {settings.timeout_seconds:g} s")
         except httpx.TransportError as error:
@@ -375,7 +385,7 @@ class DeliveryWorker:
                 audits.append(self._audit_entry(result))
             if result.status == "delivered":
                 ledger += result.prepared.disclosures
-            outcomes.add(delivery.subscription_id, delivery.event, result.status, delivery.created, result.detail)
+            outcomes.add(delivery.subscription_id, delivery.event, result.status, delivery.created, result.detail, at_once=result.endpoint_refused)
         with self.gateway.transaction() as session:
             session.execute(_RECORD, updates)
             outcomes.record(session)
@@ -417,6 +427,7 @@ class DeliveryWorker:
         self._pool.shutdown(wait=True)
         if self._own_http:
             self._http.close()
+            self._operator_http.close()
 
     def _run(self) -> None:
         # Sends run in the pool; this thread claims while the pool has room and records

@@ -7,6 +7,12 @@ has come; only then is it written to ``agreement`` as the next version, so the v
 stays in force meanwhile (only the highest version in ``agreement`` counts, DESIGN §6.1).
 Suspension, resumption and lapse are new versions too. Every step is an ``agreement_step`` row
 and an audit event.
+
+Who may act: an IG officer drafts, edits, submits and withdraws only agreements their own
+organisation is a party to; a party's DPO reviews and its senior officer signs, for that party.
+Any party's IG officer or DPO may suspend at once (stopping is the safe direction); resumption
+needs what first activation needed from every party's DPO: their confirmation, so no party alone
+restarts sharing another party's data against its suspension.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ LAPSED_BY = "Pathway (review overdue: lapsed)"
 
 class LifecycleRefused(ValueError):
     """The agreement cannot make this move; the message says why."""
+
+
+class NotAParty(LifecycleRefused):
+    """The signed-in account's organisation is not a party to the agreement."""
 
 
 def _dumps(value: Any) -> str:
@@ -80,13 +90,17 @@ def draft(session: Session, draft_id: str) -> AgreementDraftRow:
     return row
 
 
-def start_draft(session: Session, agreement_id: str, body: dict[str, Any], by: str) -> AgreementDraftRow:
-    """A new draft: of a new agreement, or the next version of an existing one. One open draft per agreement."""
+def start_draft(session: Session, agreement_id: str, body: dict[str, Any], by: str, *, organization: str | None) -> AgreementDraftRow:
+    """A new draft: of a new agreement, or the next version of an existing one. One open draft per
+    agreement. ``organization`` is the drafting IG officer's, which must be a party (None: the
+    operator's ``conf load``)."""
     body = {k: v for k, v in body.items() if k not in ("id", "version", "status", "signatories")}
     lapse = governance(session).lapse_after_days
     if "lapse_after_days" not in body and lapse is not None:
         body["lapse_after_days"] = lapse
-    checked(agreement_id, body)
+    agreement = checked(agreement_id, body)
+    if organization is not None:
+        party_of(session, [f"{p.system}|{p.value}" for p in agreement.parties], organization, agreement_id, "draft it")
     existing = open_draft(session, agreement_id)
     if existing is not None:
         raise LifecycleRefused(f"agreement {agreement_id} already has an open draft ({existing.stage}); finish or withdraw it first")
@@ -97,21 +111,24 @@ def start_draft(session: Session, agreement_id: str, body: dict[str, Any], by: s
     return row
 
 
-def new_version(session: Session, agreement_id: str, by: str) -> AgreementDraftRow:
-    """A draft of the next version, starting from the version in force."""
+def new_version(session: Session, agreement_id: str, by: str, *, organization: str) -> AgreementDraftRow:
+    """A draft of the next version, starting from the version in force (by one of its parties)."""
     held = current(session, agreement_id)
     if held is None:
         raise LifecycleRefused(f"there is no agreement {agreement_id}")
-    return start_draft(session, agreement_id, orjson.loads(held.body), by)
+    return start_draft(session, agreement_id, orjson.loads(held.body), by, organization=organization)
 
 
-def edit(session: Session, draft_id: str, body: dict[str, Any], by: str) -> AgreementDraftRow:
-    """Change a draft (only while it is a draft: reviewers and signatories see what they approve)."""
+def edit(session: Session, draft_id: str, body: dict[str, Any], by: str, *, organization: str) -> AgreementDraftRow:
+    """Change a draft (only while it is a draft: reviewers and signatories see what they approve),
+    by an IG officer of a party to it, who stays a party."""
     row = draft(session, draft_id)
+    party_of(session, parties(row), organization, row.agreement_id, "change its drafts")
     if row.stage != "draft":
         raise LifecycleRefused(f"draft {draft_id} is in {row.stage}; only a draft can be changed (a DPO may return it)")
     body = {k: v for k, v in body.items() if k not in ("id", "version", "status", "signatories")}
-    checked(row.agreement_id, body)
+    agreement = checked(row.agreement_id, body)
+    party_of(session, [f"{p.system}|{p.value}" for p in agreement.parties], organization, row.agreement_id, "change its drafts (keep your organisation a party)")
     row.body, row.updated = _dumps(body), now_utc()
     _step(session, row.agreement_id, "edited", by, draft=row.id)
     return row
@@ -146,8 +163,9 @@ def progress(session: Session, row: AgreementDraftRow) -> Progress:
     return Progress(approved, signed, [p for p in everyone if p not in approved], [p for p in everyone if p not in signed])
 
 
-def submit(session: Session, draft_id: str, by: str) -> AgreementDraftRow:
+def submit(session: Session, draft_id: str, by: str, *, organization: str) -> AgreementDraftRow:
     row = draft(session, draft_id)
+    party_of(session, parties(row), organization, row.agreement_id, "submit its drafts")
     if row.stage != "draft":
         raise LifecycleRefused(f"draft {draft_id} is in {row.stage}, not draft; it cannot be submitted")
     checked(row.agreement_id, orjson.loads(row.body))
@@ -156,14 +174,23 @@ def submit(session: Session, draft_id: str, by: str) -> AgreementDraftRow:
     return row
 
 
-def _party_for(session: Session, row: AgreementDraftRow, organization: str) -> str:
-    """The party of ``row`` that the account's organisation is (by any of its identifiers)."""
-    org = Directory.load(Repository(session, keyring_of(session))).by_identifier(organization)
-    held = {organization} | ({_key(i) for i in org.identifiers} if org else set())
-    party = next((p for p in parties(row) if p in held), None)
+def identifiers_of(session: Session, organization: str) -> set[str]:
+    """Every ``system|value`` the account's organisation is known by in the directory."""
+    return Directory.load(Repository(session, keyring_of(session))).known_as(organization)
+
+
+def party_of(session: Session, keys: list[str], organization: str, agreement_id: str, doing: str) -> str:
+    """The party among ``keys`` that the account's organisation is (by any of its identifiers),
+    or NotAParty."""
+    held = identifiers_of(session, organization)
+    party = next((p for p in keys if p in held), None)
     if party is None:
-        raise LifecycleRefused(f"your organisation ({organization}) is not a party to agreement {row.agreement_id}")
+        raise NotAParty(f"your organisation ({organization}) is not a party to agreement {agreement_id}; only its parties may {doing}")
     return party
+
+
+def _party_for(session: Session, row: AgreementDraftRow, organization: str) -> str:
+    return party_of(session, parties(row), organization, row.agreement_id, "review or sign it")
 
 
 def review(session: Session, draft_id: str, *, organization: str, approve: bool, comment: str, by: str) -> AgreementDraftRow:
@@ -204,8 +231,9 @@ def sign(session: Session, draft_id: str, *, organization: str, name: str, by: s
     return row
 
 
-def withdraw(session: Session, draft_id: str, by: str) -> AgreementDraftRow:
+def withdraw(session: Session, draft_id: str, by: str, *, organization: str) -> AgreementDraftRow:
     row = draft(session, draft_id)
+    party_of(session, parties(row), organization, row.agreement_id, "withdraw its drafts")
     if row.stage not in OPEN_STAGES:
         raise LifecycleRefused(f"draft {draft_id} is {row.stage}; it cannot be withdrawn")
     row.stage, row.updated = "withdrawn", now_utc()
@@ -241,19 +269,74 @@ def promote_due(session: Session, today: date, only: AgreementDraftRow | None = 
     return promoted
 
 
-def set_status(session: Session, agreement_id: str, to: str, *, reason: str, by: str) -> AgreementRow:
-    """Suspend (``suspended``) or resume (``active``) the version in force, at once, with a reason."""
+def _held(session: Session, agreement_id: str) -> AgreementRow:
     held = session.scalars(select(AgreementRow).where(AgreementRow.id == agreement_id).order_by(AgreementRow.version.desc()).limit(1).with_for_update()).first()
     if held is None:
         raise LifecycleRefused(f"there is no agreement {agreement_id}")
+    return held
+
+
+def _parties_in_force(held: AgreementRow) -> list[str]:
+    return [_key(p) for p in orjson.loads(held.body)["parties"]]
+
+
+def set_status(session: Session, agreement_id: str, to: str, *, reason: str, by: str, party: str | None = None) -> AgreementRow:
+    """Suspend (``suspended``) or resume (``active``) the version in force, at once, with a reason.
+    No authority check: the console goes through :func:`suspend` and :func:`resume`."""
+    held = _held(session, agreement_id)
     allowed = {"active": "suspended", "suspended": "active"}
     if allowed.get(held.status) != to:
         raise LifecycleRefused(f"agreement {agreement_id} version {held.version} is {held.status}; it cannot become {to}")
     if len(reason.strip()) < 10:
         raise LifecycleRefused("give a reason of at least 10 characters")
     row = write_version(session, agreement_id, orjson.loads(held.body), to, by)
-    _step(session, agreement_id, "suspended" if to == "suspended" else "resumed", by, version=row.version, comment=reason.strip())
+    _step(session, agreement_id, "suspended" if to == "suspended" else "resumed", by, version=row.version, party=party, comment=reason.strip())
     return row
+
+
+def suspend(session: Session, agreement_id: str, *, organization: str, reason: str, by: str) -> AgreementRow:
+    """A party (its IG officer or DPO) stops sharing under the agreement at once."""
+    party = party_of(session, _parties_in_force(_held(session, agreement_id)), organization, agreement_id, "suspend it")
+    return set_status(session, agreement_id, "suspended", reason=reason, by=by, party=party)
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """Where a suspended version's resumption stands: the parties whose DPO has confirmed it,
+    and those still awaited. ``resumed`` is the new active version once nobody is awaited."""
+
+    confirmed: dict[str, str]
+    awaiting: list[str]
+    resumed: AgreementRow | None = None
+
+
+def resumption(session: Session, held: AgreementRow) -> Resumption:
+    """The confirmations given since ``held`` (a suspended version) was written."""
+    steps = session.scalars(select(AgreementStepRow).where(AgreementStepRow.agreement_id == held.id, AgreementStepRow.version == held.version, AgreementStepRow.step == "resume-confirmed").order_by(AgreementStepRow.id))
+    confirmed = {s.party: s.by for s in steps if s.party}
+    return Resumption(confirmed, [p for p in _parties_in_force(held) if p not in confirmed])
+
+
+def resume(session: Session, agreement_id: str, *, organization: str, confirm: bool, reason: str, by: str) -> Resumption:
+    """A party asks for a suspended agreement to apply again: its IG officer requests it
+    (``confirm`` False), its DPO confirms it for that party. Sharing restarts (the next version,
+    ``active``) only when every party's DPO has confirmed, as every party's DPO approved the
+    agreement before it first applied (the signatures stand: the terms have not changed)."""
+    held = _held(session, agreement_id)
+    party = party_of(session, _parties_in_force(held), organization, agreement_id, "ask for it to be resumed")
+    if held.status != "suspended":
+        raise LifecycleRefused(f"agreement {agreement_id} version {held.version} is {held.status}, not suspended; there is nothing to resume")
+    if len(reason.strip()) < 10:
+        raise LifecycleRefused("give a reason of at least 10 characters")
+    if confirm and party in resumption(session, held).confirmed:
+        raise LifecycleRefused(f"{party} has already confirmed the resumption of version {held.version}")
+    _step(session, agreement_id, "resume-confirmed" if confirm else "resume-requested", by, version=held.version, party=party, comment=reason.strip())
+    session.flush()
+    standing = resumption(session, held)
+    if standing.awaiting:
+        return standing
+    names = "; ".join(standing.confirmed.values())
+    return Resumption(standing.confirmed, [], set_status(session, agreement_id, "active", reason=f"resumption confirmed by every party's DPO: {names}", by=by))
 
 
 def lapse_due(session: Session, today: date) -> list[str]:
@@ -330,6 +413,6 @@ def from_conf(session: Session, agreement: dict[str, Any]) -> str | None:
     body = {k: v for k, v in agreement.items() if k not in ("id", "version", "status", "signatories")}
     if any(orjson.loads(d.body) == body for d in drafts(session, agreement["id"])):
         return ""
-    row = start_draft(session, agreement["id"], body, "pathway conf load")
+    row = start_draft(session, agreement["id"], body, "pathway conf load", organization=None)
     return (f"agreements.yaml: agreement {agreement['id']} version {agreement['version']} was saved as draft {row.id} for review "
             f"and sign-off in the console, not loaded: version {made_here.version} was made in the console")

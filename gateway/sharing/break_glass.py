@@ -111,11 +111,22 @@ def active_grant(session: Session, client_id: str, patient: str) -> BreakGlassRo
     ).first()
 
 
-def review(session: Session, grant_id: str, *, reviewer: str, outcome: str, note: str) -> BreakGlassRow:
-    """Record an IG officer's review of an override."""
+def may_review(session: Session, grant: BreakGlassRow, organization: str) -> bool:
+    """Whether an IG officer of ``organization`` may review ``grant``: one of the organisation whose
+    user broke the glass, or of the partnership's IG alerts organisation (``governance.ig_alerts``)."""
+    directory = Directory.load(Repository(session, keyring_of(session)))
+    alerts = governance(session).ig_alerts
+    mine = directory.by_identifier(organization)
+    return grant.organization in directory.known_as(organization) or (alerts is not None and mine is not None and mine.reference == f"Organization/{alerts.organization}")
+
+
+def review(session: Session, grant_id: str, *, reviewer: str, organization: str, outcome: str, note: str) -> BreakGlassRow:
+    """Record the review of an override by an IG officer of ``organization`` (see :func:`may_review`)."""
     grant = session.get(BreakGlassRow, grant_id)
     if grant is None:
         raise FhirError(404, f"no break-glass entry {grant_id}", "not-found")
+    if not may_review(session, grant, organization):
+        raise FhirError(403, f"break-glass {grant.id} was used at {grant.organization}; it is reviewed by that organisation's IG officers or the partnership's IG alerts organisation, not by yours ({organization})", "forbidden")
     if outcome not in REVIEW_OUTCOMES:
         raise FhirError(422, f"outcome must be one of {', '.join(REVIEW_OUTCOMES)}", "value", "outcome")
     sealed_note = seal_text(keyring_of(session), note, f"break-glass/{grant.id}/review-note")

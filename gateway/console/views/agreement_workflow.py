@@ -15,6 +15,7 @@ from gateway.console.directory_names import Directory
 from gateway.console.views.people import patient_or_404
 from gateway.console.web import Refused, agreement_reader, audit_change, audit_view, form_of, gateway_of, officer, one, redirect, render
 from gateway.sharing import agreement_lifecycle as lifecycle
+from gateway.sharing.governance_models import AgreementDraftRow
 from gateway.store.repository import now_utc
 
 router = APIRouter()
@@ -67,10 +68,15 @@ def _form_context(request: Request, body: dict[str, object]) -> dict[str, object
     return {"body": body, "directory": directory, "purposes": PURPOSES, "categories": sorted(DATA_CATEGORIES), "art6": ART6, "art9": ART9}
 
 
-def _refusing(action):  # type: ignore[no-untyped-def]
-    """Run a lifecycle step in one transaction; a refusal becomes a 409 page saying why."""
+def _refusing(request: Request, who: SignedIn, action):  # type: ignore[no-untyped-def]
+    """Run a lifecycle step in one transaction; a refusal becomes a 409 page saying why, or a 403
+    (audited) when the account's organisation is not a party to the agreement."""
     try:
         return action()
+    except lifecycle.NotAParty as refusal:
+        with gateway_of(request).transaction() as session:
+            audit_view(session, request, who, outcome="minor-failure", detail=f"console step refused {request.method} {request.url.path}: {refusal}")
+        raise Refused(403, str(refusal)) from None
     except (lifecycle.LifecycleRefused, one_off.OneOffRefused) as refusal:
         raise Refused(409, str(refusal)) from None
 
@@ -98,9 +104,9 @@ async def create(request: Request, who: SignedIn = Depends(officer)) -> Response
 
     def act() -> str:
         with gateway_of(request).transaction() as session:
-            return lifecycle.start_draft(session, agreement_id, _body(form), _who(who)).id
+            return lifecycle.start_draft(session, agreement_id, _body(form), _who(who), organization=who.identity.organization).id
 
-    draft_id = _refusing(act)
+    draft_id = _refusing(request, who, act)
     return redirect(f"/agreements/drafts/{draft_id}", notice="Draft saved. Submit it for review when it is ready.")
 
 
@@ -110,9 +116,9 @@ async def new_version(request: Request, agreement_id: str, who: SignedIn = Depen
 
     def act() -> str:
         with gateway_of(request).transaction() as session:
-            return lifecycle.new_version(session, agreement_id, _who(who)).id
+            return lifecycle.new_version(session, agreement_id, _who(who), organization=who.identity.organization).id
 
-    draft_id = _refusing(act)
+    draft_id = _refusing(request, who, act)
     return redirect(f"/agreements/drafts/{draft_id}", notice="Draft of the next version saved; the version in force stays in force until this one is active.")
 
 
@@ -120,15 +126,14 @@ async def new_version(request: Request, agreement_id: str, who: SignedIn = Depen
 def draft_page(request: Request, draft_id: str, notice: str = "", who: SignedIn = Depends(agreement_reader)) -> Response:
     gateway = gateway_of(request)
     with gateway.transaction() as session:
-        row = _refusing(lambda: lifecycle.draft(session, draft_id))
+        row = _refusing(request, who, lambda: lifecycle.draft(session, draft_id))
         progress = lifecycle.progress(session, row)
         steps = [s for s in lifecycle.history(session, row.agreement_id) if s.draft_id == row.id]
         in_force = lifecycle.current(session, row.agreement_id)
         directory = Directory.load(gateway.repository(session))
+        held = lifecycle.identifiers_of(session, who.identity.organization)
         audit_view(session, request, who)
     identity = who.identity
-    mine = directory.by_identifier(identity.organization)
-    held = {identity.organization} | ({f"{i['system']}|{i['value']}" for i in mine.identifiers} if mine else set())
     my_party = next((p for p in lifecycle.parties(row) if p in held), None)
     context = {
         "row": row,
@@ -138,7 +143,8 @@ def draft_page(request: Request, draft_id: str, notice: str = "", who: SignedIn 
         "in_force": in_force,
         "directory": directory,
         "notice": notice,
-        "can_edit": identity.has(IG_OFFICER) and row.stage == "draft",
+        "can_edit": identity.has(IG_OFFICER) and row.stage == "draft" and my_party is not None,
+        "can_withdraw": identity.has(IG_OFFICER) and row.stage in lifecycle.OPEN_STAGES and my_party is not None,
         "can_review": identity.has(DPO) and row.stage == "review" and my_party is not None and my_party not in progress.approved,
         "can_sign": identity.has(SENIOR_OFFICER) and row.stage == "signing" and my_party is not None and my_party not in progress.signed,
         "my_party": my_party,
@@ -148,9 +154,14 @@ def draft_page(request: Request, draft_id: str, notice: str = "", who: SignedIn 
 
 @router.get("/agreements/drafts/{draft_id}/edit", response_class=HTMLResponse)
 def edit_form(request: Request, draft_id: str, who: SignedIn = Depends(officer)) -> Response:
-    with gateway_of(request).reading() as session:
-        row = _refusing(lambda: lifecycle.draft(session, draft_id))
-        body = orjson.loads(row.body)
+    def read() -> AgreementDraftRow:
+        with gateway_of(request).reading() as session:
+            row = lifecycle.draft(session, draft_id)
+            lifecycle.party_of(session, lifecycle.parties(row), who.identity.organization, row.agreement_id, "change its drafts")
+            return row
+
+    row = _refusing(request, who, read)
+    body = orjson.loads(row.body)
     context = _form_context(request, body) | {"action": f"/agreements/drafts/{draft_id}/edit", "new": False, "agreement_id": row.agreement_id}
     return render(request, who, "agreement_form.html", context)
 
@@ -161,9 +172,9 @@ async def edit(request: Request, draft_id: str, who: SignedIn = Depends(officer)
 
     def act() -> None:
         with gateway_of(request).transaction() as session:
-            lifecycle.edit(session, draft_id, _body(form), _who(who))
+            lifecycle.edit(session, draft_id, _body(form), _who(who), organization=who.identity.organization)
 
-    _refusing(act)
+    _refusing(request, who, act)
     return redirect(f"/agreements/drafts/{draft_id}", notice="Draft changed.")
 
 
@@ -175,15 +186,14 @@ async def step(request: Request, draft_id: str, step: str, who: SignedIn = Depen
     needs = {"submit": IG_OFFICER, "withdraw": IG_OFFICER, "approve": DPO, "return": DPO, "sign": SENIOR_OFFICER}
     if step not in needs:
         raise Refused(404, f"there is no step {step}")
-    if not identity.has(needs[step]):
-        raise Refused(403, f"only a {needs[step].replace('-', ' ')} may {step} a draft")
+    _needs(request, who, (needs[step],), f"{step} a draft")
 
     def act() -> str:
         with gateway_of(request).transaction() as session:
             if step == "submit":
-                row = lifecycle.submit(session, draft_id, by)
+                row = lifecycle.submit(session, draft_id, by, organization=identity.organization)
             elif step == "withdraw":
-                row = lifecycle.withdraw(session, draft_id, by)
+                row = lifecycle.withdraw(session, draft_id, by, organization=identity.organization)
             elif step == "sign":
                 name = one(form, "name")
                 if len(name) < 3:
@@ -193,7 +203,7 @@ async def step(request: Request, draft_id: str, step: str, who: SignedIn = Depen
                 row = lifecycle.review(session, draft_id, organization=identity.organization, approve=step == "approve", comment=one(form, "comment"), by=by)
             return row.stage
 
-    stage = _refusing(act)
+    stage = _refusing(request, who, act)
     messages = {"review": "Submitted for review by every party's DPO.", "signing": "Approved by every party's DPO; it now needs every party's signature.",
                 "signed": "Signed by every party; it becomes active on its start date.", "active": "Signed by every party: the new version is active now.",
                 "draft": "Returned to the IG officer with your comments.", "withdrawn": "Draft withdrawn."}
@@ -203,19 +213,51 @@ async def step(request: Request, draft_id: str, step: str, who: SignedIn = Depen
 
 
 @router.post("/agreements/{agreement_id}/suspend")
-@router.post("/agreements/{agreement_id}/resume")
-async def suspend_or_resume(request: Request, agreement_id: str, who: SignedIn = Depends(officer)) -> Response:
+async def suspend(request: Request, agreement_id: str, who: SignedIn = Depends(agreement_reader)) -> Response:
+    """A party's IG officer or DPO suspends the agreement at once."""
     form = await form_of(request, who)
-    to = "suspended" if request.url.path.endswith("/suspend") else "active"
+    _needs(request, who, (IG_OFFICER, DPO), "suspend an agreement")
 
     def act() -> int:
         with gateway_of(request).transaction() as session:
-            row = lifecycle.set_status(session, agreement_id, to, reason=one(form, "reason"), by=_who(who))
-            audit_change(session, who, f"agreement {agreement_id} version {row.version} made {to}")
+            row = lifecycle.suspend(session, agreement_id, organization=who.identity.organization, reason=one(form, "reason"), by=_who(who))
+            audit_change(session, who, f"agreement {agreement_id} version {row.version} made suspended")
             return row.version
 
-    version = _refusing(act)
-    return redirect(f"/agreements/{agreement_id}", notice=f"Version {version} is now {to}; the next decision uses it.")
+    version = _refusing(request, who, act)
+    return redirect(f"/agreements/{agreement_id}", notice=f"Version {version} is now suspended; the next decision uses it.")
+
+
+@router.post("/agreements/{agreement_id}/resume")
+async def resume(request: Request, agreement_id: str, who: SignedIn = Depends(agreement_reader)) -> Response:
+    """A party's DPO confirms resumption for their party (a party's IG officer may ask for it);
+    the agreement applies again once every party's DPO has confirmed."""
+    form = await form_of(request, who)
+    _needs(request, who, (DPO, IG_OFFICER), "ask for an agreement to be resumed")
+    confirm = who.identity.has(DPO)
+
+    def act() -> lifecycle.Resumption:
+        with gateway_of(request).transaction() as session:
+            standing = lifecycle.resume(session, agreement_id, organization=who.identity.organization, confirm=confirm, reason=one(form, "reason"), by=_who(who))
+            done = f"made active (version {standing.resumed.version})" if standing.resumed else ("resumption confirmed" if confirm else "resumption requested")
+            audit_change(session, who, f"agreement {agreement_id} {done}")
+            return standing
+
+    standing = _refusing(request, who, act)
+    if standing.resumed is not None:
+        notice = f"Every party's DPO has confirmed: version {standing.resumed.version} is now active; the next decision uses it."
+    else:
+        notice = f"{'Confirmed' if confirm else 'Requested'}; sharing restarts when every party's DPO has confirmed ({len(standing.awaiting)} still to confirm)."
+    return redirect(f"/agreements/{agreement_id}", notice=notice)
+
+
+def _needs(request: Request, who: SignedIn, roles: tuple[str, ...], doing: str) -> None:
+    """Refuse (403, audited) an account holding none of ``roles``."""
+    if not any(who.identity.has(role) for role in roles):
+        message = f"only {' or '.join(r.replace('-', ' ') + 's' for r in roles)} of a party may {doing}"
+        with gateway_of(request).transaction() as session:
+            audit_view(session, request, who, outcome="minor-failure", detail=f"console step refused {request.url.path}: {message}")
+        raise Refused(403, message)
 
 
 # --- one-off disclosures ----------------------------------------------------------------------
@@ -245,5 +287,5 @@ async def one_off_record(request: Request, patient_id: str, who: SignedIn = Depe
             )
             return row.decision
 
-    decision = _refusing(act)
+    decision = _refusing(request, who, act)
     return redirect(f"/people/{patient_id}", notice=f"One-off request recorded: {decision}.")

@@ -9,9 +9,10 @@ from sqlalchemy import select
 
 from gateway.audit.ledger import ledger_entry
 from gateway.console.agreements import diff, effective_status, review_state, versions
-from gateway.console.auth import SignedIn
+from gateway.console.auth import DPO, IG_OFFICER, SignedIn
 from gateway.console.directory_names import Directory
 from gateway.console.web import Refused, agreement_reader, audit_change, audit_view, form_of, gateway_of, one, officer, redirect, render
+from gateway.fhir.outcomes import FhirError
 from gateway.delivery.outbox import ReplayRefused, listing, replay, replay_dead
 from gateway.sharing import agreement_lifecycle as lifecycle, break_glass
 from gateway.store.models import BreakGlassRow, DisclosureRow
@@ -50,9 +51,13 @@ def agreement(request: Request, agreement_id: str, notice: str = "", who: Signed
         directory = Directory.load(gateway.repository(session))
         drafts = lifecycle.drafts(session, agreement_id)
         steps = lifecycle.history(session, agreement_id)
+        held = lifecycle.identifiers_of(session, who.identity.organization)
+        resumption = lifecycle.resumption(session, lifecycle.current(session, agreement_id)) if history[0].status == "suspended" else None
         audit_view(session, request, who)
     changes = [(newer, older, diff(older.body, newer.body)) for newer, older in zip(history, history[1:])]
     current = history[0]
+    identity = who.identity
+    my_party = next((f"{p['system']}|{p['value']}" for p in current.body["parties"] if f"{p['system']}|{p['value']}" in held), None)
     context = {
         "agreement_id": agreement_id,
         "current": current,
@@ -64,6 +69,11 @@ def agreement(request: Request, agreement_id: str, notice: str = "", who: Signed
         "history": history,
         "directory": directory,
         "notice": notice,
+        "my_party": my_party,
+        "can_draft": identity.has(IG_OFFICER) and my_party is not None,
+        "can_suspend": (identity.has(IG_OFFICER) or identity.has(DPO)) and my_party is not None and current.status == "active",
+        "resumption": resumption,
+        "can_resume": (identity.has(IG_OFFICER) or identity.has(DPO)) and my_party is not None and resumption is not None and my_party not in resumption.confirmed,
     }
     return render(request, who, "agreement.html", context)
 
@@ -78,9 +88,10 @@ def break_glass_queue(request: Request, notice: str = "", who: SignedIn = Depend
         grants = session.scalars(select(BreakGlassRow).order_by(BreakGlassRow.review_status != "pending", BreakGlassRow.started.desc()).limit(200)).all()
         accessed = {g.id: [ledger_entry(r) for r in session.scalars(select(DisclosureRow).where(DisclosureRow.break_glass == g.id).order_by(DisclosureRow.at))] for g in grants}
         written = {g.id: break_glass.written(session, g) for g in grants}
+        reviewable = {g.id for g in grants if g.review_status == "pending" and break_glass.may_review(session, g, who.identity.organization)}
         directory = Directory.load(gateway.repository(session))
         audit_view(session, request, who)
-    context = {"grants": grants, "written": written, "accessed": accessed, "outcomes": break_glass.REVIEW_OUTCOMES, "directory": directory, "notice": notice}
+    context = {"grants": grants, "written": written, "accessed": accessed, "outcomes": break_glass.REVIEW_OUTCOMES, "reviewable": reviewable, "directory": directory, "notice": notice}
     return render(request, who, "break_glass.html", context)
 
 
@@ -91,8 +102,14 @@ async def review_break_glass(request: Request, grant_id: str, who: SignedIn = De
     if len(note) < 10:
         raise Refused(422, "write a review note of at least 10 characters saying why")
     reviewer = f"{who.identity.display_name} ({who.identity.username})"
-    with gateway_of(request).transaction() as session:
-        grant = break_glass.review(session, grant_id, reviewer=reviewer, outcome=one(form, "outcome"), note=note)
+    try:
+        with gateway_of(request).transaction() as session:
+            grant = break_glass.review(session, grant_id, reviewer=reviewer, organization=who.identity.organization, outcome=one(form, "outcome"), note=note)
+    except FhirError as refusal:
+        if refusal.status == 403:
+            with gateway_of(request).transaction() as session:
+                audit_view(session, request, who, outcome="minor-failure", detail=f"console step refused {request.url.path}: {refusal}")
+        raise Refused(refusal.status, str(refusal)) from None
     return redirect("/break-glass", notice=f"Break-glass {grant.id} reviewed: {grant.review_status}.")
 
 
