@@ -15,16 +15,33 @@ from typing import Any
 import orjson
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.delivery.models import CONTROL_EVENTS, EVENTS, DeliveryRow, SubscriptionRow
+from gateway.store.hot import Hot
 from gateway.store.repository import now_utc
 
 DELIVERY = DeliveryRow.__table__
 SUBSCRIPTION = SubscriptionRow.__table__
 # Deterministic subscription ids, so loading the same configuration twice changes nothing.
 _SUBSCRIPTION_NAMESPACE = uuid.UUID("5b0f3c1e-9d2a-4c47-8f0e-2a6d1c9e7b31")
+# Built once: an event numbered for each of the recipient's active subscriptions to it.
+_COUNT_EVENT = (
+    update(SUBSCRIPTION)
+    .where(
+        SUBSCRIPTION.c.recipient == bindparam("b_recipient"),
+        SUBSCRIPTION.c.event == bindparam("b_event"),
+        SUBSCRIPTION.c.active.is_(True),
+        or_(SUBSCRIPTION.c.patient_filter.is_(None), SUBSCRIPTION.c.patient_filter == bindparam("b_patient")),
+    )
+    .values(events_queued=SUBSCRIPTION.c.events_queued + 1)
+    .returning(SUBSCRIPTION.c.id, SUBSCRIPTION.c.endpoint, SUBSCRIPTION.c.events_queued)
+)
+_INSERT_DELIVERIES = Hot(insert(DELIVERY), columns=[
+    "id", "subscription_id", "event_number", "event", "recipient", "endpoint", "focus", "patient", "purpose",
+    "acting_for", "extra_refs", "status", "attempts", "next_attempt_at", "created",
+])
 # A withdrawal notice must still reach recipients after the consent it reports is gone.
 _KEPT_ON_WITHDRAWAL = ("withdrawal-notice",)
 
@@ -75,17 +92,7 @@ def enqueue(
     # Advancing each subscription's counter numbers its events and, on PostgreSQL,
     # locks the subscription row so concurrent events get distinct numbers.
     connection = session.connection()
-    counted = connection.execute(
-        update(SUBSCRIPTION)
-        .where(
-            SUBSCRIPTION.c.recipient == recipient,
-            SUBSCRIPTION.c.event == event,
-            SUBSCRIPTION.c.active.is_(True),
-            or_(SUBSCRIPTION.c.patient_filter.is_(None), SUBSCRIPTION.c.patient_filter == patient),
-        )
-        .values(events_queued=SUBSCRIPTION.c.events_queued + 1)
-        .returning(SUBSCRIPTION.c.id, SUBSCRIPTION.c.endpoint, SUBSCRIPTION.c.events_queued)
-    ).all()
+    counted = connection.execute(_COUNT_EVENT, {"b_recipient": recipient, "b_event": event, "b_patient": patient}).all()
     if not counted:
         return []
     moment = now_utc()
@@ -94,7 +101,7 @@ def enqueue(
         _row(sub_id, number, event, recipient, endpoint, focus, patient, purpose, acting_for, extra, moment)
         for sub_id, endpoint, number in sorted(counted)
     ]
-    connection.execute(insert(DELIVERY), rows)
+    _INSERT_DELIVERIES.execute(connection, rows)
     return [Queued(r["id"], recipient, r["endpoint"], event) for r in rows]
 
 
@@ -130,7 +137,7 @@ def queue_notice(session: Session, subscription: SubscriptionRow, kind: str, mom
         subscription.id, subscription.events_queued, kind, subscription.recipient, subscription.endpoint,
         f"Subscription/{subscription.id}", None, "HOPERAT", None, "[]", moment or now_utc(),
     )
-    session.execute(insert(DELIVERY), [row])
+    _INSERT_DELIVERIES.execute(session.connection(), [row])
     return str(row["id"])
 
 
