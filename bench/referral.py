@@ -9,7 +9,7 @@ the delivery worker of ``pathway serve`` sends each referral's notification to a
 on 127.0.0.1 (``--no-deliveries`` to leave them out), spot-checks the pathway was opened,
 and prints referrals/s with p50/p99 (correct answers only) and the deliveries sent.
 
-    .venv/bin/python bench/referral.py [--seconds 10] [--concurrency 4] [--people 2000] [--database-url URL]
+    .venv/bin/python bench/referral.py [--seconds 10] [--concurrency 4] [--people 2000] [--sender serving|apart] [--database-url URL]
 
 Target on a 2-core machine with SQLite: >= 300 referrals/s, p99 < 50 ms.
 """
@@ -17,8 +17,12 @@ Target on a 2-core machine with SQLite: >= 300 referrals/s, p99 < 50 ms.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +106,9 @@ def main() -> None:
     add_load_arguments(parser, seconds=10.0, concurrency="4")
     parser.add_argument("--people", type=int, default=2000, help="Patients known before the run (referred in turn)")
     parser.add_argument("--no-deliveries", action="store_true", help="run without the delivery worker and receiver")
+    parser.add_argument("--sender", choices=("serving", "apart"), default="serving",
+                        help="where deliveries are sent from: the serving process's own worker (default), or a "
+                             "`pathway deliveries work` process beside it (the serving process then sends none)")
     add_serving_arguments(parser, 8766)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary directory")
     args = parser.parse_args()
@@ -115,11 +122,15 @@ def main() -> None:
         try:
             if receiver is not None:
                 subscribe(database_url, secrets_dir, receiver.url)
-            with pathway_serve(database_url, secrets_dir, args.port, args.workers, env={"PATHWAY_RUN_WORKERS": "0" if receiver is None else "1"}):
+            serving_sends = receiver is not None and args.sender == "serving"
+            with pathway_serve(database_url, secrets_dir, args.port, args.workers, env={"PATHWAY_RUN_WORKERS": "1" if serving_sends else "0"}), \
+                    delivery_sender(database_url, secrets_dir, receiver is not None and not serving_sends):
                 client = PathwayClient(creds)
                 print(f"Pathway referrals on {database_url.split(':')[0]}, {args.workers} worker(s), {args.seconds:g} s, {len(people)} people, "
                       f"deliveries {'off' if receiver is None else 'flowing to a receiver on 127.0.0.1 (its own process)'}")
-                others = [f"pathway serve ({args.workers} worker{'s' if args.workers > 1 else ''}{', with its delivery worker' if receiver else ''})"]
+                others = [f"pathway serve ({args.workers} worker{'s' if args.workers > 1 else ''}{', with its delivery worker' if serving_sends else ''})"]
+                if receiver is not None and not serving_sends:
+                    others.append("a `pathway deliveries work` process")
                 for concurrency in args.concurrency:
                     print(sharing(*others, *(["the receiver"] if receiver else []), concurrency=concurrency, processes=args.processes))
                     before = receiver.stats()["accepted"] if receiver else 0
@@ -134,6 +145,21 @@ def main() -> None:
         finally:
             if receiver is not None:
                 receiver.close()
+
+
+@contextmanager
+def delivery_sender(database_url: str, secrets_dir: Path, wanted: bool) -> Iterator[None]:
+    """`pathway deliveries work` beside the server while the run lasts, when ``wanted``."""
+    if not wanted:
+        yield
+        return
+    env = {**os.environ, "PATHWAY_DATABASE_URL": database_url, "PATHWAY_SECRETS_DIR": str(secrets_dir), "PATHWAY_LOG_LEVEL": "WARNING"}
+    sender = subprocess.Popen([sys.executable, "-m", "gateway.cli", "deliveries", "work"], env=env, cwd=REPO)
+    try:
+        yield
+    finally:
+        sender.terminate()
+        sender.wait(timeout=30)
 
 
 def subscribe(database_url: str, secrets_dir: Path, url: str) -> None:
