@@ -50,6 +50,9 @@ MAX_NAME_PREFIX = 4
 # Search parameters found through the tokens of others (``name`` is any given or family name).
 INDEXED_AS: dict[str, tuple[str, ...]] = {"name": ("given", "family")}
 PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
+# Parameters whose value picks out few resources (an identifier, a reference), so a search
+# on one is best driven from the token index (see Repository.search).
+SELECTIVE_PARAMS = frozenset({"identifier", *REFERENCE_PARAMS})
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -14,12 +14,12 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, select, true, update
+from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, select, true, tuple_, update
 from sqlalchemy.orm import Session
 
 from gateway.store.crypto import Keyring
 from gateway.store.hot import Hot
-from gateway.store.indexing import INDEXED_AS, index_entries, patient_of
+from gateway.store.indexing import INDEXED_AS, SELECTIVE_PARAMS, index_entries, patient_of
 from gateway.store.models import ResourceRow, ResourceVersionRow, SearchTokenRow
 
 CATEGORY_SYSTEM = "https://pathway.scot/CodeSystem/data-category"
@@ -265,10 +265,11 @@ class Repository:
         rows while others are written (keyset paging). ``offset`` skips rows of that order."""
         key = self._sort_key(sort)
         query = select(RESOURCE, key.label("sort_key")).where(RESOURCE.c.deleted.is_(False))
-        if type_ is not None:
-            query = query.where(RESOURCE.c.type == type_)
+        driving = type_ is not None and any(param in SELECTIVE_PARAMS for param, _ in criteria)
+        if type_ is not None and not driving:
+            query = query.where(RESOURCE.c.type == type_)  # else the selective criteria name the type
         for param, values in criteria:
-            query = query.where(self._has_token(param, values))
+            query = query.where(self._has_token(param, values, type_ if driving and param in SELECTIVE_PARAMS else None))
         for param, values in excluded:
             query = query.where(~self._has_token(param, values))
         for param, span in token_ranges:
@@ -310,14 +311,19 @@ class Repository:
             for resource_id, version_id, key_id, body, patient in rows:
                 yield resource_id, patient, decrypt(key_id, body, _associated(type_, resource_id, version_id)) if key_id else bytes(body)
 
-    def _has_token(self, param: str, values: Sequence[str]) -> Any:
+    def _has_token(self, param: str, values: Sequence[str], driving_type: str | None = None) -> Any:
+        """The resource has a token of ``param`` with one of ``values``: a correlated EXISTS,
+        probed for each resource the search reads in its sort order; or, with ``driving_type``
+        (a selective parameter), the (type, id) pairs the token index gives for that type, which
+        the search looks up by primary key and sorts. The search must then not also say
+        ``type = ...``, or SQLite's planner goes back to reading the type's rows in date order.
+        An identifier among 20,000 Patients took 56 ms as EXISTS and 0.4 ms this way; a status
+        or gender, which half the rows may hold, is found sooner by EXISTS."""
         token_values = list(values) + [self.keyring.blind(v) for v in values]
-        return exists().where(
-            TOKEN.c.type == RESOURCE.c.type,
-            TOKEN.c.id == RESOURCE.c.id,
-            TOKEN.c.param.in_(INDEXED_AS.get(param, (param,))),
-            TOKEN.c.value.in_(token_values),
-        )
+        matching = (TOKEN.c.param.in_(INDEXED_AS.get(param, (param,))), TOKEN.c.value.in_(token_values))
+        if driving_type is not None:
+            return tuple_(RESOURCE.c.type, RESOURCE.c.id).in_(select(TOKEN.c.type, TOKEN.c.id).where(TOKEN.c.type == driving_type, *matching))
+        return exists().where(TOKEN.c.type == RESOURCE.c.type, TOKEN.c.id == RESOURCE.c.id, *matching)
 
     @staticmethod
     def _sort_key(sort: Sort) -> Any:
