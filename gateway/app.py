@@ -17,7 +17,7 @@ from gateway.audit.routes import router as audit_router
 from gateway.audit.writer import AuditUnavailable
 from gateway.auth.routes import router as auth_router
 from gateway.auth.tokens import ClientRegistrations
-from gateway.console import create_console
+from gateway.console.app import create_console
 from gateway.delivery.subscription_routes import router as subscription_router
 from gateway.fhir.access import AccessPolicy
 from gateway.fhir.outcomes import FHIR_JSON, FhirError, FhirJSONResponse, error_response, error_responses, fhir_error_handler

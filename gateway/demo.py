@@ -17,7 +17,7 @@ from gateway.app import create_app
 from gateway.auth.clients import credentials, new_client_key, register_client
 from gateway.auth.tokens import Principal
 from gateway.conf import Conf, load_conf
-from gateway.console import create_demo_accounts
+from gateway.console.accounts import create_demo_accounts
 from gateway.demo_inbox import demo_conf
 from gateway.demo_people import DemoPerson, demo_people
 from gateway.directory import import_conf

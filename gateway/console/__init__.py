@@ -1,6 +1,5 @@
-"""The information-governance console and pathway dashboard at ``/console``."""
+"""The information-governance console and pathway dashboard at ``/console`` (``gateway.console.app``).
 
-from gateway.console.accounts import create_demo_accounts
-from gateway.console.app import create_console
-
-__all__ = ["create_console", "create_demo_accounts"]
+The package imports nothing itself: the sharing modules use its directory names, and the
+console app imports them.
+"""

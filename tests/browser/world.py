@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from gateway.auth.tokens import Principal
 from gateway.conf import load_conf
-from gateway.console import create_demo_accounts
+from gateway.console.accounts import create_demo_accounts
 from gateway.delivery.models import DeliveryRow
 from gateway.delivery.outbox import enqueue
 from gateway.directory import import_conf
