@@ -73,7 +73,7 @@ class DemoWalker:
 
     def _move(self, caller: Caller, task: Stored, **changes: Any) -> Stored:
         resource = task.resource | changes
-        return self.fhir.update(caller, resource, "Task", task.id, task.version_id)
+        return self.fhir.update(caller, resource, "Task", task.id, task.version_id).stored
 
     def _stage(self, caller: Caller, task: Stored, stage: str, status: str, **changes: Any) -> Stored:
         return self._move(caller, task, businessStatus=codes.concept(codes.STAGE_SYSTEM, stage), status=status, **changes)
