@@ -180,9 +180,10 @@ def consent_for_carer(client, patient: str) -> str:  # type: ignore[no-untyped-d
     return carer_ref
 
 
-def consent_for_facility(client, patient: str) -> None:  # type: ignore[no-untyped-def]
-    """The person lets Tayview House see their records (a partner sees a workflow record in full,
-    or a finished one at all, only with the person's consent)."""
+def consent_for(client, patient: str, *organizations: str) -> None:  # type: ignore[no-untyped-def]
+    """The person lets ``organizations`` ("system|value") see their records: a partner sees a
+    workflow record in full, or a finished one at all, only with the person's consent."""
+    actors = [{"role": {"text": "recipient"}, "reference": {"identifier": dict(zip(("system", "value"), o.split("|", 1)))}} for o in organizations]
     consent = {
         "resourceType": "Consent",
         "status": "active",
@@ -190,7 +191,7 @@ def consent_for_facility(client, patient: str) -> None:  # type: ignore[no-untyp
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": patient},
         "performer": [{"reference": patient}],
-        "provision": {"type": "permit", "actor": [{"role": {"text": "recipient"}, "reference": {"identifier": {"system": PARTNER, "value": "rehab-tayview-house"}}}]},
+        "provision": {"type": "permit", "actor": actors},
     }
     response = client.post("Consent", consent)
     assert response.status_code == 201, response.text
@@ -402,7 +403,7 @@ def test_overdue_reviews_are_flagged_once_to_facility_and_key_worker(app, make_c
     social = make_client("social-work", HSCP)
     facility = make_client("rehab-facility", FACILITY, scopes=FACILITY_SCOPES)
     patient = person(social, 15)
-    consent_for_facility(social, patient)
+    consent_for(social, patient, FACILITY)
     to_residential(social, refer(social, patient, "REF-0005"))
     admitted = date.today() - timedelta(weeks=9)
     stay = admit(facility, admitted.isoformat())
