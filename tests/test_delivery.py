@@ -30,7 +30,7 @@ from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.access import CustodianPolicy
 from gateway.runtime import Gateway
 from gateway.store.repository import now_utc
-from gateway.store.models import AuditRow, DisclosureRow
+from gateway.store.models import AgreementRow, AuditRow, DisclosureRow
 from tests.conftest import FACILITY, HSCP, PARTNER
 
 FAST = Delivery(base_delay_seconds=0.01, max_delay_seconds=0.05, max_attempts=60, timeout_seconds=2, lease_seconds=30)
@@ -168,6 +168,18 @@ def refer(gateway: Gateway, count: int = 1, event: str = "facility-referral", re
                 purpose="CAREMGT", include=["Patient/p1"],
             )
     return [q.id for q in queued]
+
+
+def agreement_with(gateway: Gateway, *organizations: str) -> None:
+    """An active agreement between the HSCP and ``organizations`` ("system|value"): under the
+    consent policy a partner sees even the skeleton of a Task naming it only under one."""
+    parties = [dict(zip(("system", "value"), o.split("|", 1))) for o in (HSCP, *organizations)]
+    body = {
+        "id": "isa-test-deliveries", "version": 1, "title": "Test deliveries", "status": "active", "parties": parties,
+        "purposes": ["CAREMGT"], "categories": ["pathway-progress"], "lawful_basis": ["UK GDPR Art 6(1)(e)"], "start": "2020-01-01",
+    }
+    with gateway.transaction() as session:
+        session.add(AgreementRow(id=body["id"], version=1, status="active", body=orjson.dumps(body).decode(), loaded=now_utc()))
 
 
 def subscribe(gateway: Gateway, url: str, *, recipient: str = FACILITY, events: tuple[str, ...] = ("facility-referral", "withdrawal-notice")) -> None:
