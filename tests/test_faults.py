@@ -35,7 +35,7 @@ from gateway.settings import Settings
 from gateway.store.models import AuditRow, ConfDocumentRow, ResourceRow
 from gateway.store.repository import now_utc
 from tests.conftest import HSCP, REPO, LiveServer, free_port
-from tests.test_delivery import OTHER_FACILITY, Receiver, agreement_with, refer, statuses
+from tests.test_delivery import OTHER_FACILITY, Receiver, refer, statuses
 from tests.test_delivery import jwks, receiver  # noqa: F401 - fixtures
 
 FACILITY = "https://pathway.scot/Id/partner|rehab-tayview-house"
@@ -117,7 +117,6 @@ def test_killed_gateway_restarts_and_delivers_everything_once(gateway: Gateway, 
     fast_delivery_conf(gateway)
     with gateway.transaction() as session:
         sync_subscriptions(session, [(FACILITY, endpoint.url, ["facility-referral"])])
-    agreement_with(gateway, FACILITY)  # no consent: the facility is sent the open Tasks' skeletons
     queued = refer(gateway, count=200)
 
     serve.start()
@@ -140,7 +139,6 @@ def test_a_receiver_that_takes_10_seconds_does_not_hold_up_the_others(gateway: G
     fast_delivery_conf(gateway, timeout_seconds=15, lease_seconds=60)
     with gateway.transaction() as session:
         sync_subscriptions(session, [(OTHER_FACILITY, slow.url, ["facility-referral"]), (FACILITY, quick.url, ["facility-referral"])])
-    agreement_with(gateway, FACILITY, OTHER_FACILITY)
     refer(gateway, count=3, recipient=OTHER_FACILITY)
     queued = refer(gateway, count=30)
 
