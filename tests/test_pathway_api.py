@@ -100,8 +100,8 @@ def refer(client, patient: str, referral_id: str) -> dict[str, Any]:  # type: ig
     return response.json()
 
 
-def one(client, query: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    response = client.get(query)
+def one(client, query: str, **kwargs: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    response = client.get(query, **kwargs)
     assert response.status_code == 200, response.text
     resources = [e["resource"] for e in response.json().get("entry", []) if e["resource"]["resourceType"] != "OperationOutcome"]
     assert len(resources) == 1, (query, resources)
