@@ -113,6 +113,9 @@ def test_after_withdrawal_the_facility_sees_only_the_skeleton(gateway: Gateway, 
     assert_skeleton(facility.get(f"{task_ref}/_history/{version}").json(), TASK_SKELETON)
     history = facility.get(f"{task_ref}/_history").json()["entry"]
     assert history and all(SUBSETTED in tags(e["resource"]) and "note" not in e["resource"] for e in history)
+    # _elements cannot ask for a hidden element back, and the skeleton stays marked once
+    [narrowed] = [e["resource"] for e in facility.get(f"Task?_id={referral['task']['id']}&_elements=status,note").json()["entry"] if e["resource"]["resourceType"] == "Task"]
+    assert "note" not in narrowed and narrowed["status"] == "requested" and tags(narrowed) == [SUBSETTED]
     # the skeleton is not a disclosure; the custodian still reads it all
     assert disclosed_to_facility(gateway, task_ref) == before
     assert parties.social.get(task_ref).json()["note"] == TASK_NOTE
