@@ -5,8 +5,12 @@ performer, sender, recipient) is shown to it in full only when the agreement AND
 consent permit it, like any other record. Otherwise, while the record is open and an agreement
 between that organisation and the holder is in force (for any purpose), the organisation sees
 this skeleton: the elements it needs to run the workflow (who, what kind of task, which state,
-when) and nothing clinical (reasons, notes, inputs, payloads, supporting information). The
-skeleton is tagged SUBSETTED, as FHIR asks of a partial resource.
+when) and nothing clinical (reasons, notes, inputs, payloads, supporting information). Its meta
+keeps versionId, lastUpdated and profile: category tags and security labels tell what kind of
+data the record holds (substance use, mental health), more than its code does. The skeleton is
+tagged SUBSETTED, as FHIR asks of a partial resource. Open means not finished: a Task not
+completed, cancelled, rejected, failed or entered-in-error; a ServiceRequest not completed,
+revoked or entered-in-error; a Communication not completed (sent) or entered-in-error.
 
 A participant that sees only the skeleton may still update a Task: the elements it cannot see
 are carried over from the stored version, and a body that sets one is refused (whatever the
