@@ -4,7 +4,7 @@ No web, no database, no clock except the request's ``at``. See DESIGN §6 and §
 """
 
 from consent.agreements import Agreement, current_versions, parse_agreement
-from consent.decide import decide, decide_many
+from consent.decide import agreements_in_force, decide, decide_many
 from consent.expiry import until_epoch
 from consent.model import Identifier
 from consent.redact import Redaction, redact
@@ -13,6 +13,7 @@ __all__ = [
     "Agreement",
     "Identifier",
     "Redaction",
+    "agreements_in_force",
     "current_versions",
     "decide",
     "decide_many",

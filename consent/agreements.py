@@ -162,8 +162,9 @@ class _Terms:
 _terms = IdentityCache(_Terms.of)
 
 
-def _why_not(terms: _Terms, purpose: str, today: date) -> str | None:
-    """Why an agreement naming both parties does not apply, or None when it does."""
+def _why_not(terms: _Terms, purpose: str | None, today: date) -> str | None:
+    """Why an agreement naming both parties does not apply (for ``purpose``, or for any
+    purpose when None), or None when it does."""
     if terms.end is not None and today > terms.end:
         return f"expired on {terms.end}"
     if terms.status != "active":
@@ -172,7 +173,7 @@ def _why_not(terms: _Terms, purpose: str, today: date) -> str | None:
         return f"lapsed on {terms.lapses_on}: its review was due on {terms.review_date} and has not been renewed"
     if today < terms.start:
         return f"starts on {terms.start}"
-    if purpose not in terms.purposes:
+    if purpose is not None and purpose not in terms.purposes:
         return f"purpose {purpose} is not among {', '.join(terms.purposes)}"
     return None
 
@@ -220,3 +221,18 @@ def evaluate_agreements(agreements: Sequence[Agreement], request: Request, today
     reasons.append(f"agreement {', '.join(refs)} permits purpose {request.purpose}"
                    + (f" → redact {', '.join(uncovered)} (not covered)" if uncovered else ""))
     return AgreementOutcome(True, reasons, refs, flags, uncovered, until)
+
+
+def in_force_between(
+    agreements: Sequence[Agreement], holder: tuple[str, str], recipient: Iterable[tuple[str, str]], today: date
+) -> list[str]:
+    """The refs of the agreements in force on ``today`` between ``holder`` and any of the
+    ``recipient``'s identifiers, whatever their purposes (the same party, status, date and
+    lapse rules as :func:`evaluate_agreements`). ``agreements`` should be the current versions."""
+    keys = set(recipient) - {holder}
+    refs = []
+    for agreement in agreements:
+        terms = _terms(agreement)
+        if holder in terms.parties and not keys.isdisjoint(terms.parties) and _why_not(terms, None, today) is None:
+            refs.append(terms.ref)
+    return refs

@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from consent._cache import IdentityCache
-from consent.agreements import Agreement, current_versions, evaluate_agreements, parse_agreement
+from consent.agreements import Agreement, current_versions, evaluate_agreements, in_force_between, parse_agreement
 from consent.consents import compiled
-from consent.model import Request, RequestError, parse_request
+from consent.model import Request, RequestError, identifier_key, parse_instant, parse_request
 from consent.expiry import INFINITY, iso_instant
 from consent.provisions import DENY, EMPTY, Answer, DataScope, ScopedDeny, describe, stronger
 
@@ -213,6 +213,19 @@ def decide(
     return _decision(
         outcome.decision, reasons, agreement_refs, outcome.consents, flags, redaction | outcome.redaction, min(until, outcome.until)
     )
+
+
+def agreements_in_force(
+    agreements: Sequence[dict[str, Any] | Agreement], holder: dict[str, str], recipient: Sequence[dict[str, str]], at: str
+) -> list[str]:
+    """The agreements (``id@version``) in force at ``at`` (ISO 8601) between the ``holder`` and
+    the ``recipient`` organisation (its identifiers), for any purpose; unreadable ones never count."""
+    holder_key = identifier_key(holder)
+    if holder_key is None:
+        return []
+    current, _ = _agreements(agreements)
+    today = datetime.fromtimestamp(parse_instant(at), timezone.utc).date()
+    return in_force_between(current, holder_key, [k for k in map(identifier_key, recipient) if k is not None], today)
 
 
 def decide_many(items: Sequence[Any]) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from gateway.delivery.worker import DeliveryWorker
 from gateway.fhir.access import CustodianPolicy
 from gateway.runtime import Gateway
 from gateway.store.repository import now_utc
-from gateway.store.models import AuditRow, DisclosureRow
+from gateway.store.models import AgreementRow, AuditRow, DisclosureRow
 from tests.conftest import FACILITY, HSCP, PARTNER
 
 FAST = Delivery(base_delay_seconds=0.01, max_delay_seconds=0.05, max_attempts=60, timeout_seconds=2, lease_seconds=30)
@@ -154,11 +154,28 @@ def _facility_task(owner: str = FACILITY) -> dict[str, Any]:
     }
 
 
+def _agreement(session: Any, recipient: str) -> None:
+    """An active agreement between the HSCP and ``recipient``: under the consent policy a partner
+    is sent even the skeleton of a Task naming it only under one (the person gave no consent)."""
+    system, _, value = recipient.partition("|")
+    ident = f"isa-test-{value}"
+    if session.get(AgreementRow, (ident, 1)) is not None:
+        return
+    body = {
+        "id": ident, "version": 1, "title": "Test deliveries", "status": "active", "start": "2020-01-01",
+        "parties": [dict(zip(("system", "value"), HSCP.split("|", 1))), {"system": system, "value": value}],
+        "purposes": ["CAREMGT"], "categories": ["pathway-progress"], "lawful_basis": ["UK GDPR Art 6(1)(e)"],
+    }
+    session.add(AgreementRow(id=ident, version=1, status="active", body=orjson.dumps(body).decode(), loaded=now_utc()))
+
+
 def refer(gateway: Gateway, count: int = 1, event: str = "facility-referral", recipient: str = FACILITY) -> list[str]:
-    """Create facility Tasks (and the person, held by the HSCP) and queue their events together."""
+    """Create facility Tasks (and the person, held by the HSCP) under an agreement with the
+    recipient and queue their events together."""
     queued = []
     with gateway.transaction() as session:
         repo = gateway.repository(session)
+        _agreement(session, recipient)
         if repo.current("Patient", "p1") is None:
             repo.create({"resourceType": "Patient", "id": "p1", "name": [{"family": "Reid"}]}, HSCP)
         for _ in range(count):

@@ -22,7 +22,7 @@ from gateway.runtime import Gateway
 from gateway.store.models import AuditRow
 from tests.conftest import HSCP, PARTNER, Clock
 from tests.test_delivery import Receiver
-from tests.test_pathway_api import admit, move, person, refer, to_residential
+from tests.test_pathway_api import admit, consent_for, move, person, refer, to_residential
 from tests.test_pathway_e2e import EARLY_EXIT, Parties, conf, conf_client, parties  # noqa: F401  (fixtures)
 from tests.test_subscriptions import worker  # noqa: F401  (fixture)
 
@@ -46,6 +46,7 @@ def early_exit(parties: Parties, serial: int) -> str:
     """A person referred, admitted to Tayview House and leaving early: the alert's id."""
     social, facility = parties.social, parties.facility
     patient = person(social, serial)
+    consent_for(social, patient, RECOVERY_ODS)  # the alert carries the contingency plan: the community team sees it with consent
     to_residential(social, refer(social, patient, f"REF-ESC-{serial}"))
     admitted = (date.today() - timedelta(days=10)).isoformat()
     stay = admit(facility, admitted)

@@ -10,7 +10,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from gateway.conf import load_conf
 from gateway.delivery import sync_subscriptions
+from gateway.directory import _import_agreement as import_agreement
 from gateway.delivery.models import DeliveryRow
 from gateway.pathway import raise_overdue_reviews
 from gateway.pathway.config import PathwayConf
@@ -24,7 +26,7 @@ from tests.conftest import FACILITY, HSCP, ODS, PARTNER, REPO
 STAGE = "https://pathway.scot/CodeSystem/stage"
 DIRECTORY = f"{PARTNER}|pathway"
 AGENCY = f"{PARTNER}|tayside-recovery-network"
-GP = f"{ODS}|G9990"
+GP = f"{ODS}|21506"  # Seagate Green: a referrer under the primary-care agreement
 FACILITY_SCOPES = ["system/*.read", "system/Task.write", "system/QuestionnaireResponse.write", "system/Communication.write"]
 
 
@@ -38,13 +40,14 @@ def directory(gateway: Gateway) -> None:
         for org in partners["organizations"]:
             identifiers = [{"system": i["system"], "value": i["value"]} for i in org["identifiers"]]
             repo.update({"resourceType": "Organization", "id": org["id"], "name": org["name"], "identifier": identifiers}, DIRECTORY)
-        repo.update({"resourceType": "Organization", "id": "gp-test", "name": "Test GP", "identifier": [{"system": ODS, "value": "G9990"}]}, DIRECTORY)
         for person in partners["people"]:
             role = {"resourceType": "PractitionerRole", "id": person["id"], "organization": {"reference": f"Organization/{person['organization']}"}}
             repo.update(role, DIRECTORY)
         session.add(ConfDocumentRow(name="pathway.yaml", version=1, sha256=hashlib.sha256(settings).hexdigest(), body=settings.decode(), loaded=now_utc()))
         partners_raw = (REPO / "conf" / "partners.yaml").read_bytes()  # who may record consent
         session.add(ConfDocumentRow(name="partners.yaml", version=1, sha256=hashlib.sha256(partners_raw).hexdigest(), body=partners_raw.decode(), loaded=now_utc()))
+        for agreement in load_conf(REPO / "conf").agreements:  # partners see workflow records only under an agreement in force
+            import_agreement(session, agreement.model_dump(mode="json"))
         sync_subscriptions(
             session,
             [
@@ -97,8 +100,8 @@ def refer(client, patient: str, referral_id: str) -> dict[str, Any]:  # type: ig
     return response.json()
 
 
-def one(client, query: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    response = client.get(query)
+def one(client, query: str, **kwargs: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    response = client.get(query, **kwargs)
     assert response.status_code == 200, response.text
     resources = [e["resource"] for e in response.json().get("entry", []) if e["resource"]["resourceType"] != "OperationOutcome"]
     assert len(resources) == 1, (query, resources)
@@ -175,6 +178,23 @@ def consent_for_carer(client, patient: str) -> str:  # type: ignore[no-untyped-d
     }
     assert client.post("Consent", consent).status_code == 201
     return carer_ref
+
+
+def consent_for(client, patient: str, *organizations: str) -> None:  # type: ignore[no-untyped-def]
+    """The person lets ``organizations`` ("system|value") see their records: a partner sees a
+    workflow record in full, or a finished one at all, only with the person's consent."""
+    actors = [{"role": {"text": "recipient"}, "reference": {"identifier": dict(zip(("system", "value"), o.split("|", 1)))}} for o in organizations]
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient},
+        "performer": [{"reference": patient}],
+        "provision": {"type": "permit", "actor": actors},
+    }
+    response = client.post("Consent", consent)
+    assert response.status_code == 201, response.text
 
 
 def to_residential(social, referral: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -315,7 +335,7 @@ def test_moves_the_pathway_does_not_allow_are_refused_with_reasons(make_client) 
     facility = make_client("rehab-facility", FACILITY, scopes=FACILITY_SCOPES)
     referral = refer(gp, person(gp, 13), "REF-0003")
     task = one(gp, f"Task?focus=ServiceRequest/{referral['id']}")
-    assert task["requester"] == {"reference": "Organization/gp-test"}
+    assert task["requester"] == {"reference": "Organization/gp-seagate-green"}
 
     skipped = move(social, task["id"], stage="residential", status="in-progress")
     assert skipped.status_code == 409
@@ -382,7 +402,9 @@ def test_early_exit_alert_and_its_cause_are_one_transaction(gateway: Gateway, ma
 def test_overdue_reviews_are_flagged_once_to_facility_and_key_worker(app, make_client) -> None:  # type: ignore[no-untyped-def]
     social = make_client("social-work", HSCP)
     facility = make_client("rehab-facility", FACILITY, scopes=FACILITY_SCOPES)
-    to_residential(social, refer(social, person(social, 15), "REF-0005"))
+    patient = person(social, 15)
+    consent_for(social, patient, FACILITY)
+    to_residential(social, refer(social, patient, "REF-0005"))
     admitted = date.today() - timedelta(weeks=9)
     stay = admit(facility, admitted.isoformat())
     star(facility, stay["focus"]["reference"], {"drug-use": 5}, (admitted + timedelta(weeks=4)).isoformat())

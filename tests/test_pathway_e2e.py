@@ -21,6 +21,7 @@ from gateway.delivery.models import DeliveryRow
 from gateway.delivery.notification import TOPIC_BASE
 from gateway.delivery.worker import DeliveryWorker
 from gateway.directory import import_conf
+from gateway.fhir.search import SUBSETTED
 from gateway.pathway.config import load_pathway_conf
 from gateway.runtime import Gateway
 from gateway.store.models import ConfDocumentRow
@@ -29,7 +30,7 @@ from mappings.identifiers import REFERRAL_SYSTEM
 from mappings.labels import CATEGORY_SYSTEM, SENSITIVITY_SYSTEM
 from tests.conftest import FACILITY, HSCP, ODS, PARTNER, REPO
 from tests.test_delivery import FAST, Receiver
-from tests.test_pathway_api import admit, decide, move, moved, one, person, refer, star, to_residential
+from tests.test_pathway_api import admit, consent_for, decide, move, moved, one, person, refer, star, to_residential
 
 CARERS_CENTRE = f"{PARTNER}|dundee-carers-centre"
 SNOMED = "http://snomed.info/sct"
@@ -303,17 +304,25 @@ def test_two_people_through_the_pathway_with_five_parties(  # type: ignore[no-un
     assert {"referral", "task-status", "review", "contingency-alert"} <= set(topics(receivers[HSCP]).values())
     assert "facility-referral" in topics(receivers[FACILITY]).values()
 
-    # A second person: the allocation says no; the third sector finds its community referral.
-    second_referral = refer(social, person(social, 32), "REF-E2E-0002")
+    # A second person: the allocation says no; the third sector finds its community referral. She
+    # consents to the agency, whose agreement covers care management (CAREMGT), not treatment.
+    second = person(social, 32)
+    consent_for(social, second, f"{PARTNER}|tayside-recovery-network")
+    second_referral = refer(social, second, "REF-E2E-0002")
     second_task = one(social, f"Task?focus=ServiceRequest/{second_referral['id']}")
     moved(social, second_task["id"], stage="initial-meeting", status="accepted")
     moved(social, second_task["id"], stage="resource-allocation", status="in-progress")
     assert decide(social, second_referral, "no").status_code == 201
     moved(social, second_task["id"], stage="alternative-pathway")
-    community = one(parties.agency, f"Task?owner=Organization/tayside-recovery-network&status=requested&part-of=Task/{second_task['id']}")
-    request = parties.agency.get(community["focus"]["reference"]).json()
+    caremgt = {"headers": {"X-Pathway-Purpose": "CAREMGT"}}
+    community = one(parties.agency, f"Task?owner=Organization/tayside-recovery-network&status=requested&part-of=Task/{second_task['id']}", **caremgt)
+    assert community["description"].startswith("Community recovery support") and SUBSETTED not in community["meta"].get("tag", [])
+    request = parties.agency.get(community["focus"]["reference"], **caremgt).json()
     assert request["category"][0]["coding"][0]["code"] == "community-referral"
     assert request["basedOn"] == [{"reference": f"ServiceRequest/{second_referral['id']}"}]
+    # asking for treatment, which its agreement does not cover, it sees the workflow skeleton only
+    treat = parties.agency.get(f"Task/{community['id']}", headers={"X-Pathway-Purpose": "TREAT"}).json()
+    assert SUBSETTED in treat["meta"]["tag"] and "description" not in treat and treat["status"] == "requested"
 
     # The IG officer reads the ledger: the facility's disclosures name the agreement and Ann's consent.
     ledger_url = f"{social.fhir_base.removesuffix('/fhir')}/disclosures?patient={patient}"

@@ -16,10 +16,9 @@ from gateway.runtime import Gateway
 from gateway.store.models import AuditRow
 from mappings.top import TIMEPOINT_SYSTEM, top_form
 from tests.conftest import FACILITY, HSCP, ODS
-from tests.test_pathway_api import FACILITY_SCOPES, decide, directory, move, moved, one, person, refer  # noqa: F401 - directory is an autouse fixture
+from tests.test_pathway_api import FACILITY_SCOPES, GP, consent_for, decide, directory, move, moved, one, person, refer  # noqa: F401 - directory is an autouse fixture
 
 RECOVERY_SERVICE = f"{ODS}|S037R1"
-GP = f"{ODS}|G9990"
 
 
 def _top_reading(referral: str, **values: int) -> dict[str, object]:
@@ -118,7 +117,9 @@ def test_only_the_owner_documents_clock_adjustments_and_they_must_be_readable(ma
     moved(social, task["id"], extension=[away])
     # the referrer's organisation is a workflow party on the Task, but the clock is the owner's
     gp = make_client("gp", GP)
-    gp_referral = refer(gp, person(gp, 5), "REF-CLOCK-2")
+    gp_patient = person(social, 5)
+    consent_for(social, gp_patient, GP)  # the GP sees the Task it requested in full
+    gp_referral = refer(gp, gp_patient, "REF-CLOCK-2")
     gp_task = one(gp, f"Task?focus=ServiceRequest/{gp_referral['id']}")
     not_owner = move(gp, gp_task["id"], extension=[away])
     assert not_owner.status_code == 403 and "owns the referral" in not_owner.json()["issue"][0]["diagnostics"]

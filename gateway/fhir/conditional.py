@@ -26,12 +26,15 @@ PAGING_PARAMS = frozenset({"_count", "_offset", "_format", "_total"})
 
 @dataclass
 class Written:
-    """A write's answer: the version stored (or found) and the HTTP status; ``resource``
-    is the caller's view when the answer is a resource found rather than written."""
+    """A write's answer: the version stored (or found) and the HTTP status; ``resource`` is
+    the caller's view when it is not the version as stored (a resource found rather than
+    written, or a record the caller does not hold), ``hidden`` when the caller may not see it."""
 
     stored: Stored
     status: int
     resource: dict[str, Any] | None = None
+    hidden: bool = False
+    found: bool = False
 
 
 @dataclass

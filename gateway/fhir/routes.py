@@ -76,8 +76,9 @@ def _written(request: Request, written: Written) -> Response:
     prefer = _prefer_return(request)
     if prefer == "minimal":
         return Response(status_code=written.status, headers=headers)
-    if prefer == "OperationOutcome":
-        what = "created" if written.status == 201 else "found (not created)" if written.resource is not None else "updated"
+    if prefer == "OperationOutcome" or written.hidden:
+        what = "created" if written.status == 201 else "found (not created)" if written.found else "updated"
+        what += "; this organisation may no longer see it" if written.hidden else ""
         body: Any = operation_outcome([issue(f"{stored.reference} {what}, version {stored.version_id}", "informational", "information")])
         return fhir_response(body, written.status, headers)
     return fhir_response(written.resource if written.resource is not None else stored.raw, written.status, headers)
@@ -188,8 +189,7 @@ async def read(request: Request, resource_type: str, resource_id: str) -> Respon
 async def update(request: Request, resource_type: str, resource_id: str) -> Response:
     who, body, fhir = await _writing(request)
     require_scope(who.principal, resource_type, "u")
-    stored = fhir.update(who, body, resource_type, resource_id, parse_if_match(request.headers.get("if-match")))
-    return _written(request, Written(stored, 201 if stored.version_id == 1 else 200))
+    return _written(request, fhir.update(who, body, resource_type, resource_id, parse_if_match(request.headers.get("if-match"))))
 
 
 @router.put("/{resource_type}", summary="Conditional update (PUT {type}?identifier=...)", openapi_extra=RESOURCE_BODY)
@@ -204,8 +204,7 @@ async def conditional_update(request: Request, resource_type: str) -> Response:
 async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
     who, body, fhir = await _writing(request)
     require_scope(who.principal, resource_type, "u")
-    stored = fhir.patch(who, resource_type, resource_id, body, parse_if_match(request.headers.get("if-match")))
-    return _written(request, Written(stored, 200))
+    return _written(request, fhir.patch(who, resource_type, resource_id, body, parse_if_match(request.headers.get("if-match"))))
 
 
 @router.delete("/{resource_type}/{resource_id}", status_code=204, summary="Delete")

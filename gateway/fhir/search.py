@@ -309,7 +309,7 @@ def subsetted(resource: dict[str, Any], elements: list[str], mandatory: frozense
     keep = {"resourceType", "id", "meta", *elements, *mandatory}
     shown = {k: v for k, v in resource.items() if k in keep}
     meta = dict(shown.get("meta", {}))
-    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    meta["tag"] = [*(t for t in meta.get("tag", []) if t != SUBSETTED), SUBSETTED]  # once, if a skeleton already has it
     shown["meta"] = meta
     return shown
 

@@ -28,6 +28,7 @@ from gateway.fhir.outcomes import FhirError
 from gateway.fhir.search import MAX_INCLUDED, SearchQuery, encode_cursor, include_targets, mandatory_elements, matches, parse_search, subsetted
 from gateway.fhir.validation import validate_resource
 from gateway.runtime import Gateway
+from gateway.sharing.skeleton import SKELETON_ELEMENTS, is_skeleton, over_stored
 from gateway.store.indexing import patient_of
 from gateway.store.repository import Cursor, NotFound, Repository, Stored, VersionConflict
 from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
@@ -173,6 +174,8 @@ class FhirService:
         refusal = self.policy.write_refusal(ctx.session, ctx.caller, current, resource)
         if refusal:
             raise FhirError(403, refusal, "forbidden")
+        if current is not None and not current.deleted and current.custodian != ctx.caller.organization and current.type in SKELETON_ELEMENTS:
+            resource = self._over_hidden(ctx, current, resource)
         _check_person_identifiers(resource)
         for hook in self.hooks:
             hook.before_write(ctx, resource, current)
@@ -194,6 +197,22 @@ class FhirService:
         for hook in self.hooks:
             hook.after_write(ctx, stored, current)
         return stored
+
+    def _over_hidden(self, ctx: WriteContext, current: Stored, resource: dict[str, Any]) -> dict[str, Any]:
+        """A participant's update of a workflow record it sees only as a skeleton (or of a body
+        marked SUBSETTED) keeps the elements outside the skeleton as stored."""
+        if is_skeleton(resource) or is_skeleton(self.policy.visible(ctx.session, ctx.caller, [current]).resources[0] or {}):
+            return over_stored(current.resource, resource)
+        return resource
+
+    def answer(self, ctx: WriteContext, stored: Stored, status: int) -> Written:
+        """A write's answer to a caller that does not hold the record: what it may see of the
+        version now (a full view recorded as a disclosure, a skeleton, or nothing)."""
+        if stored.custodian == ctx.caller.organization and ctx.caller.acting_for is None:
+            return Written(stored, status)
+        visible = self.policy.visible(ctx.session, ctx.caller, [stored])
+        insert_disclosures(ctx.session, visible.disclosures)
+        return Written(stored, status, visible.resources[0], hidden=visible.resources[0] is None)
 
     def put_in(self, ctx: WriteContext, resource: dict[str, Any], if_match: int | None) -> Stored:
         """An update by id from a partner (PUT): the caller must see what it replaces, and
@@ -275,7 +294,7 @@ class FhirService:
             match = one_match(session, repo, self.policy, caller, resource_type, if_none_exist) if if_none_exist else None
             if match is not None:
                 self.audit_found(ctx, match, disclosed=True)
-                return Written(match.stored, 200, match.resource)
+                return Written(match.stored, 200, match.resource, found=True)
             stored = self.write(ctx, resource)
             self._audit_writes(ctx, "create")
             return Written(stored, 201)
@@ -290,17 +309,18 @@ class FhirService:
         if disclosed:
             insert_disclosures(ctx.session, match.disclosures)
 
-    def update(self, caller: Caller, resource: Any, resource_type: str, resource_id: str, if_match: int | None) -> Stored:
-        """Update (or, except for a Patient, create) the resource with this id."""
+    def update(self, caller: Caller, resource: Any, resource_type: str, resource_id: str, if_match: int | None) -> Written:
+        """Update (or, except for a Patient, create) the resource with this id; the answer
+        carries what the caller may see of the version stored."""
         resource = validate_resource(resource, resource_type)
         if resource.get("id") != resource_id:
             raise FhirError(400, f"resource id {resource.get('id')!r} does not match the URL id {resource_id!r}", "invalid", f"{resource_type}.id")
 
-        def work(session: Session, repo: Repository) -> Stored:
+        def work(session: Session, repo: Repository) -> Written:
             ctx = WriteContext(session, repo, caller, self)
             stored = self.put_in(ctx, resource, if_match)
             self._audit_writes(ctx, "update")
-            return stored
+            return self.answer(ctx, stored, 201 if stored.version_id == 1 else 200)
 
         return self._run(caller, "update", f"{resource_type}/{resource_id}", work)
 
@@ -313,7 +333,7 @@ class FhirService:
             ctx = WriteContext(session, repo, caller, self)
             written = self.conditional_put_in(ctx, resource, condition, if_match)
             self._audit_writes(ctx, "update" if written.status == 200 else "create")
-            return written
+            return self.answer(ctx, written.stored, written.status)
 
         return self._run(caller, "update", resource_type, work)
 
@@ -333,11 +353,11 @@ class FhirService:
         stored = self.put_in(ctx, resource, if_match)
         return Written(stored, 201 if stored.version_id == 1 else 200)
 
-    def patch(self, caller: Caller, resource_type: str, resource_id: str, operations: Any, if_match: int | None) -> Stored:
+    def patch(self, caller: Caller, resource_type: str, resource_id: str, operations: Any, if_match: int | None) -> Written:
         if not isinstance(operations, list):
             raise FhirError(400, "PATCH body must be a JSON Patch array (application/json-patch+json)", "structure")
 
-        def work(session: Session, repo: Repository) -> Stored:
+        def work(session: Session, repo: Repository) -> Written:
             current, _ = self._read_visible(session, repo, caller, resource_type, resource_id)
             if if_match is not None and if_match != int(current["meta"]["versionId"]):
                 raise FhirError(412, f"{resource_type}/{resource_id}: version {if_match} is not current (current is {current['meta']['versionId']})", "conflict")
@@ -351,7 +371,7 @@ class FhirService:
             ctx = WriteContext(session, repo, caller, self)
             stored = self.write(ctx, patched, if_match=int(current["meta"]["versionId"]))
             self._audit_writes(ctx, "patch")
-            return stored
+            return self.answer(ctx, stored, 200)
 
         return self._run(caller, "patch", f"{resource_type}/{resource_id}", work)
 

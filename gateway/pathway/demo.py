@@ -72,8 +72,13 @@ class DemoWalker:
         return found
 
     def _move(self, caller: Caller, task: Stored, **changes: Any) -> Stored:
-        resource = task.resource | changes
-        return self.fhir.update(caller, resource, "Task", task.id, task.version_id)
+        """Update the Task as the caller's system would: what it may see of it, changed."""
+        with self.fhir.gateway.reading() as session:
+            seen = self.fhir.policy.visible(session, caller, [task]).resources[0]
+        if seen is None:
+            raise LookupError(f"{task.reference} is not visible to {caller.organization}")
+        resource = seen | changes
+        return self.fhir.update(caller, resource, "Task", task.id, task.version_id).stored
 
     def _stage(self, caller: Caller, task: Stored, stage: str, status: str, **changes: Any) -> Stored:
         return self._move(caller, task, businessStatus=codes.concept(codes.STAGE_SYSTEM, stage), status=status, **changes)

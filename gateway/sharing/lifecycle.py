@@ -119,7 +119,9 @@ class ConsentLifecycle:
                     }
                 ],
             }
-            sent = ctx.store(notice, custodian=stored.custodian)
+            # Held by its recipient (as governance notices are): the withdrawn consent no longer lets
+            # it see a record about the person held by another, and it must still read this one.
+            sent = ctx.store(notice, custodian=recipient)
             enqueue(ctx.session, event="withdrawal-notice", recipient=recipient, focus=sent.reference, patient=None, purpose="HOPERAT")
 
     def _organization(self, ctx: WriteContext, identifier: str) -> dict[str, Any]:

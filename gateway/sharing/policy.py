@@ -29,6 +29,7 @@ from gateway.directory import consent_recorders, current_agreements as load_agre
 from gateway.fhir.access import DIRECTORY_CUSTODIAN, DIRECTORY_TYPES, WORKFLOW_PARTICIPANTS, Caller, CustodianPolicy, Visible
 from gateway.sharing.break_glass import active_grant
 from gateway.sharing.people import Bounded, consent_versions, current_version
+from gateway.sharing.skeleton import is_open, skeleton
 from gateway.store.indexing import patient_of
 from gateway.store.crypto import Keyring
 from gateway.store.hot import Hot
@@ -137,8 +138,8 @@ class ConsentPolicy(CustodianPolicy):
         for index, item in enumerate(stored):
             resource = item.resource
             shown, patient, grounds = view.see(item, resource)
-            if shown:
-                results[index] = resource
+            if shown is not None:
+                results[index] = shown
                 if grounds is not None and patient is not None:
                     disclosed.setdefault(patient, []).append((item, grounds))
         return Visible(results, view.withheld(), self._disclosures(caller, disclosed, channel))
@@ -151,14 +152,23 @@ class ConsentPolicy(CustodianPolicy):
     # --- decisions -------------------------------------------------------------------
 
     def passes_without_consent(self, session: Session, caller: Caller, item: Stored, resource: dict[str, Any]) -> bool:
-        """Directory entries, what the caller holds and workflow records naming it need no consent."""
+        """Directory entries and what the caller holds need no consent (workflow records naming
+        the caller do: without it they show only as a skeleton, see :meth:`skeleton_allowed`)."""
         if item.type in DIRECTORY_TYPES:
             return True
-        if caller.acting_for is not None:
-            return False  # people acting through a portal see only what the person consented to
-        if item.custodian == caller.organization:
-            return True
-        return item.type in WORKFLOW_PARTICIPANTS and self.participants.names(session, item.type, resource, caller.organization)
+        return caller.acting_for is None and item.custodian == caller.organization
+
+    def skeleton_allowed(self, session: Session, caller: Caller, item: Stored, agreements: list[dict[str, Any]]) -> bool:
+        """Whether the caller may see the skeleton of a workflow record it may not see in full:
+        the record names it, is still open, and an agreement between the caller's organisation and
+        the holder is in force (for any purpose). Portals never see skeletons."""
+        return (
+            caller.acting_for is None
+            and item.type in WORKFLOW_PARTICIPANTS
+            and is_open(item.type, item.resource)
+            and self.participants.names(session, item.type, item.resource, caller.organization)
+            and bool(consent.agreements_in_force(agreements, _identifier(item.custodian), self.organization_identifiers(session, caller.organization), now_utc().isoformat()))
+        )
 
     def decide(
         self,
@@ -353,27 +363,33 @@ class _View:
     def recipient(self) -> tuple[list[dict[str, str]], list[dict[str, str]] | None]:
         return self.policy.recipient(self.session, self.caller)
 
-    def see(self, item: Stored, resource: dict[str, Any]) -> tuple[bool, str | None, dict[str, Any] | None]:
-        """(shown, the person it is about, the grounds to record as a disclosure or None)."""
+    def see(self, item: Stored, resource: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, dict[str, Any] | None]:
+        """(what is shown of it or None, the person it is about, the grounds to record as a
+        disclosure or None). A workflow record naming the caller that the decision does not
+        permit may show as its skeleton, which discloses nothing clinical."""
         caller = self.caller
         patient = item.patient or patient_of(resource)
         if item.type in DIRECTORY_TYPES:
-            return True, None, None
+            return resource, None, None
         if caller.acting_for is not None and (patient is None or patient != self.portal_person):
-            return False, patient, None  # a portal sees one person; others are not even withheld
+            return None, patient, None  # a portal sees one person; others are not even withheld
         if self.policy.passes_without_consent(self.session, caller, item, resource):
             if patient is not None:
                 self.shown.add(patient)
-            return True, patient, None
+            return resource, patient, None
+        grounds = self._grounds(item, resource, patient) if patient is not None else None
+        if grounds is not None:
+            self.shown.add(patient)  # type: ignore[arg-type]
+            return resource, patient, grounds
+        if self.policy.skeleton_allowed(self.session, caller, item, self.agreements[1]):
+            if patient is not None:
+                self.shown.add(patient)
+            return skeleton(resource), patient, None
         if patient is None:
             self.withheld_other = True
-            return False, None, None
-        grounds = self._grounds(item, resource, patient)
-        if grounds is None:
+        else:
             self.withheld_about.add(patient)
-            return False, patient, None
-        self.shown.add(patient)
-        return True, patient, grounds
+        return None, patient, None
 
     def _grounds(self, item: Stored, resource: dict[str, Any], patient: str) -> dict[str, Any] | None:
         """The break-glass grant or permitting decision under which the caller may see this, if any."""
@@ -403,4 +419,4 @@ class _View:
         if record is None or record.deleted:
             return False
         shown, _, _ = self.see(record, record.resource)
-        return shown
+        return shown is not None

@@ -99,7 +99,7 @@ def _save(request: Request, who: SignedIn, patient_id: str, form: dict[str, list
         stored = fhir.create(console_caller(who), consent, "Consent")
         notice = f"Consent {stored.id} recorded."
     else:
-        stored = fhir.update(console_caller(who), consent, "Consent", existing.id, existing.version_id)
+        stored = fhir.update(console_caller(who), consent, "Consent", existing.id, existing.version_id).stored
         notice = f"Consent {stored.id} amended (version {stored.version_id})."
     return redirect(f"/people/{patient_id}", notice=notice)
 
