@@ -37,7 +37,6 @@ TOKEN = SearchTokenRow.__table__
 
 
 _CURRENT = Hot(select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id == bindparam("id")))
-_CURRENT_MANY = select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 _WRITTEN = ("type", "id", "version_id", "last_updated", "deleted", "patient", "custodian", "security", "categories", "key_id", "body")
 _INSERT_RESOURCE = Hot(insert(RESOURCE), columns=_WRITTEN)
 _INSERT_VERSION = Hot(insert(VERSION), columns=_WRITTEN)
@@ -204,11 +203,11 @@ class Repository:
         return self._unpack(row) if row is not None else None
 
     def current_many(self, type_: str, ids: Sequence[str]) -> list[Stored]:
-        """The current versions of those of ``ids`` that exist, deleted or not, in ``ids``' order."""
-        if not ids:
-            return []
-        found = {row.id: row for row in self.session.connection().execute(_CURRENT_MANY, {"type": type_, "ids": list(ids)})}
-        return [self._unpack(found[i]) for i in ids if i in found]
+        """The current versions of those of ``ids`` that exist, deleted or not, in ``ids``' order:
+        a primary-key lookup each, by a statement compiled once (for the few ids callers pass,
+        a person's Consents, cheaper than an expanding IN list compiled by SQLAlchemy per call)."""
+        rows = (self._current_row(type_, id_) for id_ in ids)
+        return [self._unpack(row) for row in rows if row is not None]
 
     def read(self, type_: str, id_: str) -> Stored:
         """The current version; raises NotFound or Gone."""
