@@ -224,15 +224,16 @@ def evaluate_agreements(agreements: Sequence[Agreement], request: Request, today
 
 
 def in_force_between(
-    agreements: Sequence[Agreement], holder: tuple[str, str], recipient: Iterable[tuple[str, str]], today: date
+    agreements: Sequence[Agreement], holder: tuple[str, str] | None, recipient: Iterable[tuple[str, str]], today: date
 ) -> list[str]:
-    """The refs of the agreements in force on ``today`` between ``holder`` and any of the
-    ``recipient``'s identifiers, whatever their purposes (the same party, status, date and
-    lapse rules as :func:`evaluate_agreements`). ``agreements`` should be the current versions."""
+    """The refs of the agreements in force on ``today`` between ``holder`` (None: any party) and
+    any of the ``recipient``'s identifiers, whatever their purposes (the same party, status, date
+    and lapse rules as :func:`evaluate_agreements`). ``agreements`` should be the current versions."""
     keys = set(recipient) - {holder}
     refs = []
     for agreement in agreements:
         terms = _terms(agreement)
-        if holder in terms.parties and not keys.isdisjoint(terms.parties) and _why_not(terms, None, today) is None:
+        named = holder is None or holder in terms.parties
+        if named and not keys.isdisjoint(terms.parties) and _why_not(terms, None, today) is None:
             refs.append(terms.ref)
     return refs

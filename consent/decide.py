@@ -216,12 +216,13 @@ def decide(
 
 
 def agreements_in_force(
-    agreements: Sequence[dict[str, Any] | Agreement], holder: dict[str, str], recipient: Sequence[dict[str, str]], at: str
+    agreements: Sequence[dict[str, Any] | Agreement], holder: dict[str, str] | None, recipient: Sequence[dict[str, str]], at: str
 ) -> list[str]:
-    """The agreements (``id@version``) in force at ``at`` (ISO 8601) between the ``holder`` and
-    the ``recipient`` organisation (its identifiers), for any purpose; unreadable ones never count."""
-    holder_key = identifier_key(holder)
-    if holder_key is None:
+    """The agreements (``id@version``) in force at ``at`` (ISO 8601) between the ``holder`` (or,
+    when None, any party) and the ``recipient`` organisation (its identifiers), for any purpose;
+    unreadable ones never count."""
+    holder_key = identifier_key(holder) if holder is not None else None
+    if holder is not None and holder_key is None:
         return []
     current, _ = _agreements(agreements)
     today = datetime.fromtimestamp(parse_instant(at), timezone.utc).date()

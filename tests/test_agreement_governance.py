@@ -36,6 +36,7 @@ from gateway.store.repository import now_utc
 from mappings.identifiers import CHI_SYSTEM, make_chi
 
 from .conftest import HSCP, REPO
+from .test_subscriptions import subscription
 
 FACILITY = "https://pathway.scot/Id/partner|rehab-tayview-house"
 LOMOND = "https://pathway.scot/Id/partner|rehab-lomond-brae"
@@ -112,6 +113,10 @@ def test_a_lapsed_agreement_stops_decisions_and_every_party_is_told(gateway, par
         lifecycle.write_version(session, "isa-dhscp-lomond-brae", body, "active", "test: review 31 days overdue, lapses after 30")
     # decisions refuse it at once, before anything records the lapse
     assert lomond.get(f"Patient/{patient_id}").status_code == 404
+    # and it may not subscribe: the entitlement check follows the same lapse rule
+    subscriber = make_client("lomond-subscriber", LOMOND, ["system/*.read", "system/Subscription.cruds"])
+    refused = subscriber.post("Subscription", json={"resourceType": "Subscription", **subscription("http://127.0.0.1:9/inbox", "facility-referral")})
+    assert refused.status_code == 403 and "not a party to a current information-sharing agreement" in refused.text, refused.text
     decision = consent.decide({"patient": [{"system": "reference", "value": patient}], "actor": [{"system": PARTNER, "value": "rehab-lomond-brae"}], "purpose": "TREAT", "holder": {"system": ODS, "value": "S037"}}, [{"resourceType": "Consent", "status": "active", "patient": {"reference": patient}, "provision": {"type": "permit"}}], [body | {"id": "x", "version": 1, "status": "active"}])
     assert decision["decision"] == "deny" and any(f"lapsed on {today}" in r for r in decision["reasons"])
     with gateway.transaction() as session:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
+import consent
 from gateway.auth.scopes import allows
 from gateway.conf import Delivery, Webhook
 from gateway.delivery.models import DeliveryRow, SubscriptionRow
@@ -146,13 +147,10 @@ def check_entitled(session: Session, repo: Repository, policy: AccessPolicy, cal
 
 
 def _in_current_agreement(session: Session, organization: str, today: str) -> bool:
+    """Whether an agreement naming ``organization`` is in force ``today``, by the consent
+    engine's own party, status, date and lapse rules."""
     system, _, value = organization.partition("|")
-    for agreement in current_agreements(session):
-        parties = {(p.get("system"), p.get("value")) for p in agreement.get("parties", [])}
-        current = str(agreement.get("start", "")) <= today and (not agreement.get("end") or today <= str(agreement["end"]))
-        if agreement.get("status") == "active" and current and (system, value) in parties:
-            return True
-    return False
+    return bool(consent.agreements_in_force(current_agreements(session), None, [{"system": system, "value": value}], today))
 
 
 # --- storing -----------------------------------------------------------------------------------
