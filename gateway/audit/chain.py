@@ -40,8 +40,8 @@ AUDIT = AuditRow.__table__
 HEAD = AuditHeadRow.__table__
 # Compiled once (gateway.store.hot): an audit batch runs these three on every flush.
 _LOCK_HEAD = Hot(select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update())
-_INSERT_ENTRIES = Hot(insert(AUDIT), columns=[c.key for c in AUDIT.columns])
-_ADVANCE_HEAD = Hot(update(HEAD).where(HEAD.c.id == 1), columns=["seq", "hash"])
+_INSERT_ENTRIES = Hot(insert(AUDIT))
+_ADVANCE_HEAD = Hot(update(HEAD).where(HEAD.c.id == 1))
 AUDIT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 DICOM = "http://dicom.nema.org/resources/ontology/DCM"
 INTERACTION = "http://hl7.org/fhir/restful-interaction"

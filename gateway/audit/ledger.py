@@ -18,8 +18,7 @@ from gateway.store.hot import Hot
 from gateway.store.models import DisclosureRow
 
 LEDGER = DisclosureRow.__table__
-_COLUMNS = ("at", "patient", "recipient", "acting_for", "client_id", "purpose", "channel", "resources", "agreements", "consents", "break_glass", "one_off")
-_INSERT = Hot(insert(LEDGER), columns=_COLUMNS)  # in every read's audit batch: compiled once
+_INSERT = Hot(insert(LEDGER))  # in every read's audit batch: compiled once
 
 
 def disclosure(

@@ -38,10 +38,7 @@ _COUNT_EVENT = (
     .values(events_queued=SUBSCRIPTION.c.events_queued + 1)
     .returning(SUBSCRIPTION.c.id, SUBSCRIPTION.c.endpoint, SUBSCRIPTION.c.events_queued)
 )
-_INSERT_DELIVERIES = Hot(insert(DELIVERY), columns=[
-    "id", "subscription_id", "event_number", "event", "recipient", "endpoint", "focus", "patient", "purpose",
-    "acting_for", "extra_refs", "status", "attempts", "next_attempt_at", "created",
-])
+_INSERT_DELIVERIES = Hot(insert(DELIVERY))
 # A withdrawal notice must still reach recipients after the consent it reports is gone.
 _KEPT_ON_WITHDRAWAL = ("withdrawal-notice",)
 

@@ -35,26 +35,27 @@ class _Rendered(NamedTuple):
 
 class Hot:
     """A statement rendered once per dialect: :meth:`rows` runs a SELECT with named
-    parameters, :meth:`execute` an INSERT or UPDATE (``columns``: the INSERT's columns)."""
+    parameters, :meth:`execute` an INSERT or UPDATE of the columns its parameters name."""
 
-    def __init__(self, statement: Any, columns: Sequence[str] | None = None) -> None:
+    def __init__(self, statement: Any) -> None:
         self.statement: Executable = statement
-        self._columns = list(columns) if columns is not None else None
-        self._rendered: dict[str, _Rendered] = {}
+        self._rendered: dict[tuple[str, tuple[str, ...] | None], _Rendered] = {}
 
-    def _render(self, dialect: Dialect) -> _Rendered:
-        rendered = self._rendered.get(dialect.name)
+    def _render(self, dialect: Dialect, columns: tuple[str, ...] | None = None) -> _Rendered:
+        """Rendered for ``dialect``; an INSERT or UPDATE for the ``columns`` given values
+        (the keys of the rows that callers build one way, so once per call site)."""
+        rendered = self._rendered.get((dialect.name, columns))
         if rendered is None:
-            compiled = self.statement.compile(dialect=dialect, column_keys=self._columns)
+            compiled = self.statement.compile(dialect=dialect, column_keys=list(columns) if columns is not None else None)
             selected = getattr(self.statement, "selected_columns", None)
-            columns = list(selected) if selected is not None and self.statement.is_select else []  # type: ignore[attr-defined]
-            processors = [(i, p) for i, c in enumerate(columns) if (p := c.type.dialect_impl(dialect).result_processor(dialect, None))]
-            rendered = self._rendered[dialect.name] = _Rendered(
+            returned = list(selected) if selected is not None and self.statement.is_select else []  # type: ignore[attr-defined]
+            processors = [(i, p) for i, c in enumerate(returned) if (p := c.type.dialect_impl(dialect).result_processor(dialect, None))]
+            rendered = self._rendered[(dialect.name, columns)] = _Rendered(
                 str(compiled),
                 {name: bind.value for name, bind in compiled.binds.items() if not bind.required},
                 tuple(compiled.positiontup) if compiled.positional and compiled.positiontup is not None else None,
                 processors,
-                namedtuple("HotRow", [c.key for c in columns], rename=True)._make if columns else None,  # type: ignore[misc]
+                namedtuple("HotRow", [c.key for c in returned], rename=True)._make if returned else None,  # type: ignore[misc]
                 {name: p for name, bind in compiled.binds.items() if (p := bind.type.dialect_impl(dialect).bind_processor(dialect))},
             )
         return rendered
@@ -67,8 +68,11 @@ class Hot:
         return tuple(values[name] for name in rendered.order) if rendered.order is not None else values
 
     def execute(self, connection: Connection, params: Sequence[dict[str, Any]]) -> None:
-        """Run an INSERT or UPDATE once per parameter set (the driver's executemany)."""
-        rendered = self._render(connection.dialect)
+        """Run an INSERT or UPDATE once per parameter set (the driver's executemany); every set
+        names the same columns."""
+        if not params:
+            return
+        rendered = self._render(connection.dialect, tuple(params[0]))
         bound = [self._bound(rendered, p) for p in params]
         cursor = connection.connection.cursor()
         try:

@@ -37,10 +37,9 @@ TOKEN = SearchTokenRow.__table__
 
 
 _CURRENT = Hot(select(RESOURCE).where(RESOURCE.c.type == bindparam("type"), RESOURCE.c.id == bindparam("id")))
-_WRITTEN = ("type", "id", "version_id", "last_updated", "deleted", "patient", "custodian", "security", "categories", "key_id", "body")
-_INSERT_RESOURCE = Hot(insert(RESOURCE), columns=_WRITTEN)
-_INSERT_VERSION = Hot(insert(VERSION), columns=_WRITTEN)
-_INSERT_TOKENS = Hot(insert(TOKEN), columns=["type", "id", "param", "value"])
+_INSERT_RESOURCE = Hot(insert(RESOURCE))
+_INSERT_VERSION = Hot(insert(VERSION))
+_INSERT_TOKENS = Hot(insert(TOKEN))
 # Only the version the writer read may be replaced (the SET values come from the column-named parameters).
 _REPLACE_CURRENT = update(RESOURCE).where(
     RESOURCE.c.type == bindparam("b_type"), RESOURCE.c.id == bindparam("b_id"), RESOURCE.c.version_id == bindparam("b_version")
