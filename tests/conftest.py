@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -31,6 +32,21 @@ ODS = "https://fhir.nhs.uk/Id/ods-organization-code"
 HSCP = f"{ODS}|S037"
 FACILITY = f"{PARTNER}|rehab-tayview-house"
 ALL_SCOPES = ["system/*.read", "system/*.write"]
+
+
+def privacy_consent(patient: str, provision: dict[str, Any], *, performer: str | None = None, **extra: Any) -> dict[str, Any]:
+    """An active privacy Consent (LOINC 59284-0) about ``patient`` ("Patient/id") with this
+    provision, recorded as signed by ``performer`` (a reference; the person by default)."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": patient},
+        "performer": [{"reference": performer or patient}],
+        **extra,
+        "provision": provision,
+    }
 
 
 class Clock:

@@ -19,6 +19,7 @@ from gateway.sharing.governance_models import AgreementDraftRow, AgreementStepRo
 from gateway.store.models import AgreementRow, AuditRow, BreakGlassRow
 from mappings.identifiers import CHI_SYSTEM, make_chi
 from tests.browser.world import HSCP, TAYVIEW, Browser, World, build_world
+from tests.conftest import privacy_consent
 
 LOMOND = "https://pathway.scot/Id/partner|rehab-lomond-brae"
 AGREEMENT = "isa-dhscp-tayview"  # between the HSCP and Tayview House; Lomond Brae is not a party
@@ -43,12 +44,7 @@ def facility_reads(world: World, make_client):  # type: ignore[no-untyped-def]
     created = social.post("Patient", {"resourceType": "Patient", "identifier": [{"system": CHI_SYSTEM, "value": make_chi(date(1979, 2, 3), "male", 4)}], "name": [{"given": ["Rory"], "family": "Tosh"}]})
     assert created.status_code == 201, created.text
     ref = f"Patient/{created.json()['id']}"
-    permit = {
-        "resourceType": "Consent", "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": ref}, "performer": [{"reference": "Organization/dundee-hscp"}], "provision": {"type": "permit"},
-    }
+    permit = privacy_consent(ref, {"type": "permit"}, performer="Organization/dundee-hscp")
     assert social.post("Consent", permit).status_code == 201
     facility = make_client("facility-test", TAYVIEW, ["system/*.read"])
     return lambda: facility.get(ref).status_code

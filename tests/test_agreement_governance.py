@@ -35,7 +35,7 @@ from gateway.store.models import AgreementRow
 from gateway.store.repository import now_utc
 from mappings.identifiers import CHI_SYSTEM, make_chi
 
-from .conftest import HSCP, REPO
+from .conftest import HSCP, REPO, privacy_consent
 from .test_subscriptions import subscription
 
 FACILITY = "https://pathway.scot/Id/partner|rehab-tayview-house"
@@ -58,15 +58,7 @@ def patient(partnership, make_client) -> str:  # type: ignore[no-untyped-def]
     created = social.post("Patient", {"resourceType": "Patient", "identifier": [{"system": CHI_SYSTEM, "value": make_chi(date(1979, 2, 3), "male", 4)}], "name": [{"given": ["Rory"], "family": "Tosh"}]})
     assert created.status_code == 201, created.text
     ref = f"Patient/{created.json()['id']}"
-    permit = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": ref},
-        "performer": [{"reference": "Organization/dundee-hscp"}],
-        "provision": {"type": "permit"},
-    }
+    permit = privacy_consent(ref, {"type": "permit"}, performer="Organization/dundee-hscp")
     assert social.post("Consent", permit).status_code == 201
     return ref
 

@@ -14,24 +14,11 @@ from sqlalchemy import select
 from gateway.store.models import AuditRow
 from mappings.identifiers import CHI_SYSTEM, make_chi
 
-from .conftest import HSCP, ODS, PARTNER
+from .conftest import HSCP, ODS, PARTNER, privacy_consent
 from .test_sharing import ACT_CODE, CARERS_CENTRE, CATEGORY, FACILITY, labelled, partnership, person  # noqa: F401
 
 GP = f"{ODS}|21506"
 THIRD_SECTOR = f"{PARTNER}|tayside-recovery-network"
-PRIVACY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]}
-
-
-def _consent(patient: str, provision: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": PRIVACY,
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": patient},
-        "performer": [{"reference": patient}],
-        "provision": provision,
-    }
 
 
 def _actor(system_value: str) -> list[dict[str, Any]]:
@@ -55,7 +42,7 @@ def test_a_grant_from_an_organisation_not_authorised_to_record_consent_is_refuse
     gp = make_client("gp-test", GP, ["system/*.read", "system/*.write"])
     facility = make_client("facility-test", FACILITY, ["system/*.read", "system/*.write"])
     # The facility may see Ann (her consent permits it) but may not record a grant for anyone.
-    grant = _consent(person["patient"], {"type": "permit", "actor": _actor(GP)})
+    grant = privacy_consent(person["patient"], {"type": "permit", "actor": _actor(GP)})
     refused = facility.post("Consent", grant)
     assert refused.status_code == 403 and "authorises to record consent" in refused.text
     # A grant that reached the store some other way (an older database) counts for nothing.
@@ -75,7 +62,7 @@ def test_a_grant_from_an_organisation_not_authorised_to_record_consent_is_refuse
 def test_a_refusal_from_a_partner_that_knows_the_person_counts(person, make_client):  # type: ignore[no-untyped-def]
     facility = make_client("facility-test", FACILITY, ["system/*.read", "system/*.write"])
     assert facility.get(f"MedicationStatement/{person['methadone']}").status_code == 200
-    refusal = facility.post("Consent", _consent(person["patient"], {"type": "deny", "actor": _actor(FACILITY)}))
+    refusal = facility.post("Consent", privacy_consent(person["patient"], {"type": "deny", "actor": _actor(FACILITY)}))
     assert refusal.status_code == 201, refusal.text
     assert facility.get(f"MedicationStatement/{person['methadone']}").status_code == 404
 
@@ -134,7 +121,7 @@ def test_a_consent_naming_the_person_by_chi_is_linked_to_them_not_to_a_decoy(per
     social = person["social"]
     chi = next(i["value"] for i in social.get(person["patient"]).json()["identifier"] if i["system"] == CHI_SYSTEM)
     decoy = social.post("Patient", {"resourceType": "Patient", "identifier": [{"system": "https://example.org/local-id", "value": chi}]}).json()
-    consent = _consent(person["patient"], {"type": "deny", "actor": _actor(THIRD_SECTOR)})
+    consent = privacy_consent(person["patient"], {"type": "deny", "actor": _actor(THIRD_SECTOR)})
     consent["patient"] = {"identifier": {"system": CHI_SYSTEM, "value": chi}}
     stored = social.post("Consent", consent)
     assert stored.status_code == 201, stored.text
@@ -165,7 +152,7 @@ def test_a_portal_sees_only_the_person_it_acts_for_and_only_what_they_granted(pe
     other_ref = f"Patient/{other['id']}"
     other_episode = social.post("EpisodeOfCare", labelled({"resourceType": "EpisodeOfCare", "status": "active", "patient": {"reference": other_ref}}, ["pathway-progress"])).json()
     # Bob grants the carers' centre as an organisation: that reaches none of its users.
-    grant = _consent(other_ref, {"type": "permit", "actor": _actor(CARERS_CENTRE), "purpose": [{"system": "https://pathway.scot/CodeSystem/purpose", "code": "carer-support"}]})
+    grant = privacy_consent(other_ref, {"type": "permit", "actor": _actor(CARERS_CENTRE), "purpose": [{"system": "https://pathway.scot/CodeSystem/purpose", "code": "carer-support"}]})
     assert social.post("Consent", grant).status_code == 201
     portal = make_client("carer-portal-test", CARERS_CENTRE, ["system/*.read"], kind="portal")
     for acting in (person["carer"], person["patient"], other_ref):
@@ -194,7 +181,7 @@ def test_a_consent_that_ends_while_the_gateway_runs_stops_permitting_at_its_end(
     patient = social.post("Patient", {"resourceType": "Patient", "identifier": [{"system": CHI_SYSTEM, "value": chi}], "gender": "female", "birthDate": "1988-11-12"}).json()
     ref = f"Patient/{patient['id']}"
     ends = datetime.now(timezone.utc) + timedelta(seconds=3)
-    consent = _consent(ref, {"type": "permit", "actor": _actor(FACILITY), "period": {"start": "2020-01-01", "end": ends.isoformat(timespec="milliseconds").replace("+00:00", "Z")}})
+    consent = privacy_consent(ref, {"type": "permit", "actor": _actor(FACILITY), "period": {"start": "2020-01-01", "end": ends.isoformat(timespec="milliseconds").replace("+00:00", "Z")}})
     assert social.post("Consent", consent).status_code == 201
     assert facility.get(ref).status_code == 200
     assert patient["id"] in _ids(facility.get(f"Patient?identifier={CHI_SYSTEM}|{chi}").json())
@@ -213,6 +200,6 @@ def test_a_partner_cannot_tell_an_unseen_person_from_one_who_does_not_exist(pers
     seen, unseen = third.get(person["patient"]), third.get(f"Patient/{uuid.uuid4()}")
     assert seen.status_code == unseen.status_code == 404
     assert seen.json()["issue"][0]["diagnostics"].split(" ")[1:] == unseen.json()["issue"][0]["diagnostics"].split(" ")[1:]
-    refusal = lambda value: _consent(person["patient"], {"type": "deny"}) | {"patient": {"identifier": {"system": CHI_SYSTEM, "value": value}}}  # noqa: E731
+    refusal = lambda value: privacy_consent(person["patient"], {"type": "deny"}) | {"patient": {"identifier": {"system": CHI_SYSTEM, "value": value}}}  # noqa: E731
     assert _comparable(third.post("Consent", refusal(chi))) == _comparable(third.post("Consent", refusal(unused)))
     assert third.get(f"Task/{uuid.uuid4()}/$package").status_code == 404

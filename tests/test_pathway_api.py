@@ -21,7 +21,7 @@ from gateway.runtime import Gateway
 from gateway.store.models import ConfDocumentRow
 from gateway.store.repository import now_utc
 from mappings.identifiers import CHI_SYSTEM, REFERRAL_SYSTEM, make_chi
-from tests.conftest import FACILITY, HSCP, ODS, PARTNER, REPO
+from tests.conftest import FACILITY, HSCP, ODS, PARTNER, REPO, privacy_consent
 
 STAGE = "https://pathway.scot/CodeSystem/stage"
 DIRECTORY = f"{PARTNER}|pathway"
@@ -162,11 +162,12 @@ def consent_for_carer(client, patient: str) -> str:  # type: ignore[no-untyped-d
     carer = client.post("RelatedPerson", {"resourceType": "RelatedPerson", "patient": {"reference": patient}, "name": [{"family": "Reid", "given": ["Jean"]}], "relationship": [{"text": "sister"}]})
     assert carer.status_code == 201, carer.text
     carer_ref = f"RelatedPerson/{carer.json()['id']}"
-    _consent(client, patient, "Organization/dundee-hscp", {
+    consent = privacy_consent(patient, {
         "type": "permit",
         "actor": [{"role": {"text": "carer"}, "reference": {"reference": carer_ref}}],
         "purpose": [{"system": "https://pathway.scot/CodeSystem/purpose", "code": "carer-support"}],
-    }, policyRule={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]})
+    }, performer="Organization/dundee-hscp", policyRule={"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]})
+    assert client.post("Consent", consent).status_code == 201
     return carer_ref
 
 
@@ -174,21 +175,7 @@ def consent_for(client, patient: str, *organizations: str) -> None:  # type: ign
     """The person lets ``organizations`` ("system|value") see their records: a partner sees a
     workflow record in full, or a finished one at all, only with the person's consent."""
     actors = [{"role": {"text": "recipient"}, "reference": {"identifier": dict(zip(("system", "value"), o.split("|", 1)))}} for o in organizations]
-    _consent(client, patient, patient, {"type": "permit", "actor": actors})
-
-
-def _consent(client, patient: str, performer: str, provision: dict[str, Any], **extra: Any) -> None:  # type: ignore[no-untyped-def]
-    consent = {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": patient},
-        "performer": [{"reference": performer}],
-        **extra,
-        "provision": provision,
-    }
-    response = client.post("Consent", consent)
+    response = client.post("Consent", privacy_consent(patient, {"type": "permit", "actor": actors}))
     assert response.status_code == 201, response.text
 
 

@@ -28,7 +28,7 @@ from gateway.store.models import ConfDocumentRow
 from gateway.store.repository import now_utc
 from mappings.identifiers import REFERRAL_SYSTEM
 from mappings.labels import CATEGORY_SYSTEM, SENSITIVITY_SYSTEM
-from tests.conftest import FACILITY, HSCP, ODS, PARTNER, REPO
+from tests.conftest import FACILITY, HSCP, ODS, PARTNER, REPO, privacy_consent
 from tests.test_delivery import FAST, Receiver
 from tests.test_pathway_api import admit, consent_for, decide, move, moved, one, person, refer, star, to_residential
 
@@ -154,14 +154,9 @@ def consent_of_ann(social: PathwayClient, patient: str, carer: str) -> dict[str,
     actor = lambda system, value: [{"role": {"text": "recipient"}, "reference": {"identifier": {"system": system, "value": value}}}]  # noqa: E731
     return created(
         social,
-        {
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": patient},
-            "performer": [{"reference": patient}],
-            "provision": {
+        privacy_consent(
+            patient,
+            {
                 "type": "deny",
                 "provision": [
                     {"type": "permit", "actor": actor(ODS, "S037")},
@@ -178,7 +173,7 @@ def consent_of_ann(social: PathwayClient, patient: str, carer: str) -> dict[str,
                     },
                 ],
             },
-        },
+        ),
     )
 
 

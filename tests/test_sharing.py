@@ -12,7 +12,7 @@ from gateway.runtime import Gateway
 from gateway.sharing.break_glass import pending_reviews, written
 from mappings.identifiers import CHI_SYSTEM, make_chi
 
-from .conftest import HSCP, REPO
+from .conftest import HSCP, REPO, privacy_consent
 
 FACILITY = "https://pathway.scot/Id/partner|rehab-tayview-house"
 CARERS_CENTRE = "https://pathway.scot/Id/partner|dundee-carers-centre"
@@ -69,14 +69,9 @@ def person(partnership, make_client):  # type: ignore[no-untyped-def]
     ).json()
     consent = social.post(
         "Consent",
-        {
-            "resourceType": "Consent",
-            "status": "active",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-            "patient": {"reference": ref},
-            "performer": [{"reference": "Organization/dundee-hscp"}],
-            "provision": {
+        privacy_consent(
+            ref,
+            {
                 "type": "deny",
                 "provision": [
                     {
@@ -92,7 +87,8 @@ def person(partnership, make_client):  # type: ignore[no-untyped-def]
                     },
                 ],
             },
-        },
+            performer="Organization/dundee-hscp",
+        ),
     )
     assert consent.status_code == 201, consent.text
     return {
