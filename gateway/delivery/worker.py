@@ -54,6 +54,9 @@ SUBSCRIPTION = SubscriptionRow.__table__
 SETTINGS_TTL_SECONDS = 30.0
 # How often the background loop queues due heartbeats and escalates late urgent alerts.
 SWEEP_SECONDS = 5.0
+# How long the loop keeps gathering outcomes after the first arrives, so one transaction
+# records many (each costs a turn of the write lock that writers of referrals wait for).
+RECORD_LINGER_SECONDS = 0.02
 Clock = Callable[[], datetime]
 _ERROR_BODY_CHARS = 200
 
@@ -192,37 +195,40 @@ class DeliveryWorker:
     def run_once(self, limit: int = 100) -> int:
         """Claim up to ``limit`` due deliveries, send them, record the outcomes; returns how many."""
         settings = self.settings()
-        prepared = self._claim_and_prepare(limit, settings)
+        prepared = self._prepare(self._exchange([], limit, settings))
         results = list(self._pool.map(lambda p: self._attempt(p, settings), prepared))
-        self._record(results, settings)
+        self._exchange(results, 0, settings)
         return len(results)
 
-    def _claim_and_prepare(self, limit: int, settings: Delivery) -> list[Prepared]:
-        claimed = self._claim(limit, settings)
-        return self._prepare(claimed) if claimed else []
-
-    def _claim(self, limit: int, settings: Delivery) -> list[Claimed]:
+    def _exchange(self, results: Sequence[Result], limit: int, settings: Delivery) -> list[Claimed]:
+        """Record ``results`` and claim up to ``limit`` due deliveries in one transaction, so
+        a round of sending costs one turn of the write lock; with nothing to record, a read
+        first finds whether anything is due at all."""
         now = self.clock()
-        lease_end = now + timedelta(seconds=settings.lease_seconds)
-        due = or_(
-            and_(DELIVERY.c.status == "pending", DELIVERY.c.next_attempt_at <= now),
-            and_(DELIVERY.c.status == "sending", DELIVERY.c.claimed_until < now),  # a lapsed lease
-        )
+        if not results and (limit <= 0 or not self._any_due(now)):
+            return []
+        outcomes = self._outcomes(results, settings, now)
         with self.gateway.transaction() as session:
-            rows = session.execute(
-                select(DELIVERY)
-                .where(due)
-                .order_by(DELIVERY.c.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            if not rows:
-                return []
-            session.execute(
-                update(DELIVERY)
-                .where(DELIVERY.c.id.in_([r.id for r in rows]))
-                .values(status="sending", claimed_by=self.name, claimed_until=lease_end, attempts=DELIVERY.c.attempts + 1)
-            )
+            if results:
+                outcomes.write(session)
+            return self._claim(session, limit, settings, now) if limit > 0 else []
+
+    def _any_due(self, now: datetime) -> bool:
+        with self.gateway.reading() as session:
+            return session.execute(select(DELIVERY.c.id).where(_due(now)).limit(1)).first() is not None
+
+    def _claim(self, session: Session, limit: int, settings: Delivery, now: datetime) -> list[Claimed]:
+        lease_end = now + timedelta(seconds=settings.lease_seconds)
+        rows = session.execute(
+            select(DELIVERY).where(_due(now)).order_by(DELIVERY.c.next_attempt_at).limit(limit).with_for_update(skip_locked=True)
+        ).all()
+        if not rows:
+            return []
+        session.execute(
+            update(DELIVERY)
+            .where(DELIVERY.c.id.in_([r.id for r in rows]))
+            .values(status="sending", claimed_by=self.name, claimed_until=lease_end, attempts=DELIVERY.c.attempts + 1)
+        )
         return [
             Claimed(
                 r.id,
@@ -246,6 +252,8 @@ class DeliveryWorker:
 
     def _prepare(self, claimed: Sequence[Claimed]) -> list[Prepared]:
         """Read what each delivery is about as it is now, filter it for the recipient, build the body."""
+        if not claimed:
+            return []
         prepared = []
         with self.gateway.reading() as session:
             repo = self.gateway.repository(session)
@@ -356,13 +364,10 @@ class DeliveryWorker:
 
     # --- recording -----------------------------------------------------------------------
 
-    def _record(self, results: Sequence[Result], settings: Delivery) -> None:
-        """Write every outcome, its AuditEvent and (when delivered) its ledger rows in one transaction."""
-        if not results:
-            return
-        now = self.clock()
-        updates, audits, ledger = [], [], []
-        outcomes = SubscriptionOutcomes(now, settings)
+    def _outcomes(self, results: Sequence[Result], settings: Delivery, now: datetime) -> "_Outcomes":
+        """The rows that record ``results``: each delivery's new state, its AuditEvent and
+        (when delivered) its ledger rows, and its subscription's health."""
+        outcomes = _Outcomes(self.name, SubscriptionOutcomes(now, settings))
         for result in results:
             delivery = result.prepared.delivery
             row = {
@@ -379,19 +384,14 @@ class DeliveryWorker:
                 row["next_attempt_at"] = now + timedelta(seconds=max(wait, result.retry_after or 0.0))
             elif result.status == "released":
                 row.update(status="pending", attempts=delivery.attempts - 1)
-            updates.append(row)
+            outcomes.updates.append(row)
             # Handshakes and heartbeats disclose nothing about anyone: not audited.
             if (result.posted or result.status == "dead") and delivery.event not in CONTROL_EVENTS:
-                audits.append(self._audit_entry(result))
+                outcomes.audits.append(self._audit_entry(result))
             if result.status == "delivered":
-                ledger += result.prepared.disclosures
-            outcomes.add(delivery.subscription_id, delivery.event, result.status, delivery.created, result.detail, at_once=result.endpoint_refused)
-        with self.gateway.transaction() as session:
-            session.execute(_RECORD, updates)
-            outcomes.record(session)
-            if audits:
-                append_many(session, audits)
-            insert_disclosures(session, ledger)
+                outcomes.ledger += result.prepared.disclosures
+            outcomes.subscriptions.add(delivery.subscription_id, delivery.event, result.status, delivery.created, result.detail, at_once=result.endpoint_refused)
+        return outcomes
 
     def _audit_entry(self, result: Result) -> tuple[dict[str, Any], str | None, str | None]:
         delivery = result.prepared.delivery
@@ -437,23 +437,50 @@ class DeliveryWorker:
         # transaction carries many deliveries; queued sends must still fit in a lease.
         in_flight = 0
         room = max(64, self.threads * 8)
-        while not self._stop.is_set() or in_flight:
+        results: list[Result] = []
+        while not self._stop.is_set() or in_flight or results:
             try:
                 if time.monotonic() - self._last_sweep >= SWEEP_SECONDS:
                     self._last_sweep = time.monotonic()
                     self.sweep()
                 settings = self.settings()
                 refill = in_flight <= room // 2 and not self._stop.is_set()
-                prepared = self._claim_and_prepare(room - in_flight, settings) if refill else []
+                claimed = self._exchange(results, room - in_flight if refill else 0, settings)
+                results = []  # recorded: never twice, even if preparing the claimed ones fails
+                prepared = self._prepare(claimed)
                 for item in prepared:
                     self._pool.submit(self._attempt, item, settings).add_done_callback(_deliver_to(finished))
                 in_flight += len(prepared)
-                results = _drain(finished, wait=0.0 if prepared else self.idle_sleep)
+                results = _drain(finished, wait=0.0 if prepared else self.idle_sleep, linger=RECORD_LINGER_SECONDS)
                 in_flight -= len(results)
-                self._record(results, settings)
             except Exception:  # noqa: BLE001 - e.g. the database is down: log, pause, go on
                 log.exception("delivery round failed; retrying")
                 self._stop.wait(max(self.idle_sleep, 1.0))
+
+
+@dataclass
+class _Outcomes:
+    """What one round records, built before the write lock is taken."""
+
+    worker: str
+    subscriptions: SubscriptionOutcomes
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    audits: list[tuple[dict[str, Any], str | None, str | None]] = field(default_factory=list)
+    ledger: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, session: Session) -> None:
+        session.execute(_RECORD, self.updates)
+        self.subscriptions.record(session)
+        if self.audits:
+            append_many(session, self.audits)
+        insert_disclosures(session, self.ledger)
+
+
+def _due(now: datetime) -> Any:
+    return or_(
+        and_(DELIVERY.c.status == "pending", DELIVERY.c.next_attempt_at <= now),
+        and_(DELIVERY.c.status == "sending", DELIVERY.c.claimed_until < now),  # a lapsed lease
+    )
 
 
 def _deliver_to(finished: "queue.SimpleQueue[Result]") -> Callable[[Any], None]:
@@ -463,14 +490,18 @@ def _deliver_to(finished: "queue.SimpleQueue[Result]") -> Callable[[Any], None]:
     return done
 
 
-def _drain(finished: "queue.SimpleQueue[Result]", wait: float) -> list[Result]:
+def _drain(finished: "queue.SimpleQueue[Result]", wait: float, linger: float = 0.0) -> list[Result]:
+    """The results finished so far: waits up to ``wait`` for the first, then up to ``linger``
+    more for others, so outcomes arriving close together are recorded together."""
     results: list[Result] = []
     try:
         results.append(finished.get(timeout=wait) if wait > 0 else finished.get_nowait())
     except queue.Empty:
         return results
+    until = time.monotonic() + linger
     while True:
         try:
-            results.append(finished.get_nowait())
+            left = until - time.monotonic()
+            results.append(finished.get(timeout=left) if left > 0 else finished.get_nowait())
         except queue.Empty:
             return results
