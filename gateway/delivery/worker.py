@@ -46,6 +46,7 @@ from gateway.delivery.subscriptions import SubscriptionOutcomes, due_heartbeats
 from gateway.fhir.access import AccessPolicy
 from gateway.pathway_settings import pathway_settings
 from gateway.runtime import Gateway
+from gateway.store.hot import Hot
 from gateway.store.repository import Repository, now_utc
 
 log = logging.getLogger("pathway.delivery")
@@ -59,6 +60,16 @@ SWEEP_SECONDS = 5.0
 RECORD_LINGER_SECONDS = 0.02
 Clock = Callable[[], datetime]
 _ERROR_BODY_CHARS = 200
+
+# A delivery is due when it is pending and its time has come, or its sender's lease lapsed.
+_DUE = or_(
+    and_(DELIVERY.c.status == "pending", DELIVERY.c.next_attempt_at <= bindparam("now")),
+    and_(DELIVERY.c.status == "sending", DELIVERY.c.claimed_until < bindparam("now")),
+)
+# Compiled once: the exchange runs them holding the write lock, many times a second under load.
+_ANY_DUE = Hot(select(DELIVERY.c.id).where(_DUE).limit(1))
+_CLAIMABLE = Hot(select(DELIVERY).where(_DUE).order_by(DELIVERY.c.next_attempt_at).limit(bindparam("limit")).with_for_update(skip_locked=True))
+_CLAIM = Hot(update(DELIVERY).where(DELIVERY.c.id == bindparam("b_id")).values(status="sending", attempts=DELIVERY.c.attempts + 1))
 
 _RECORD = (
     update(DELIVERY)
@@ -215,20 +226,15 @@ class DeliveryWorker:
 
     def _any_due(self, now: datetime) -> bool:
         with self.gateway.reading() as session:
-            return session.execute(select(DELIVERY.c.id).where(_due(now)).limit(1)).first() is not None
+            return _ANY_DUE.first(session.connection(), now=now) is not None
 
     def _claim(self, session: Session, limit: int, settings: Delivery, now: datetime) -> list[Claimed]:
         lease_end = now + timedelta(seconds=settings.lease_seconds)
-        rows = session.execute(
-            select(DELIVERY).where(_due(now)).order_by(DELIVERY.c.next_attempt_at).limit(limit).with_for_update(skip_locked=True)
-        ).all()
+        connection = session.connection()
+        rows = _CLAIMABLE.rows(connection, now=now, limit=limit)
         if not rows:
             return []
-        session.execute(
-            update(DELIVERY)
-            .where(DELIVERY.c.id.in_([r.id for r in rows]))
-            .values(status="sending", claimed_by=self.name, claimed_until=lease_end, attempts=DELIVERY.c.attempts + 1)
-        )
+        _CLAIM.execute(connection, [{"b_id": r.id, "claimed_by": self.name, "claimed_until": lease_end} for r in rows])
         return [
             Claimed(
                 r.id,
@@ -474,13 +480,6 @@ class _Outcomes:
         if self.audits:
             append_many(session, self.audits)
         insert_disclosures(session, self.ledger)
-
-
-def _due(now: datetime) -> Any:
-    return or_(
-        and_(DELIVERY.c.status == "pending", DELIVERY.c.next_attempt_at <= now),
-        and_(DELIVERY.c.status == "sending", DELIVERY.c.claimed_until < now),  # a lapsed lease
-    )
 
 
 def _deliver_to(finished: "queue.SimpleQueue[Result]") -> Callable[[Any], None]:
