@@ -34,6 +34,9 @@ sys.path.insert(0, str(REPO))
 from bench._serve import serve_answers  # noqa: E402
 
 _KEY = re.compile(rb"(?i)x-pathway-delivery:\s*([^\r\n]+)")
+HSCP = "https://fhir.nhs.uk/Id/ods-organization-code|S037"
+# Demo partners with an agreement in force with the HSCP (conf/agreements.yaml): one per receiver.
+RECIPIENTS = ("https://pathway.scot/Id/partner|rehab-tayview-house", "https://pathway.scot/Id/partner|rehab-lomond-brae")
 
 
 # --- the receiver (its own process) ------------------------------------------------------
@@ -87,9 +90,28 @@ class ReceiverProcess:
 # --- the sender ----------------------------------------------------------------------------
 
 
-def queue_deliveries(gateway, count: int, recipient: str) -> None:  # type: ignore[no-untyped-def]
-    """Tasks naming ``recipient`` as owner, each with its facility-referral delivery queued,
-    all committed at once so the senders see the whole queue together."""
+def consented_person(gateway) -> str:  # type: ignore[no-untyped-def]
+    """A Patient held by the HSCP whose Consent permits both facilities for care management,
+    so each delivery about them carries the full Task (``Patient/id``)."""
+    from mappings.labels import label_resource
+
+    facilities = [{"reference": {"identifier": {"system": system, "value": value}}} for system, _, value in (r.partition("|") for r in RECIPIENTS)]
+    with gateway.transaction() as session:
+        repo = gateway.repository(session)
+        patient = repo.create(label_resource({"resourceType": "Patient", "name": [{"family": "Bench", "given": ["Delivery"]}]}), HSCP)
+        repo.create(label_resource({
+            "resourceType": "Consent", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": patient.reference}, "performer": [{"reference": patient.reference}], "dateTime": "2026-01-01",
+            "provision": {"type": "permit", "actor": facilities, "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "CAREMGT"}]},
+        }), HSCP)
+    return patient.reference
+
+
+def queue_deliveries(gateway, count: int, recipient: str, patient: str) -> None:  # type: ignore[no-untyped-def]
+    """Tasks about ``patient`` naming ``recipient`` as owner, each with its facility-referral
+    delivery queued, all committed at once so the senders see the whole queue together."""
     from gateway.delivery import enqueue
 
     system, _, value = recipient.partition("|")
@@ -101,12 +123,12 @@ def queue_deliveries(gateway, count: int, recipient: str) -> None:  # type: igno
                     "resourceType": "Task",
                     "status": "requested",
                     "intent": "order",
-                    "for": {"reference": "Patient/bench"},
+                    "for": {"reference": patient},
                     "owner": {"identifier": {"system": system, "value": value}},
                 },
-                "https://fhir.nhs.uk/Id/ods-organization-code|S037",
+                HSCP,
             )
-            enqueue(session, event="facility-referral", recipient=recipient, focus=task.reference, patient="Patient/bench", purpose="CAREMGT")
+            enqueue(session, event="facility-referral", recipient=recipient, focus=task.reference, patient=patient, purpose="CAREMGT")
 
 
 def import_conf_with_quick_retries(gateway, tmp: Path) -> None:  # type: ignore[no-untyped-def]
@@ -149,14 +171,14 @@ def start_senders(gateway, processes: int, threads: int) -> list[subprocess.Pope
     return senders
 
 
-def run(gateway, receiver: ReceiverProcess, count: int, recipient: str) -> tuple[float, dict[str, int]]:  # type: ignore[no-untyped-def]
+def run(gateway, receiver: ReceiverProcess, count: int, recipient: str, patient: str) -> tuple[float, dict[str, int]]:  # type: ignore[no-untyped-def]
     """Queue ``count`` deliveries to ``receiver`` and time the running senders draining them
     (from the commit that queues them; senders that find nothing to do look every 0.2 s)."""
     from gateway.delivery import sync_subscriptions
 
     with gateway.transaction() as session:
         sync_subscriptions(session, [(recipient, receiver.url, ["facility-referral"])])
-    queue_deliveries(gateway, count, recipient)
+    queue_deliveries(gateway, count, recipient, patient)
     started = time.perf_counter()
     while _left(gateway, recipient):
         time.sleep(0.02)
@@ -182,22 +204,25 @@ def main() -> None:
         url = os.environ.get("PATHWAY_DATABASE_URL") or f"sqlite:///{tmp}/bench.db"
         gateway = Gateway.start(Settings(database_url=url, secrets_dir=Path(tmp) / "secrets", run_workers=False))
         import_conf_with_quick_retries(gateway, Path(tmp))
+        patient = consented_person(gateway)
         senders = start_senders(gateway, args.processes, args.threads)
         for label, count, rate, recipient in (
-            ("healthy receiver", args.healthy, 0.0, "https://pathway.scot/Id/partner|bench-healthy"),
-            ("30%-failing receiver", args.failing, 0.3, "https://pathway.scot/Id/partner|bench-failing"),
+            ("healthy receiver", args.healthy, 0.0, RECIPIENTS[0]),
+            ("30%-failing receiver", args.failing, 0.3, RECIPIENTS[1]),
         ):
             if not count:
                 continue
             receiver = ReceiverProcess(rate)
             try:
-                elapsed, stats = run(gateway, receiver, count, recipient)
+                elapsed, stats = run(gateway, receiver, count, recipient, patient)
             finally:
                 receiver.close()
             print(
-                f"{label}, {args.processes} process(es) x {args.threads} threads: {count} deliveries drained in {elapsed:.2f} s = {count / elapsed:,.0f} deliveries/s "
-                f"({stats['posts']} POSTs, {stats['accepted']} distinct keys accepted)"
+                f"{label}, {args.processes} process(es) x {args.threads} threads: {count} deliveries drained in {elapsed:.2f} s = "
+                f"{stats['accepted'] / elapsed:,.0f} accepted deliveries/s ({stats['posts']} POSTs, {stats['accepted']} distinct keys accepted)"
             )
+            if stats["accepted"] != count:
+                raise SystemExit(f"{count - stats['accepted']} of the {count} deliveries were not accepted: dropped or dead, not delivered")
         for sender in senders:
             sender.terminate()
             sender.wait(timeout=60)
