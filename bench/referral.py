@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +102,18 @@ def check_pathways_opened(client: PathwayClient, referrals: list[str]) -> None:
             raise SystemExit(f"ServiceRequest/{referral_id} was accepted but has {len(tasks)} pathway Tasks")
 
 
+def delivery_backlog(receiver: ReceiverProcess, expected: int, limit: float = 30.0) -> str:
+    """How long after the last referral was answered the receiver had every referral's
+    notification: the age of the delivery backlog the run left (one notification a referral)."""
+    started = time.monotonic()
+    while (accepted := receiver.stats()["accepted"]) < expected and time.monotonic() - started < limit:
+        time.sleep(0.005)
+    waited = (time.monotonic() - started) * 1000
+    if accepted < expected:
+        return f"deliveries: {expected - accepted} of the run's notifications still not accepted {limit:g} s after it ended"
+    return f"deliveries: every referral's notification accepted within {waited:,.0f} ms of the run's end"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_load_arguments(parser, seconds=10.0, concurrency="4")
@@ -138,6 +151,7 @@ def main() -> None:
                     print(tally.line("referral", f"referral x{concurrency}", "referrals/s"))
                     if receiver is not None:
                         print(f"deliveries accepted by the receiver during the run: {(receiver.stats()['accepted'] - before) / tally.elapsed:,.0f}/s")
+                        print(delivery_backlog(receiver, before + len(tally.kept)))
                     for error in tally.errors[:3]:
                         print(f"  error: {error}")
                     if tally.kept:

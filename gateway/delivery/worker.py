@@ -55,9 +55,9 @@ SUBSCRIPTION = SubscriptionRow.__table__
 SETTINGS_TTL_SECONDS = 30.0
 # How often the background loop queues due heartbeats and escalates late urgent alerts.
 SWEEP_SECONDS = 5.0
-# How long the loop keeps gathering outcomes after the first arrives, so one transaction
-# records many (each costs a turn of the write lock that writers of referrals wait for).
-RECORD_LINGER_SECONDS = 0.02
+# While sending, the loop records and claims once a round: at most one turn of the write
+# lock per round, however many deliveries it carries (see DeliveryWorker._run).
+ROUND_SECONDS = 0.1
 Clock = Callable[[], datetime]
 _ERROR_BODY_CHARS = 200
 
@@ -436,28 +436,30 @@ class DeliveryWorker:
             self._operator_http.close()
 
     def _run(self) -> None:
-        # Sends run in the pool; this thread claims while the pool has room and records
-        # outcomes as they arrive, so one slow receiver holds one pool thread, not the rest.
+        # Sends run in the pool, so one slow receiver holds one pool thread, not the rest.
+        # This thread works in rounds: each records the outcomes that came in and claims what
+        # is due in one transaction (one turn of the write lock, which the request path's
+        # writers wait for), then gathers outcomes until the round is over, or until half the
+        # room is free again (a backlog is sent as fast as the pool goes). Idle, it looks for
+        # due deliveries with a read every ``idle_sleep``.
         finished: queue.SimpleQueue[Result] = queue.SimpleQueue()
-        # Claims refill the queue in batches once half of it has been sent, so each
-        # transaction carries many deliveries; queued sends must still fit in a lease.
         in_flight = 0
-        room = max(64, self.threads * 8)
+        room = max(64, self.threads * 8)  # queued sends must still fit in a lease
         results: list[Result] = []
         while not self._stop.is_set() or in_flight or results:
             try:
-                if time.monotonic() - self._last_sweep >= SWEEP_SECONDS:
-                    self._last_sweep = time.monotonic()
+                started = time.monotonic()
+                if started - self._last_sweep >= SWEEP_SECONDS:
+                    self._last_sweep = started
                     self.sweep()
                 settings = self.settings()
-                refill = in_flight <= room // 2 and not self._stop.is_set()
-                claimed = self._exchange(results, room - in_flight if refill else 0, settings)
+                claimed = self._exchange(results, 0 if self._stop.is_set() else room - in_flight, settings)
                 results = []  # recorded: never twice, even if preparing the claimed ones fails
                 prepared = self._prepare(claimed)
                 for item in prepared:
                     self._pool.submit(self._attempt, item, settings).add_done_callback(_deliver_to(finished))
                 in_flight += len(prepared)
-                results = _drain(finished, wait=0.0 if prepared else self.idle_sleep, linger=RECORD_LINGER_SECONDS)
+                results = _gather(finished, until=started + (ROUND_SECONDS if in_flight else self.idle_sleep), enough=room // 2)
                 in_flight -= len(results)
             except Exception:  # noqa: BLE001 - e.g. the database is down: log, pause, go on
                 log.exception("delivery round failed; retrying")
@@ -489,18 +491,14 @@ def _deliver_to(finished: "queue.SimpleQueue[Result]") -> Callable[[Any], None]:
     return done
 
 
-def _drain(finished: "queue.SimpleQueue[Result]", wait: float, linger: float = 0.0) -> list[Result]:
-    """The results finished so far: waits up to ``wait`` for the first, then up to ``linger``
-    more for others, so outcomes arriving close together are recorded together."""
+def _gather(finished: "queue.SimpleQueue[Result]", until: float, enough: int) -> list[Result]:
+    """Results as they finish, until ``until`` (a ``time.monotonic()`` value) or until there
+    are ``enough``; after ``until``, those finished already."""
     results: list[Result] = []
-    try:
-        results.append(finished.get(timeout=wait) if wait > 0 else finished.get_nowait())
-    except queue.Empty:
-        return results
-    until = time.monotonic() + linger
-    while True:
+    while len(results) < enough:
+        left = until - time.monotonic()
         try:
-            left = until - time.monotonic()
             results.append(finished.get(timeout=left) if left > 0 else finished.get_nowait())
         except queue.Empty:
-            return results
+            break
+    return results
