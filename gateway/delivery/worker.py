@@ -370,10 +370,10 @@ class DeliveryWorker:
 
     # --- recording -----------------------------------------------------------------------
 
-    def _outcomes(self, results: Sequence[Result], settings: Delivery, now: datetime) -> "_Outcomes":
+    def _outcomes(self, results: Sequence[Result], settings: Delivery, now: datetime) -> _Outcomes:
         """The rows that record ``results``: each delivery's new state, its AuditEvent and
         (when delivered) its ledger rows, and its subscription's health."""
-        outcomes = _Outcomes(self.name, SubscriptionOutcomes(now, settings))
+        outcomes = _Outcomes(SubscriptionOutcomes(now, settings))
         for result in results:
             delivery = result.prepared.delivery
             row = {
@@ -470,7 +470,6 @@ class DeliveryWorker:
 class _Outcomes:
     """What one round records, built before the write lock is taken."""
 
-    worker: str
     subscriptions: SubscriptionOutcomes
     updates: list[dict[str, Any]] = field(default_factory=list)
     audits: list[tuple[dict[str, Any], str | None, str | None]] = field(default_factory=list)
