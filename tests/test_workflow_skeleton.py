@@ -216,3 +216,34 @@ def test_include_of_the_referral_from_the_task_follows_the_same_rule(gateway: Ga
     assert_skeleton(skeletons["ServiceRequest"], REQUEST_SKELETON)
     suspend_tayview(gateway)
     assert shown() == {}
+
+
+def test_a_search_never_matches_a_skeleton_on_what_it_leaves_out(parties: Parties, referral) -> None:  # noqa: F811
+    """An open Communication the facility sees only as a skeleton (no category, no payload): a
+    search or an If-None-Exist on its category must not tell the facility what the category is."""
+    withdraw(parties, referral["consent"])
+    facility = parties.facility
+    sent = parties.social.post("Communication", {
+        "resourceType": "Communication", "status": "in-progress",
+        "category": [{"coding": [{"system": "https://pathway.scot/CodeSystem/communication-category", "code": "contingency-alert"}]}],
+        "subject": {"reference": referral["patient"]}, "sender": {"reference": "Organization/dundee-hscp"},
+        "recipient": [{"reference": "Organization/rehab-tayview-house"}], "payload": [{"contentString": "Left early; overdose risk"}],
+    })
+    assert sent.status_code == 201, sent.text
+    alert = sent.json()["id"]
+    shown = facility.get(f"Communication/{alert}").json()
+    assert SUBSETTED in tags(shown) and "category" not in shown and "payload" not in shown
+    assert ids(facility, f"Communication?_id={alert}") == [alert]  # found on what the skeleton shows
+    for query in ("category=contingency-alert", "category=review-summary", "category:not=contingency-alert", "category:not=review-summary"):
+        assert ids(facility, f"Communication?_id={alert}&{query}") == [], query
+        assert facility.get(f"Communication?_id={alert}&{query}&_summary=count").json()["total"] == 0, query
+    probe = {"resourceType": "Communication", "status": "completed", "subject": {"reference": referral["patient"]},
+             "sender": {"reference": "Organization/rehab-tayview-house"}, "payload": [{"contentString": "probe"}]}
+    created = facility.post("Communication", probe, headers={"If-None-Exist": f"_id={alert}&category=contingency-alert"})
+    assert created.status_code == 201 and created.json()["id"] != alert  # no match: a new record, as for any other category
+
+
+def ids(client: PathwayClient, query: str) -> list[str]:
+    response = client.get(query)
+    assert response.status_code == 200, response.text
+    return [e["resource"]["id"] for e in response.json().get("entry", []) if e["resource"]["resourceType"] != "OperationOutcome"]

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from gateway.fhir.access import AccessPolicy, Caller
 from gateway.fhir.outcomes import FhirError
 from gateway.fhir.search import matches, parse_search
+from gateway.sharing.skeleton import visible_matches
 from gateway.store.repository import Repository, Stored
 
 CHUNK = 20
@@ -56,7 +57,7 @@ def one_match(session: Session, repo: Repository, policy: AccessPolicy, caller: 
     rows = matches(repo, resource_type, query, policy.search_custodians(caller, resource_type))
     found: list[Stored] = []
     while len(found) < 2 and (chunk := [stored for _, stored in islice(rows, CHUNK)]):
-        shown = policy.visible(session, caller, chunk).resources
+        shown = visible_matches(policy, session, caller, chunk, query).resources
         found += [stored for stored, resource in zip(chunk, shown) if resource is not None]
     if len(found) > 1:
         raise FhirError(412, f"the condition {condition!r} matches more than one {resource_type}; make it more selective", "multiple-matches")

@@ -21,7 +21,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.fhir.capability import SUPPORTED_TYPES, search_param_types
 from gateway.fhir.outcomes import FhirError
-from gateway.store.indexing import MAX_NAME_PREFIX, REFERENCE_PARAMS, fold_name, sortable_instant
+from gateway.store.indexing import MAX_NAME_PREFIX, REFERENCE_PARAMS, elements_read, fold_name, sortable_instant
 from gateway.store.repository import Cursor, DateRange, Repository, Sort, Stored
 
 DEFAULT_COUNT = 50
@@ -63,6 +63,12 @@ class SearchQuery:
     includes: list[Include] = field(default_factory=list)
     revincludes: list[Include] = field(default_factory=list)
     applied: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def elements_read(self) -> frozenset[str]:
+        """The top-level elements its criteria and its order read."""
+        names = {name.partition(":")[0] for name, _ in self.applied} | ({self.sort.param} if self.sort.param else set())
+        return frozenset(element for name in names for element in elements_read(name))
 
     @property
     def wants_total(self) -> bool:

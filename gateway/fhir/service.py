@@ -28,7 +28,7 @@ from gateway.fhir.outcomes import FhirError
 from gateway.fhir.search import MAX_INCLUDED, SearchQuery, encode_cursor, include_targets, mandatory_elements, matches, parse_search, subsetted
 from gateway.fhir.validation import validate_resource
 from gateway.runtime import Gateway
-from gateway.sharing.skeleton import SKELETON_ELEMENTS, is_skeleton, over_stored
+from gateway.sharing.skeleton import SKELETON_ELEMENTS, is_skeleton, over_stored, visible_matches
 from gateway.store.indexing import patient_of
 from gateway.store.repository import Cursor, NotFound, Repository, Stored, VersionConflict
 from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
@@ -443,8 +443,8 @@ class FhirService:
         query = parse_search(resource_type, params, strict)
 
         def work(session: Session, repo: Repository) -> Seen:
-            counted = self._count_visible(session, caller, self._matches(repo, caller, resource_type, query)) if query.wants_total else None
-            page = Page() if query.summary_count else self._page(session, caller, self._matches(repo, caller, resource_type, query), query.count)
+            counted = self._count_visible(session, caller, self._matches(repo, caller, resource_type, query), query) if query.wants_total else None
+            page = Page() if query.summary_count else self._page(session, caller, self._matches(repo, caller, resource_type, query), query)
             included = self._included(session, repo, caller, resource_type, query, page.resources)
             shown = page.resources + included.resources
             matches = [subsetted(r, query.elements, mandatory_elements(resource_type)) for r in page.resources] if query.elements else page.resources
@@ -466,12 +466,12 @@ class FhirService:
     def _matches(self, repo: Repository, caller: Caller, resource_type: str, query: SearchQuery) -> Iterator[tuple[Cursor, Stored]]:
         return matches(repo, resource_type, query, self.policy.search_custodians(caller, resource_type))
 
-    def _count_visible(self, session: Session, caller: Caller, rows: Iterator[tuple[Cursor, Stored]], chunk: int = 200) -> tuple[int, bool]:
+    def _count_visible(self, session: Session, caller: Caller, rows: Iterator[tuple[Cursor, Stored]], query: SearchQuery, chunk: int = 200) -> tuple[int, bool]:
         """How many of the rows the caller may see (a total never counts what it may not), and
         whether the policy would warn that something was withheld."""
         count, withheld = 0, False
         while batch := [s for _, s in islice(rows, chunk)]:
-            visible = self.policy.visible(session, caller, batch)
+            visible = visible_matches(self.policy, session, caller, batch, query)
             count += sum(r is not None for r in visible.resources)
             withheld = withheld or visible.withheld
         return count, withheld
@@ -505,10 +505,10 @@ class FhirService:
         visible = self.policy.visible(session, caller, wanted)
         return Page([r for r in visible.resources if r is not None], visible.withheld, None, visible.disclosures)
 
-    def _page(self, session: Session, caller: Caller, rows: Iterator[tuple[Cursor, Stored]], count: int) -> Page:
+    def _page(self, session: Session, caller: Caller, rows: Iterator[tuple[Cursor, Stored]], query: SearchQuery) -> Page:
         """Fill a page with what the caller may see, checking rows in chunks; ``next`` is the
         cursor of its last row when the caller may see more after it."""
-        page = Page()
+        page, count = Page(), query.count
         if count == 0:
             return page
         chunk: list[tuple[Cursor, Stored]] = []
@@ -517,7 +517,7 @@ class FhirService:
         def flush() -> bool:
             """Add the chunk's visible rows; True when a visible row is left over (there is a next page)."""
             nonlocal last
-            visible = self.policy.visible(session, caller, [s for _, s in chunk])
+            visible = visible_matches(self.policy, session, caller, [s for _, s in chunk], query)
             page.withheld = page.withheld or visible.withheld
             shown: set[str] = set()
             more = False

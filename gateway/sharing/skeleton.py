@@ -14,15 +14,21 @@ revoked or entered-in-error; a Communication not completed (sent) or entered-in-
 
 A participant that sees only the skeleton may still update a Task: the elements it cannot see
 are carried over from the stored version, and a body that sets one is refused (whatever the
-stored version holds, so a refusal tells nothing about it).
+stored version holds, so a refusal tells nothing about it). Nor does a search match a skeleton
+on what it leaves out (``visible_matches``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from gateway.fhir.access import AccessPolicy, Caller, Visible
 from gateway.fhir.outcomes import FhirError
-from gateway.fhir.search import SUBSETTED
+from gateway.fhir.search import SUBSETTED, SearchQuery
+from gateway.store.repository import Stored
 
 # Top-level elements a participant sees of each workflow type without consent.
 _COMMON = ("resourceType", "id", "meta", "identifier", "status")
@@ -79,6 +85,22 @@ def skeleton(resource: dict[str, Any]) -> dict[str, Any]:
         shown[key] = value
     shown.setdefault("meta", {"tag": [SUBSETTED]})
     return shown
+
+
+def visible_matches(policy: AccessPolicy, session: Session, caller: Caller, stored: Sequence[Stored], query: SearchQuery) -> Visible:
+    """What the caller may see of the records a search matched in the store. A record it sees
+    only as a skeleton counts as matched only when the search reads nothing the skeleton leaves
+    out: the store matched the whole record, so ``category=...`` (or ``:not``, a total, an
+    If-None-Exist) on a skeleton would otherwise tell the caller what its hidden elements hold."""
+    visible = policy.visible(session, caller, stored)
+    read = query.elements_read
+    if not read:
+        return visible
+    resources = [
+        None if shown is not None and record.type in SKELETON_ELEMENTS and is_skeleton(shown) and read & (record.resource.keys() - SKELETON_ELEMENTS[record.type]) else shown
+        for record, shown in zip(stored, visible.resources)
+    ]
+    return Visible(resources, visible.withheld, visible.disclosures)
 
 
 def is_skeleton(resource: dict[str, Any]) -> bool:

@@ -55,6 +55,13 @@ PATIENT_ELEMENTS = ("subject", "patient", "for", "beneficiary")
 SELECTIVE_PARAMS = frozenset({"identifier", *REFERENCE_PARAMS})
 
 
+def elements_read(param: str) -> frozenset[str]:
+    """The top-level elements a search parameter reads (none for ``_id``, ``_lastUpdated`` and
+    the result parameters: an id and a meta are in every view)."""
+    paths = (*REFERENCE_PARAMS.get(param, ()), *DATE_PARAMS.get(param, ()), *filter(None, (TOKEN_PARAMS.get(param), URI_PARAMS.get(param))))
+    return frozenset(path.split(".")[0] for path in paths)
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
