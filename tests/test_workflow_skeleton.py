@@ -15,9 +15,9 @@ from gateway.delivery.topics import TOPIC_BASE
 from gateway.runtime import Gateway
 from gateway.sharing.agreement_lifecycle import set_status
 from gateway.store.models import DisclosureRow
-from tests.conftest import FACILITY
-from tests.test_pathway_e2e import Parties, ann, conf, parties  # noqa: F401  (fixtures)
-from tests.test_pathway_api import one, refer, to_residential
+from tests.conftest import FACILITY, PARTNER, privacy_consent
+from tests.test_pathway_e2e import Parties, ann, conf, created, parties  # noqa: F401  (fixtures)
+from tests.test_pathway_api import one, person, refer, to_residential
 from tests.test_subscriptions import inbox, jwks, quiet, worker  # noqa: F401  (fixtures)
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
@@ -241,6 +241,27 @@ def test_a_search_never_matches_a_skeleton_on_what_it_leaves_out(parties: Partie
              "sender": {"reference": "Organization/rehab-tayview-house"}, "payload": [{"contentString": "probe"}]}
     created = facility.post("Communication", probe, headers={"If-None-Exist": f"_id={alert}&category=contingency-alert"})
     assert created.status_code == 201 and created.json()["id"] != alert  # no match: a new record, as for any other category
+
+
+
+def test_a_revinclude_never_finds_a_skeleton_by_what_it_leaves_out(parties: Parties, referral) -> None:  # noqa: F811
+    """The facility searches an Encounter it may see (Bob's, under his consent) with
+    _revinclude=Communication:encounter: an open Communication about Ann that it sees only as a
+    skeleton (no encounter) must not come back with it."""
+    withdraw(parties, referral["consent"])
+    social, facility = parties.social, parties.facility
+    bob = person(social, 32)
+    created(social, privacy_consent(bob, {"type": "permit", "actor": [{"role": {"text": "recipient"}, "reference": {"identifier": {"system": PARTNER, "value": "rehab-tayview-house"}}}]}))
+    visit = created(social, {"resourceType": "Encounter", "status": "finished", "subject": {"reference": bob},
+                             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}})["id"]
+    assert facility.get(f"Encounter/{visit}").status_code == 200
+    alert = created(social, {
+        "resourceType": "Communication", "status": "in-progress", "subject": {"reference": referral["patient"]},
+        "encounter": {"reference": f"Encounter/{visit}"}, "recipient": [{"reference": "Organization/rehab-tayview-house"}],
+        "payload": [{"contentString": "Seen at the drop-in"}],
+    })["id"]
+    assert SUBSETTED in tags(facility.get(f"Communication/{alert}").json())
+    assert ids(facility, f"Encounter?_id={visit}&_revinclude=Communication:encounter") == [visit]
 
 
 def ids(client: PathwayClient, query: str) -> list[str]:

@@ -28,8 +28,8 @@ from gateway.fhir.outcomes import FhirError
 from gateway.fhir.search import MAX_INCLUDED, SearchQuery, encode_cursor, include_targets, mandatory_elements, matches, parse_search, subsetted
 from gateway.fhir.validation import validate_resource
 from gateway.runtime import Gateway
-from gateway.sharing.skeleton import SKELETON_ELEMENTS, is_skeleton, over_stored, visible_matches
-from gateway.store.indexing import patient_of
+from gateway.sharing.skeleton import SKELETON_ELEMENTS, is_skeleton, matches_skeleton, over_stored, visible_matches
+from gateway.store.indexing import elements_read, patient_of
 from gateway.store.repository import Cursor, NotFound, Repository, Stored, VersionConflict
 from mappings.identifiers import CHI_OID, CHI_SYSTEM, chi_problem
 
@@ -483,11 +483,13 @@ class FhirService:
         each resource once (at most MAX_INCLUDED)."""
         known = {f"{r['resourceType']}/{r['id']}" for r in matches}
         wanted: list[Stored] = []
+        read: list[frozenset[str]] = []  # what the search that found each one read (a _revinclude's parameter)
 
-        def add(stored: Stored | None) -> None:
+        def add(stored: Stored | None, by: frozenset[str] = frozenset()) -> None:
             if stored is not None and not stored.deleted and stored.reference not in known and len(wanted) < MAX_INCLUDED:
                 known.add(stored.reference)
                 wanted.append(stored)
+                read.append(by)
 
         for include in query.includes:
             names = [n for n, t in search_param_types(resource_type).items() if t == "reference"] if include.param == "*" else [include.param]
@@ -499,11 +501,12 @@ class FhirService:
         for include in query.revincludes if targets else ():
             rows = repo.search(include.source, [(include.param, targets)], custodians=self.policy.search_custodians(caller, include.source))
             for _, stored in islice(rows, MAX_INCLUDED):
-                add(stored)
+                add(stored, elements_read(include.param))
         if not wanted:
             return Page()
         visible = self.policy.visible(session, caller, wanted)
-        return Page([r for r in visible.resources if r is not None], visible.withheld, None, visible.disclosures)
+        shown = [r for stored, r, by in zip(wanted, visible.resources, read) if matches_skeleton(stored, r, by)]
+        return Page(shown, visible.withheld, None, visible.disclosures)
 
     def _page(self, session: Session, caller: Caller, rows: Iterator[tuple[Cursor, Stored]], query: SearchQuery) -> Page:
         """Fill a page with what the caller may see, checking rows in chunks; ``next`` is the

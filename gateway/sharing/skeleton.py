@@ -88,19 +88,24 @@ def skeleton(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def visible_matches(policy: AccessPolicy, session: Session, caller: Caller, stored: Sequence[Stored], query: SearchQuery) -> Visible:
-    """What the caller may see of the records a search matched in the store. A record it sees
-    only as a skeleton counts as matched only when the search reads nothing the skeleton leaves
-    out: the store matched the whole record, so ``category=...`` (or ``:not``, a total, an
-    If-None-Exist) on a skeleton would otherwise tell the caller what its hidden elements hold."""
+    """What the caller may see of the records a search matched in the store, less the skeletons
+    the search must not match (``matches_skeleton``)."""
     visible = policy.visible(session, caller, stored)
     read = query.elements_read
     if not read:
         return visible
-    resources = [
-        None if shown is not None and record.type in SKELETON_ELEMENTS and is_skeleton(shown) and read & (record.resource.keys() - SKELETON_ELEMENTS[record.type]) else shown
-        for record, shown in zip(stored, visible.resources)
-    ]
+    resources = [shown if matches_skeleton(record, shown, read) else None for record, shown in zip(stored, visible.resources)]
     return Visible(resources, visible.withheld, visible.disclosures)
+
+
+def matches_skeleton(record: Stored, shown: dict[str, Any] | None, read: frozenset[str]) -> bool:
+    """Whether a search that read the elements ``read`` may match ``record`` as the caller sees
+    it (``shown``). A skeleton counts as matched only when the search read nothing it leaves out:
+    the store matched the whole record, so ``category=...`` (or ``:not``, a total, an
+    If-None-Exist, a ``_revinclude``) on a skeleton would otherwise tell what its hidden elements hold."""
+    if shown is None or record.type not in SKELETON_ELEMENTS or not is_skeleton(shown):
+        return shown is not None
+    return not read & (record.resource.keys() - SKELETON_ELEMENTS[record.type])
 
 
 def is_skeleton(resource: dict[str, Any]) -> bool:
