@@ -15,7 +15,8 @@ from adapters import IdScheme, IngestError, MemoryPatientIndex
 from gateway.cli import main
 from gateway.conf import load_conf
 from gateway.directory import import_conf
-from gateway.store.models import QuarantineRow
+from gateway.audit.chain import read_event
+from gateway.store.models import AuditRow, QuarantineRow
 
 from .conftest import HSCP, REPO
 
@@ -172,3 +173,22 @@ def test_a_quarantine_reason_quoting_the_record_is_sealed_with_it(partnership, m
     with gateway.reading() as session:
         stored = [row.reason for row in session.scalars(select(QuarantineRow))]
     assert len(stored) == 1 and "0101809999" not in stored[0] and stored[0].startswith("CHI")
+
+
+def test_a_dry_run_is_audited_without_naming_anyone(partnership, make_client, gateway):  # type: ignore[no-untyped-def]
+    """A dry run writes nothing but still answers whether the extract's people are known (its
+    report counts a new Patient only for a CHI Pathway does not know), so it leaves an entry in
+    the audit trail: who checked how many records, about no one."""
+    social = make_client("social-work", HSCP, ["system/*.read", "ingest"])
+    base = social.fhir_base.removesuffix("/fhir")
+    with gateway.reading() as session:
+        before = session.scalars(select(AuditRow.seq)).all()
+    answer = social.request("POST", f"{base}/ingest/socialwork?dry_run=true", content=(FIXTURES / "socialwork.json").read_bytes(),
+                            headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200 and answer.json()["dry_run"] is True
+    with gateway.reading() as session:
+        added = [(row, read_event(session, row)) for row in session.scalars(select(AuditRow)) if row.seq not in set(before)]
+    [(row, event)] = [(row, event) for row, event in added if event["subtype"][0]["code"] == "ingest"]
+    assert row.patient is None and "entity" not in event
+    assert event["outcomeDesc"] == f"socialwork extract checked (dry run, nothing stored): {answer.json()['records']} records"
+    assert event["agent"][0]["who"]["identifier"]["value"] == "social-work"

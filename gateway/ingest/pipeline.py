@@ -194,7 +194,16 @@ def run_ingest(
             append(session, event, client_id=caller.principal.client_id)
         raise
     if dry_run:
-        return {**result.report(), "dry_run": True}
+        # Nothing is stored, but the report still tells whether the extract's people are known
+        # (a CHI Pathway knows maps to no new Patient), so who checked is audited, naming no one.
+        report = result.report()
+        event = audit_event(
+            "ingest", Actor(caller.principal.client_id, caller.organization),
+            detail=f"{source} extract checked (dry run, nothing stored): {report['records']} records", purpose=caller.purpose,
+        )
+        with gateway.transaction() as session:
+            append(session, event, client_id=caller.principal.client_id)
+        return {**report, "dry_run": True}
     written = [reference for batch in _batches(list(result.records), BATCH // 10) for reference in _store(gateway, fhir, caller, result, batch)]
     deletions = _delete(gateway, fhir, caller, result)
     with gateway.transaction() as session:
