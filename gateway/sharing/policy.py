@@ -151,22 +151,22 @@ class ConsentPolicy(CustodianPolicy):
 
     # --- decisions -------------------------------------------------------------------
 
-    def passes_without_consent(self, session: Session, caller: Caller, item: Stored, resource: dict[str, Any]) -> bool:
+    def passes_without_consent(self, caller: Caller, item: Stored) -> bool:
         """Directory entries and what the caller holds need no consent (workflow records naming
         the caller do: without it they show only as a skeleton, see :meth:`skeleton_allowed`)."""
         if item.type in DIRECTORY_TYPES:
             return True
         return caller.acting_for is None and item.custodian == caller.organization
 
-    def skeleton_allowed(self, session: Session, caller: Caller, item: Stored, agreements: list[dict[str, Any]]) -> bool:
+    def skeleton_allowed(self, session: Session, caller: Caller, item: Stored, resource: dict[str, Any], agreements: list[dict[str, Any]]) -> bool:
         """Whether the caller may see the skeleton of a workflow record it may not see in full:
         the record names it, is still open, and an agreement between the caller's organisation and
         the holder is in force (for any purpose). Portals never see skeletons."""
         return (
             caller.acting_for is None
             and item.type in WORKFLOW_PARTICIPANTS
-            and is_open(item.type, item.resource)
-            and self.participants.names(session, item.type, item.resource, caller.organization)
+            and is_open(item.type, resource)
+            and self.participants.names(session, item.type, resource, caller.organization)
             and bool(consent.agreements_in_force(agreements, _identifier(item.custodian), self.organization_identifiers(session, caller.organization), now_utc().isoformat()))
         )
 
@@ -373,7 +373,7 @@ class _View:
             return resource, None, None
         if caller.acting_for is not None and (patient is None or patient != self.portal_person):
             return None, patient, None  # a portal sees one person; others are not even withheld
-        if self.policy.passes_without_consent(self.session, caller, item, resource):
+        if self.policy.passes_without_consent(caller, item):
             if patient is not None:
                 self.shown.add(patient)
             return resource, patient, None
@@ -381,7 +381,7 @@ class _View:
         if grounds is not None:
             self.shown.add(patient)  # type: ignore[arg-type]
             return resource, patient, grounds
-        if self.policy.skeleton_allowed(self.session, caller, item, self.agreements[1]):
+        if self.policy.skeleton_allowed(self.session, caller, item, resource, self.agreements[1]):
             if patient is not None:
                 self.shown.add(patient)
             return skeleton(resource), patient, None
